@@ -1,0 +1,35 @@
+# The two commands of the README, and helpers. The first target that needs Python creates .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.bintut-installed
+
+.PHONY: reproduce test lint lab smoke bench-int clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,notebooks]'
+	touch $(STAMP)
+
+## The main job: the reference recipe on a GPU, the workshop preset on a CPU; writes results/.
+reproduce: $(STAMP)
+	$(PY) -m bintut reproduce
+
+## Every test: lint, the library tests and all notebooks in smoke mode.
+test: $(STAMP)
+	$(PY) -m ruff check bintut tests
+	BINTUT_MODE=smoke $(PY) -m pytest -n 2 --dist loadscope tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
+
+lint: $(STAMP)
+	$(PY) -m ruff check bintut tests
+
+## A seconds-long end-to-end run on synthetic data.
+smoke: $(STAMP)
+	$(PY) -m bintut train --preset smoke --out runs/smoke
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf runs results .pytest_cache

@@ -1,0 +1,143 @@
+"""Training configuration: one dataclass, three presets, every field overridable."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .schedule import REFERENCE_BINARIZATION, REFERENCE_LR, Schedule
+
+SCHEDULE_FIELDS = ("lr", "weight_p", "weight_ratio", "act_p", "act_ratio")
+
+
+def _phases(default: list, help: str) -> Any:
+    return field(default_factory=lambda: [list(p) for p in default], metadata={"help": help})
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs. Defaults are the reference recipe (GUIDE §1), the `seed` preset."""
+
+    preset: str = _f("seed", "the preset these values started from")
+    # data
+    data: str = _f("cifar100", "'cifar100' (the real data) or 'synthetic' (generated offline)")
+    data_root: str | None = _f(None, "folder holding cifar-100-python/ (default: $BINTUT_DATA or ./data)")
+    download: bool = _f(False, "let torchvision download CIFAR-100 if it is missing")
+    synthetic_train: int = _f(5000, "training images in the synthetic data set")
+    synthetic_test: int = _f(1000, "test images in the synthetic data set")
+    train_subset: int | None = _f(None, "train on a random subset of this many images")
+    test_subset: int | None = _f(None, "evaluate on a random subset of this many images")
+    augment: str = _f("reference", "training augmentation: 'reference', 'basic' (crop+flip) or 'none'")
+    num_workers: int = _f(-1, "data-loader processes (-1: up to 8, by the CPU count)")
+    # model and quantization
+    pretrained: bool = _f(True, "start from torchvision's ImageNet ResNet18 weights")
+    quant_weights: bool = _f(True, "binarize the weights of every Conv2d/Linear")
+    quant_activations: bool = _f(True, "fake-quantize the inputs of every Conv2d/Linear to int8")
+    scale: str = _f("learned", "binary weight scale: 'learned' (reference) or 'analytic' (mean|w|)")
+    nested: bool = _f(False, "nested sprinkling masks for weights (once binarized, stays binarized)")
+    # optimisation
+    epochs: int = _f(300, "training epochs")
+    batch_size: int = _f(128, "training batch size")
+    eval_batch_size: int = _f(512, "evaluation batch size")
+    weight_decay: float = _f(1e-4, "AdamW weight decay")
+    grad_clip: float = _f(1.0, "gradient-norm clip (0 disables)")
+    label_smoothing: float = _f(0.1, "label smoothing of the one-hot targets of mixed batches")
+    mix_prob: float = _f(0.5, "probability that a batch gets mixup or cutmix (50/50)")
+    mixup_alpha: float = _f(0.2, "mixup Beta(alpha, alpha)")
+    cutmix_alpha: float = _f(0.5, "cutmix Beta(alpha, alpha)")
+    lr: list = _phases(REFERENCE_LR, "learning-rate phases, JSON [[end_t, kind, start, end], ...]")
+    weight_p: list = _phases(REFERENCE_BINARIZATION, "phases of the weights' sprinkling probability p")
+    weight_ratio: list = _phases(REFERENCE_BINARIZATION, "phases of the weights' bin_ratio")
+    act_p: list = _phases(REFERENCE_BINARIZATION, "phases of the activations' sprinkling probability p")
+    act_ratio: list = _phases(REFERENCE_BINARIZATION, "phases of the activations' bin_ratio")
+    # machinery
+    seed: int = _f(0, "random seed (data order, augmentation, masks)")
+    device: str = _f("auto", "'auto' (cuda if present), 'cuda' or 'cpu'")
+    amp: str = _f("auto", "autocast: 'auto' (bf16 on GPU, off on CPU), 'bf16', 'fp16' or 'off'")
+    channels_last: bool = _f(True, "channels_last memory format (faster convs)")
+    compile: bool = _f(False, "torch.compile the model")
+    out: str = _f("results", "output folder: metrics, checkpoint, figure")
+    resume: bool = _f(False, "continue the run in --out from its checkpoint")
+    progress: bool = _f(True, "show progress bars")
+    wandb: str = _f("offline", "Weights & Biases: 'offline' (no account), 'online' or 'disabled'")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject bad values with a message naming the field."""
+        choices = {
+            "data": ("cifar100", "synthetic"),
+            "augment": ("reference", "basic", "none"),
+            "scale": ("learned", "analytic"),
+            "device": ("auto", "cuda", "cpu"),
+            "amp": ("auto", "bf16", "fp16", "off"),
+            "wandb": ("offline", "online", "disabled"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "synthetic_train", "synthetic_test"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("train_subset", "test_subset"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (or None for all), got {value}")
+        for name in ("mix_prob", "label_smoothing"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if not (self.quant_weights or self.quant_activations):
+            raise ValueError("quant_weights and quant_activations are both off: nothing to binarize")
+        for name in SCHEDULE_FIELDS:
+            self.schedule(name)  # raises on a bad phase list
+
+    def schedule(self, name: str) -> Schedule:
+        return Schedule(getattr(self, name), name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+SMOKE_BINARIZATION = [[0.25, "stay", 0.0, 0.0], [0.7, "cosine", 0.0, 1.0], [1.0, "stay", 1.0, 1.0]]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The published recipe: 300 epochs on CIFAR-100 from ImageNet weights.
+    "seed": {},
+    # A laptop CPU in about ten minutes: a subset of CIFAR-100, few epochs, crop+flip only.
+    "workshop": dict(
+        train_subset=5000, test_subset=1000, epochs=8, augment="basic", eval_batch_size=250,
+    ),
+    # Seconds on two CPU cores, offline: synthetic data, random init, no mixing.
+    "smoke": dict(
+        data="synthetic", synthetic_train=640, synthetic_test=100, pretrained=False, epochs=3,
+        batch_size=32, eval_batch_size=100, augment="basic", mix_prob=0.0, num_workers=0,
+        lr=[[0.1, "linear", 1e-4, 3e-3], [1.0, "cosine", 3e-3, 5e-4]],
+        weight_p=SMOKE_BINARIZATION, weight_ratio=SMOKE_BINARIZATION,
+        act_p=SMOKE_BINARIZATION, act_ratio=SMOKE_BINARIZATION, wandb="disabled",
+    ),
+}
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """The named preset with field overrides, e.g. ``preset('smoke', epochs=2)``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown config field(s) {unknown}; see TrainConfig")
+    values = {**PRESETS[name], **overrides, "preset": name}
+    return TrainConfig(**values)

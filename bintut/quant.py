@@ -1,0 +1,271 @@
+"""Gradual quantizers: one abstraction for binary weights and int8 activations.
+
+A :class:`GradualQuantizer` maps a tensor ``x`` to its quantized version ``hard(x)`` and
+introduces it gradually with two controls (GUIDE §2):
+
+* ``p`` -- each entry is replaced by its quantized value with probability ``p``
+  ("sprinkling"; a fresh Bernoulli mask every forward, or a fixed nested mask);
+* ``bin_ratio`` -- the result is blended ``(1 - bin_ratio) * sprinkled + bin_ratio * hard``.
+
+At ``p = bin_ratio = 0`` the output is ``x`` exactly; at ``p = bin_ratio = 1`` it is
+``hard(x)`` exactly. Controls are 0-d buffers updated in place, so a compiled model sees
+new values without recompiling.
+
+:func:`binarize_` converts a torchvision model in place: a weight quantizer is registered
+as a parametrization of every Conv2d/Linear weight, an activation quantizer as a forward
+pre-hook on its input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+Target = Literal["all", "weights", "activations"]
+QUANTIZED_LAYERS = (nn.Conv2d, nn.Linear)
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """Round in the forward pass, identity gradient in the backward pass."""
+    return x + (torch.round(x) - x).detach()
+
+
+def sign_ste(x: torch.Tensor) -> torch.Tensor:
+    """sign with sign(0) = +1 in the forward pass, identity gradient in the backward pass."""
+    hard = torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+    return x + (hard - x).detach()
+
+
+def check_control(name: str, value: float) -> float:
+    """Reject a control outside [0, 1] with a message naming the value."""
+    value = float(value)
+    if not 0.0 <= value <= 1.0:  # also rejects NaN
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return value
+
+
+class GradualQuantizer(nn.Module):
+    """Base class: sprinkle and blend ``hard(x)`` into ``x`` under the controls p, bin_ratio."""
+
+    role: str = "quantizer"
+
+    def __init__(self, nested_shape: torch.Size | None = None) -> None:
+        super().__init__()
+        self.register_buffer("p", torch.zeros(()), persistent=False)
+        self.register_buffer("bin_ratio", torch.zeros(()), persistent=False)
+        # Nested sprinkling: a fixed uniform draw per entry; entry i is binarized while
+        # threshold_i < p, so raising p only ever adds binarized entries.
+        self.nested = nested_shape is not None
+        if self.nested:
+            self.register_buffer("threshold", torch.rand(nested_shape))
+
+        # Host-side copy of p: lets eager mode skip drawing a mask when p is exactly 0 or 1.
+        self._p_host = 0.0
+
+    def hard(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def set_controls(self, p: float | None = None, bin_ratio: float | None = None) -> None:
+        if p is not None:
+            self._p_host = check_control("p", p)
+            self.p.fill_(self._p_host)
+        if bin_ratio is not None:
+            self.bin_ratio.fill_(check_control("bin_ratio", bin_ratio))
+
+    def mask(self, x: torch.Tensor) -> torch.Tensor:
+        """Which entries are binarized at the current p."""
+        if self.nested:
+            return self.threshold < self.p
+        return torch.rand_like(x, dtype=torch.float32) < self.p
+
+    def sprinkle(self, x: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling():
+            # Same values and gradients as the masked path, without a random draw the size of x.
+            if self._p_host == 0.0:
+                return x
+            if self._p_host == 1.0:
+                return hard
+        return torch.where(self.mask(x), hard, x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hard = self.hard(x)
+        return torch.lerp(self.sprinkle(x, hard), hard, self.bin_ratio.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p.item():.4g}, bin_ratio={self.bin_ratio.item():.4g}, nested={self.nested}"
+
+
+class SignQuantizer(GradualQuantizer):
+    """Binary weights: ``sign(w) * s_c`` with a per-output-channel scale ``s_c``.
+
+    ``scale="learned"`` (the reference) makes ``s_c`` a parameter, initialised at mean|w_c|;
+    ``scale="analytic"`` recomputes ``s_c = mean|w_c|`` every forward (XNOR-Net style).
+    """
+
+    role = "weights"
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        scale: Literal["learned", "analytic"] = "learned",
+        nested: bool = False,
+    ) -> None:
+        super().__init__(weight.shape if nested else None)
+        if scale not in ("learned", "analytic"):
+            raise ValueError(f"scale must be 'learned' or 'analytic', got {scale!r}")
+        self.analytic = scale == "analytic"
+        if not self.analytic:
+            init = self.mean_abs(weight.detach()).clone()
+            self.scale = nn.Parameter(init)
+
+    @staticmethod
+    def mean_abs(w: torch.Tensor) -> torch.Tensor:
+        """Per-output-channel mean |w|, shaped to broadcast against w."""
+        return w.abs().flatten(1).mean(1).view(-1, *([1] * (w.dim() - 1)))
+
+    def channel_scale(self, w: torch.Tensor) -> torch.Tensor:
+        return self.mean_abs(w) if self.analytic else self.scale
+
+    def hard(self, w: torch.Tensor) -> torch.Tensor:
+        return sign_ste(w) * self.channel_scale(w).to(w.dtype)
+
+
+class Int8Quantizer(GradualQuantizer):
+    """Symmetric per-tensor int8 fake quantization with an EMA running max of |x|.
+
+    scale = running_max / 127; in training, running_max <- (1 - m) * running_max + m * max|x|
+    (the first batch initialises it). Values round with a straight-through gradient and clamp
+    to [-127, 127].
+    """
+
+    role = "activations"
+    levels = 127
+
+    def __init__(self, momentum: float = 0.1) -> None:
+        super().__init__(None)
+        self.momentum = momentum
+        self.register_buffer("running_max", torch.zeros(()))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    def observe(self, x: torch.Tensor) -> None:
+        current = x.detach().abs().amax().float()
+        ema = torch.lerp(self.running_max, current, self.momentum)
+        self.running_max.copy_(torch.where(self.initialized, ema, current))
+        self.initialized.fill_(True)
+
+    def step_for(self, x: torch.Tensor) -> torch.Tensor:
+        """Quantization step (the int8 scale) for x: running_max / 127.
+
+        A quantizer never run in training has no running max yet and uses max|x| of this
+        batch (no Python branch on tensor values, so torch.compile keeps one graph).
+        """
+        current = x.detach().abs().amax().float()
+        running = torch.where(self.initialized, self.running_max, current)
+        return running.clamp_min(torch.finfo(torch.float32).tiny) / self.levels
+
+    def hard(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.observe(x)
+        step = self.step_for(x).to(x.dtype)
+        q = torch.clamp(round_ste(x / step), -self.levels, self.levels)
+        return q * step
+
+    def integer(self, x: torch.Tensor) -> torch.Tensor:
+        """The int8 codes of x at the current scale (no running-max update)."""
+        q = torch.round(x.float() / self.step_for(x))
+        return torch.clamp(q, -self.levels, self.levels).to(torch.int8)
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How :func:`binarize_` converts a model."""
+
+    weights: bool = True
+    activations: bool = True
+    scale: Literal["learned", "analytic"] = "learned"
+    nested: bool = False
+    momentum: float = 0.1
+
+
+def _quantize_input(module: nn.Module, args: tuple) -> tuple:
+    return (module.input_quant(args[0]), *args[1:])
+
+
+def binarize_(model: nn.Module, config: QuantConfig | None = None) -> nn.Module:
+    """Convert every Conv2d/Linear of ``model`` in place; returns the model.
+
+    The controls start at 0, so the converted model computes what it computed before.
+    """
+    config = config or QuantConfig()
+    if not (config.weights or config.activations):
+        raise ValueError("QuantConfig quantizes nothing: enable weights and/or activations")
+    if any(isinstance(m, GradualQuantizer) for m in model.modules()):
+        raise ValueError("model is already converted by bintut.binarize_")
+    layers = [m for m in model.modules() if isinstance(m, QUANTIZED_LAYERS)]
+    if not layers:
+        raise ValueError("model has no Conv2d or Linear layer to binarize")
+    for layer in layers:
+        if config.weights:
+            quantizer = SignQuantizer(layer.weight, config.scale, config.nested)
+            parametrize.register_parametrization(layer, "weight", quantizer)
+        if config.activations:
+            layer.input_quant = Int8Quantizer(config.momentum)
+            layer.register_forward_pre_hook(_quantize_input)
+    return model
+
+
+def quantizers(model: nn.Module, target: Target = "all") -> Iterator[GradualQuantizer]:
+    """The quantizers of a converted model, optionally only those of weights or activations."""
+    if target not in ("all", "weights", "activations"):
+        raise ValueError(f"target must be 'all', 'weights' or 'activations', got {target!r}")
+    for m in model.modules():
+        if isinstance(m, GradualQuantizer) and target in ("all", m.role):
+            yield m
+
+
+def set_controls(
+    model: nn.Module, p: float | None = None, bin_ratio: float | None = None, target: Target = "all"
+) -> None:
+    """Set p and/or bin_ratio of every quantizer (or those of one target) in place."""
+    p = None if p is None else check_control("p", p)
+    bin_ratio = None if bin_ratio is None else check_control("bin_ratio", bin_ratio)
+    found = False
+    for q in quantizers(model, target):
+        q.set_controls(p, bin_ratio)
+        found = True
+    if not found:
+        raise ValueError(f"model has no {target} quantizers: convert it with bintut.binarize_ first")
+
+
+def get_controls(model: nn.Module) -> dict[str, float]:
+    """Current controls per target, e.g. {'weights.p': 0.3, 'weights.bin_ratio': 0.3, ...}."""
+    out: dict[str, float] = {}
+    for q in quantizers(model):
+        out.setdefault(f"{q.role}.p", q.p.item())
+        out.setdefault(f"{q.role}.bin_ratio", q.bin_ratio.item())
+    return out
+
+
+@contextlib.contextmanager
+def hard_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily the deployable view: p = bin_ratio = 1 everywhere, restored on exit."""
+    saved = [(q, q.p.item(), q.bin_ratio.item()) for q in quantizers(model)]
+    try:
+        for q, _, _ in saved:
+            q.set_controls(1.0, 1.0)
+        yield model
+    finally:
+        for q, p, r in saved:
+            q.set_controls(p, r)
+
+
+def is_fully_binary(model: nn.Module) -> bool:
+    """True when every quantizer of the model is at p = bin_ratio = 1."""
+    qs = list(quantizers(model))
+    return bool(qs) and all(q.p.item() == 1.0 and q.bin_ratio.item() == 1.0 for q in qs)

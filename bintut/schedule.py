@@ -1,0 +1,111 @@
+"""Schedules: plain functions of training progress t in [0, 1], built from phase lists.
+
+A phase is ``[end_t, kind, start_value, end_value]``; phase i covers (end of phase i-1, end_t]
+with local progress u in [0, 1]. Kinds (GUIDE §1): ``stay`` (start value), ``linear``,
+``cosine`` ((1 - cos(pi u)) / 2) and ``circle`` (1 - (1 - sqrt(u))^2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+SHAPES: dict[str, Callable[[float], float]] = {
+    "stay": lambda u: 0.0,
+    "linear": lambda u: u,
+    "cosine": lambda u: (1.0 - math.cos(math.pi * u)) / 2.0,
+    "circle": lambda u: 1.0 - (1.0 - math.sqrt(u)) ** 2,
+}
+
+PhaseList = Sequence[Sequence]
+
+# The reference recipe (GUIDE §1).
+REFERENCE_LR: list[list] = [[0.05, "linear", 1e-5, 1e-3], [1.0, "cosine", 1e-3, 1e-5]]
+REFERENCE_BINARIZATION: list[list] = [
+    [0.2, "stay", 0.0, 0.0],
+    [0.3, "cosine", 0.0, 0.5],
+    [1.0, "cosine", 0.5, 1.0],
+]
+
+
+@dataclass(frozen=True)
+class Phase:
+    end: float
+    kind: str
+    start: float
+    stop: float
+
+
+class Schedule:
+    """A validated phase list, callable as ``schedule(t)``."""
+
+    def __init__(self, phases: PhaseList, name: str = "schedule") -> None:
+        self.name = name
+        self.phases = self._validate(phases, name)
+
+    @staticmethod
+    def _validate(phases: PhaseList, name: str) -> tuple[Phase, ...]:
+        if isinstance(phases, (str, bytes)) or not phases:
+            raise ValueError(f"{name}: expected a non-empty list of [end_t, kind, start, end] phases")
+        out: list[Phase] = []
+        previous = 0.0
+        for i, phase in enumerate(phases):
+            if len(phase) != 4:
+                raise ValueError(f"{name}: phase {i} {list(phase)!r} is not [end_t, kind, start, end]")
+            end, kind, start, stop = phase
+            if kind not in SHAPES:
+                raise ValueError(f"{name}: phase {i} has unknown kind {kind!r}; known: {sorted(SHAPES)}")
+            try:
+                end, start, stop = float(end), float(start), float(stop)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name}: phase {i} {list(phase)!r} has a non-numeric value") from None
+            if not all(math.isfinite(v) for v in (end, start, stop)):
+                raise ValueError(f"{name}: phase {i} {list(phase)!r} has a non-finite value")
+            if not previous < end <= 1.0:
+                raise ValueError(
+                    f"{name}: phase end points must increase within (0, 1]; phase {i} ends at "
+                    f"{end} after {previous}"
+                )
+            out.append(Phase(end, kind, start, stop))
+            previous = end
+        if out[-1].end != 1.0:
+            raise ValueError(f"{name}: the last phase must end at t = 1.0, not {out[-1].end}")
+        return tuple(out)
+
+    def __call__(self, t: float) -> float:
+        if math.isnan(t):
+            raise ValueError(f"{self.name}: progress t is NaN")
+        t = min(max(t, 0.0), 1.0)
+        begin = 0.0
+        for phase in self.phases:
+            if t <= phase.end:
+                u = (t - begin) / (phase.end - begin)
+                return phase.start + (phase.stop - phase.start) * SHAPES[phase.kind](u)
+            begin = phase.end
+        raise AssertionError("unreachable: the last phase ends at 1.0")
+
+    def as_list(self) -> list[list]:
+        return [[p.end, p.kind, p.start, p.stop] for p in self.phases]
+
+    def __repr__(self) -> str:
+        return f"Schedule({self.as_list()!r}, name={self.name!r})"
+
+
+def plot_schedules(schedules: Mapping[str, Schedule | PhaseList], epochs: int | None = None, ax=None):
+    """Plot schedules over training progress (or epochs); returns the matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")
+    n = 501
+    ts = [i / (n - 1) for i in range(n)]
+    xs = [t * epochs for t in ts] if epochs else ts
+    for label, sched in schedules.items():
+        sched = sched if isinstance(sched, Schedule) else Schedule(sched, label)
+        ax.plot(xs, [sched(t) for t in ts], label=label)
+    ax.set_xlabel("epoch" if epochs else "training progress t")
+    ax.set_ylabel("value")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax.figure

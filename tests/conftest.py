@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A data root in which the synthetic sets are generated (cached for the session)."""
+    return tmp_path_factory.mktemp("data")
+
+
+def tiny(data_dir, out, **overrides):
+    """A seconds-long config: synthetic data, few steps, every moving part switched on."""
+    from bintut.config import preset
+
+    values = dict(
+        data_root=str(data_dir), out=str(out), synthetic_train=96, synthetic_test=32, epochs=2,
+        batch_size=32, eval_batch_size=32, mix_prob=0.5, progress=False, wandb="disabled",
+        lr=[[0.2, "linear", 1e-4, 1e-3], [1.0, "cosine", 1e-3, 1e-4]],
+        weight_p=[[0.2, "stay", 0, 0], [1.0, "linear", 0, 1]],
+        weight_ratio=[[0.3, "stay", 0, 0], [1.0, "cosine", 0, 1]],
+        act_p=[[0.2, "stay", 0, 0], [1.0, "linear", 0, 1]],
+        act_ratio=[[0.3, "stay", 0, 0], [1.0, "cosine", 0, 1]],
+    )
+    values.update(overrides)
+    return preset("smoke", **values)

@@ -1,0 +1,54 @@
+import urllib.error
+
+import pytest
+import torch
+from torch import nn
+
+from bintut import model as model_mod
+from bintut.model import WeightsUnavailableError, resnet18_cifar, weights_path
+
+
+def test_cifar_stem_and_head():
+    m = resnet18_cifar(num_classes=100, pretrained=False)
+    assert (m.conv1.kernel_size, m.conv1.stride, m.conv1.padding) == ((3, 3), (1, 1), (1, 1))
+    assert m.conv1.bias is None
+    assert isinstance(m.maxpool, nn.Identity)
+    assert m.fc.out_features == 100
+    feats = {}
+    for name in ("layer1", "layer4"):
+        getattr(m, name).register_forward_hook(lambda mod, i, o, name=name: feats.update({name: o.shape}) and None)
+    with torch.no_grad():
+        out = m.eval()(torch.zeros(2, 3, 32, 32))
+    assert out.shape == (2, 100)
+    assert feats == {"layer1": (2, 64, 32, 32), "layer4": (2, 512, 4, 4)}
+
+
+def test_pretrained_loads_imagenet_weights_except_stem_and_head(monkeypatch):
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    fake = resnet18().state_dict()
+    monkeypatch.setattr(model_mod, "imagenet_state_dict", lambda progress=True: fake)
+    m = resnet18_cifar(pretrained=True)
+    assert torch.equal(m.layer3[0].conv1.weight, fake["layer3.0.conv1.weight"])
+    assert torch.equal(m.bn1.running_var, fake["bn1.running_var"])
+    assert m.conv1.weight.shape == (64, 3, 3, 3)
+
+
+def test_offline_weights_give_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(WeightsUnavailableError) as info:
+        resnet18_cifar(pretrained=True)
+    message = str(info.value)
+    assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") == weights_path()
+    assert weights_path() in message and "pretrained=False" in message and "--no-pretrained" in message
+
+
+def test_bad_num_classes():
+    with pytest.raises(ValueError, match="num_classes must be positive"):
+        resnet18_cifar(num_classes=0, pretrained=False)

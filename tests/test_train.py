@@ -1,0 +1,137 @@
+import json
+import signal
+
+import pytest
+import torch
+
+from bintut import train as train_mod
+from bintut.checkpoint import load_checkpoint
+from bintut.config import preset
+from bintut.quant import is_fully_binary
+from bintut.train import Diverged, build_model, train
+
+from .conftest import tiny
+
+TIMING = {"epoch_seconds", "train_images_per_s"}
+
+
+def rows(out):
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+            for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_smoke_preset_learns_and_ends_fully_binary(data_dir, tmp_path):
+    cfg = preset("smoke", data_root=str(data_dir), out=str(tmp_path / "run"), progress=False)
+    summary = train(cfg)
+    out = tmp_path / "run"
+    assert {"config.json", "metrics.jsonl", "checkpoint.pt", "results.png"} <= {p.name for p in out.iterdir()}
+    last = rows(out)[-1]
+    assert last["weights.p"] == last["weights.bin_ratio"] == last["activations.p"] == 1.0
+    assert last["hard_acc"] == last["soft_acc"] == summary["hard_acc"]
+    assert summary["hard_acc"] >= 0.05, f"{summary['hard_acc']:.3f} is not well above chance (0.01)"
+    state = load_checkpoint(out / "checkpoint.pt")
+    model = build_model(cfg)
+    model.load_state_dict(state["model"])
+    train_mod.Recipe.apply(train_mod.Recipe(cfg).at(1.0), model)
+    assert is_fully_binary(model)
+
+
+def test_resume_after_a_signal_equals_an_uninterrupted_run(data_dir, tmp_path, monkeypatch):
+    straight = tiny(data_dir, tmp_path / "straight")
+    train(straight)
+
+    calls = {"n": 0}
+    real_loss = train_mod.loss_fn
+
+    def loss_then_signal(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # epoch 2, first batch: Ctrl-C arrives mid-step
+            signal.raise_signal(signal.SIGINT)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "loss_fn", loss_then_signal)
+    stopped = tiny(data_dir, tmp_path / "resumed")
+    with pytest.raises(KeyboardInterrupt):
+        train(stopped)
+    state = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    assert (state["epoch"], state["batch"]) == (1, 1)  # the interrupted step completed first
+    monkeypatch.setattr(train_mod, "loss_fn", real_loss)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(stopped)
+    train(stopped.replace(resume=True))
+
+    assert rows(tmp_path / "resumed") == rows(tmp_path / "straight")
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")["model"]
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_different_recipe(data_dir, tmp_path):
+    cfg = tiny(data_dir, tmp_path / "run", epochs=1)
+    train(cfg)
+    with pytest.raises(ValueError, match="lr"):
+        train(cfg.replace(resume=True, lr=[[1.0, "stay", 1e-3, 1e-3]]))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_loss = train_mod.loss_fn
+
+    def nan_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if calls["n"] >= 4 else loss
+
+    monkeypatch.setattr(train_mod, "loss_fn", nan_in_epoch_two)
+    cfg = tiny(data_dir, tmp_path / "run")
+    with pytest.raises(Diverged, match="diverged.*epoch 2.*last good checkpoint"):
+        train(cfg)
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert len(rows(tmp_path / "run")) == 1
+
+
+def test_checkpoint_is_weights_only_loadable(data_dir, tmp_path):
+    train(tiny(data_dir, tmp_path / "run", epochs=1))
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["config"]["epochs"] == 1
+
+
+def test_wandb_failure_never_stops_training(data_dir, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    broken = types.ModuleType("wandb")
+
+    def init(**kwargs):
+        raise RuntimeError("wandb is broken")
+
+    broken.init = init
+    monkeypatch.setitem(sys.modules, "wandb", broken)
+    with pytest.warns(UserWarning, match="wandb could not start"):
+        summary = train(tiny(data_dir, tmp_path / "run", epochs=1, wandb="offline"))
+    assert summary["epochs"] == 1
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(data="imagenet"), "data must be one of"),
+        (dict(epochs=0), "epochs must be at least 1"),
+        (dict(mix_prob=2.0), "mix_prob must be in"),
+        (dict(quant_weights=False, quant_activations=False), "nothing to binarize"),
+        (dict(weight_p=[[0.5, "linear", 0, 1]]), "weight_p: the last phase"),
+        (dict(wandb="cloud"), "wandb must be one of"),
+        (dict(colour="red"), "unknown config field"),
+    ],
+)
+def test_bad_config(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        preset("smoke", **overrides)
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="unknown preset 'fast-ish'"):
+        preset("fast-ish")
