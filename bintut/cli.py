@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train (or resume) a run", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--preset", choices=sorted(PRESETS), default="seed", help="starting values (default: seed)")
+    export = commands.add_parser(
+        "export", help="export a finished run's fully binary model to a bit-packed .npz",
+        description="Fold a run's model (at p = bin_ratio = 1) into packed sign bits, per-channel scales, "
+        "int8 activation steps and BN-folded epilogues; print the per-layer op table and the sizes on disk.",
+    )
+    export.add_argument("run", help="a run folder holding checkpoint.pt")
+    export.add_argument("--out", help="the .npz to write (default: RUN/model_int.npz)")
     commands.add_parser(
         "reproduce", help="the main job: preset 'seed' on a GPU, 'workshop' on a CPU, into results/<preset>",
         description="Run the reference recipe (GPU) or the workshop preset (CPU) on real CIFAR-100, "
@@ -74,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
+    if command == "export":
+        return run_export(args["run"], args["out"])
     if command == "reproduce":
         import torch
 
@@ -106,3 +115,26 @@ def run_training(cfg: TrainConfig) -> int:
     return 0
 
 
+
+
+def run_export(run: str, out: str | None) -> int:
+    from pathlib import Path
+
+    from .export import ExportError, export_resnet, fp32_state_dict_bytes
+    from .opcount import layer_costs, summary_table
+    from .quant import hard_mode
+    from .runs import load_run
+
+    try:
+        model = load_run(run).model
+        with hard_mode(model):
+            export = export_resnet(model)
+            fp32 = fp32_state_dict_bytes(model)
+    except (FileNotFoundError, ExportError) as err:
+        print(f"bintut: error: {err}", file=sys.stderr)
+        return 2
+    path = export.save(Path(out) if out else Path(run) / "model_int.npz")
+    print(summary_table(layer_costs(export)))
+    size = path.stat().st_size
+    print(f"\n{path}: {size:,} bytes on disk; the fp32 state_dict: {fp32:,} bytes ({fp32 / size:.1f}x larger)")
+    return 0

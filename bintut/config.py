@@ -37,6 +37,7 @@ class TrainConfig:
     num_workers: int = _f(-1, "data-loader processes (-1: up to 8, by the CPU count)")
     # model and quantization
     pretrained: bool = _f(True, "start from torchvision's ImageNet ResNet18 weights")
+    init_from: str | None = _f(None, "start from the model in this run folder's checkpoint (e.g. a baseline)")
     quant_weights: bool = _f(True, "binarize the weights of every Conv2d/Linear")
     quant_activations: bool = _f(True, "fake-quantize the inputs of every Conv2d/Linear to int8")
     scale: str = _f("learned", "binary weight scale: 'learned' (reference) or 'analytic' (mean|w|)")

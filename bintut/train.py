@@ -88,10 +88,23 @@ def load_data(cfg: TrainConfig) -> tuple[ImageSet, ImageSet]:
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
-    """ResNet18-CIFAR converted for gradual binarization, controls at 0."""
-    model = resnet18_cifar(NUM_CLASSES, pretrained=cfg.pretrained, progress=cfg.progress)
+    """ResNet18-CIFAR converted for gradual binarization, controls at 0.
+
+    With ``cfg.init_from`` the weights (quantizer state included) come from that run's checkpoint.
+    """
+    pretrained = cfg.pretrained and cfg.init_from is None
+    model = resnet18_cifar(NUM_CLASSES, pretrained=pretrained, progress=cfg.progress)
     quant = QuantConfig(cfg.quant_weights, cfg.quant_activations, cfg.scale, cfg.nested)
-    return binarize_(model, quant)
+    model = binarize_(model, quant)
+    if cfg.init_from is not None:
+        source = Path(cfg.init_from) / CHECKPOINT
+        if not source.is_file():
+            raise FileNotFoundError(f"init_from: no checkpoint at {source}")
+        try:
+            model.load_state_dict(load_checkpoint(source)["model"])
+        except RuntimeError as err:
+            raise ValueError(f"init_from: {source} holds a model of another layout ({err})") from err
+    return model
 
 
 @dataclass

@@ -16,6 +16,18 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory):
     return tmp_path_factory.mktemp("data")
 
 
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory):
+    """The smoke preset, trained once per test session and shared by xdist workers (file lock)."""
+    from bintut.config import preset
+    from bintut.runs import load_or_train
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    os.environ["BINTUT_RUNS"] = str(shared / "runs")
+    return load_or_train(preset("smoke", data_root=str(shared / "data"), progress=False))
+
+
 def tiny(data_dir, out, **overrides):
     """A seconds-long config: synthetic data, few steps, every moving part switched on."""
     from bintut.config import preset

@@ -43,3 +43,12 @@ def test_missing_cifar_fails_fast_naming_the_synthetic_option(tmp_path):
     assert result.returncode == 2
     assert "CIFAR-100 was not found" in result.stderr and "--data synthetic" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_export_command_reports_sizes(smoke_run, tmp_path, capsys):
+    assert main(["export", str(smoke_run.out), "--out", str(tmp_path / "m.npz")]) == 0
+    text = capsys.readouterr().out
+    assert "555,468,800" in text and "bytes on disk" in text and (tmp_path / "m.npz").is_file()
+    assert main(["export", str(tmp_path / "nowhere")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err

@@ -21,20 +21,26 @@ def rows(out):
 
 
 @pytest.mark.slow
-def test_smoke_preset_learns_and_ends_fully_binary(data_dir, tmp_path):
-    cfg = preset("smoke", data_root=str(data_dir), out=str(tmp_path / "run"), progress=False)
-    summary = train(cfg)
-    out = tmp_path / "run"
+def test_smoke_preset_learns_and_ends_fully_binary(smoke_run):
+    out = smoke_run.out
     assert {"config.json", "metrics.jsonl", "checkpoint.pt", "results.png"} <= {p.name for p in out.iterdir()}
     last = rows(out)[-1]
+    assert last["epoch"] == smoke_run.config.epochs == 3
     assert last["weights.p"] == last["weights.bin_ratio"] == last["activations.p"] == 1.0
-    assert last["hard_acc"] == last["soft_acc"] == summary["hard_acc"]
-    assert summary["hard_acc"] >= 0.05, f"{summary['hard_acc']:.3f} is not well above chance (0.01)"
-    state = load_checkpoint(out / "checkpoint.pt")
+    assert last["hard_acc"] == last["soft_acc"]
+    assert last["hard_acc"] >= 0.05, f"{last['hard_acc']:.3f} is not well above chance (0.01)"
+    assert is_fully_binary(smoke_run.model)  # load_run restores the end-of-training controls
+
+
+def test_init_from_starts_at_another_runs_weights(data_dir, tmp_path):
+    first = tiny(data_dir, tmp_path / "first", epochs=1)
+    train(first)
+    cfg = tiny(data_dir, tmp_path / "second", epochs=1, init_from=str(tmp_path / "first"))
     model = build_model(cfg)
-    model.load_state_dict(state["model"])
-    train_mod.Recipe.apply(train_mod.Recipe(cfg).at(1.0), model)
-    assert is_fully_binary(model)
+    source = load_checkpoint(tmp_path / "first" / "checkpoint.pt")["model"]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.items())
+    with pytest.raises(FileNotFoundError, match="init_from: no checkpoint"):
+        build_model(cfg.replace(init_from=str(tmp_path / "nowhere")))
 
 
 def test_resume_after_a_signal_equals_an_uninterrupted_run(data_dir, tmp_path, monkeypatch):

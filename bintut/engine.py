@@ -1,0 +1,110 @@
+"""Whole-network integer inference in numpy from a :class:`~bintut.export.ResNetExport`.
+
+Each binary layer quantizes its float input to int8 codes with its exported step, accumulates
+int8 x ±1 products in int32 (one of the kernels of :mod:`bintut.intkernels`), and applies the
+folded epilogue ``y = A_c * acc + B_c`` in float32. ReLU, residual additions and the global
+average pool stay in float32, as in the torch model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .export import LayerExport, ResNetExport
+from .intkernels import (
+    INT8_MAX,
+    addsub_gemm,
+    blas_gemm,
+    conv_output_size,
+    conv_weight_matrix,
+    im2col,
+    oracle_gemm,
+    pack_signs,
+    unpack_signs,
+)
+
+KERNELS = ("blas", "addsub", "oracle")
+
+
+def quantize(x: np.ndarray, step: np.float32) -> np.ndarray:
+    """Float activations -> int8 codes: clip(round_half_even(x / step), -127, 127), as the torch layer."""
+    return np.clip(np.rint(x / step), -INT8_MAX, INT8_MAX).astype(np.int8)
+
+
+class IntegerResNet:
+    """Runs the exported network; ``kernel`` picks the GEMM (all three give identical accumulators)."""
+
+    def __init__(self, export: ResNetExport, kernel: str = "blas", chunk: int = 8) -> None:
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+        if chunk < 1:
+            raise ValueError(f"chunk must be positive, got {chunk}")
+        self.export = export
+        self.kernel = kernel
+        self.chunk = chunk  # images per pass: small im2col buffers stay in cache
+        # ±1 weights unpacked once, columns in im2col's (kh, kw, C) order; the teaching kernel
+        # reads them re-packed as bits in that order.
+        self.weights: dict[str, np.ndarray] = {}
+        self.bits: dict[str, np.ndarray] = {}
+        for name, layer in export.layers.items():
+            w = unpack_signs(layer.bits, layer.k)
+            if layer.kind == "conv":
+                w = conv_weight_matrix(w.reshape(layer.out_channels, layer.in_channels, layer.kernel, layer.kernel))
+            self.weights[name] = w.astype(np.float32) if kernel == "blas" else w
+            self.bits[name] = pack_signs(w)
+
+    def gemm(self, name: str, codes: np.ndarray) -> np.ndarray:
+        """Accumulators: exact integers, held in float32 on the BLAS path (|acc| < 2^24 was checked)."""
+        if self.kernel == "blas":
+            return blas_gemm(codes, self.weights[name], out_dtype=np.float32)
+        if self.kernel == "addsub":
+            return addsub_gemm(codes, self.bits[name], self.export.layers[name].k)
+        return oracle_gemm(codes, self.weights[name]).astype(np.int32)
+
+    def layer(self, name: str, x: np.ndarray, record: Callable[[str, np.ndarray], None] | None = None) -> np.ndarray:
+        """One binary layer on NHWC (conv) or (N, C) (linear) float input."""
+        layer: LayerExport = self.export.layers[name]
+        if self.kernel == "blas":  # the same codes, kept in float32 for BLAS: no int8 round trip
+            codes = np.clip(np.rint(x / layer.act_step), -INT8_MAX, INT8_MAX, dtype=np.float32)
+        else:
+            codes = quantize(x, layer.act_step)
+        if layer.kind == "conv":
+            n, h, w, _ = x.shape
+            oh = conv_output_size(h, layer.kernel, layer.stride, layer.padding)
+            ow = conv_output_size(w, layer.kernel, layer.stride, layer.padding)
+            acc = self.gemm(name, im2col(codes, layer.kernel, layer.stride, layer.padding))
+            acc = acc.reshape(n, oh, ow, layer.out_channels)
+        else:
+            acc = self.gemm(name, codes)
+        if record is not None:
+            record(name, acc.astype(np.int32))
+        return acc.astype(np.float32, copy=False) * layer.a + layer.b
+
+    def forward(self, images: np.ndarray, record: Callable[[str, np.ndarray], None] | None = None) -> np.ndarray:
+        """Normalised images (N, 3, H, W) float32 -> logits (N, classes) float32."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (N, 3, H, W), got {images.shape}")
+        if record is not None:  # recorded accumulators should cover the whole batch at once
+            return self._forward(images, record)
+        return np.concatenate([self._forward(images[i : i + self.chunk]) for i in range(0, len(images), self.chunk)])
+
+    def _forward(self, images: np.ndarray, record: Callable[[str, np.ndarray], None] | None = None) -> np.ndarray:
+        x = np.ascontiguousarray(images.transpose(0, 2, 3, 1), dtype=np.float32)
+        x = np.maximum(self.layer("conv1", x, record), 0)
+        for block in self.export.blocks:
+            out = np.maximum(self.layer(block["conv1"], x, record), 0)
+            out = self.layer(block["conv2"], out, record)
+            shortcut = x if block["shortcut"] is None else self.layer(block["shortcut"], x, record)
+            x = np.maximum(out + shortcut, 0)
+        pooled = x.mean(axis=(1, 2), dtype=np.float32)
+        return self.layer("fc", pooled, record).astype(np.float32)
+
+    __call__ = forward
+
+    def accumulators(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Every layer's int32 accumulators for a batch (NHWC for convs)."""
+        accs: dict[str, np.ndarray] = {}
+        self.forward(images, record=lambda name, acc: accs.__setitem__(name, acc))
+        return accs
