@@ -25,3 +25,17 @@ __all__ = [
     "SignQuantizer", "binarize_", "get_controls", "hard_mode", "is_fully_binary", "quantizers", "set_controls",
     "Schedule", "plot_schedules",
 ]
+
+_SUBMODULES = {
+    "anatomy", "checkpoint", "config", "data", "engine", "export", "intkernels", "model", "opcount", "plots",
+    "quant", "runs", "schedule", "stages", "tracking", "train", "viz",
+}
+
+
+def __getattr__(name: str):
+    """``bintut.viz``, ``bintut.plots`` ...: submodules imported on first use (keeps ``import bintut`` light)."""
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'bintut' has no attribute {name!r}")

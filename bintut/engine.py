@@ -108,3 +108,64 @@ class IntegerResNet:
         accs: dict[str, np.ndarray] = {}
         self.forward(images, record=lambda name, acc: accs.__setitem__(name, acc))
         return accs
+
+
+def layer_agreement(model, export: ResNetExport, images) -> list[dict]:
+    """Per layer: do our kernels, fed the int8 codes torch computed, give exactly the integer
+    accumulators implied by torch (its conv on those codes and the ±1 signs)?
+
+    ``model`` is the torch model in its deployable view (hard mode); ``images`` a torch batch.
+    Returns rows with the layer name, whether all three kernels matched exactly, and the largest
+    relative deviation of torch's own float layer output from s_x * s_c * acc.
+    """
+    import torch
+    from torch.nn import functional as F
+
+    captured: dict = {}
+    modules = dict(model.named_modules())
+    hooks = [modules[name].register_forward_hook(
+        lambda mod, args, out, name=name: captured.__setitem__(name, (args[0].detach(), out.detach())))
+        for name in export.layers]
+    try:
+        with torch.no_grad():
+            model.eval()(images)
+    finally:
+        for h in hooks:
+            h.remove()
+    engines = {k: IntegerResNet(export, kernel=k) for k in KERNELS}
+    rows = []
+    for name, layer in export.layers.items():
+        x, y = captured[name]
+        module = modules[name]
+        codes = module.input_quant.integer(x)
+        signs = torch.where(module.parametrizations.weight.original >= 0, 1.0, -1.0).double()
+        if layer.kind == "conv":
+            implied = F.conv2d(codes.double(), signs, stride=layer.stride, padding=layer.padding).permute(0, 2, 3, 1)
+            np_codes = im2col(codes.permute(0, 2, 3, 1).numpy(), layer.kernel, layer.stride, layer.padding)
+            torch_out = y.permute(0, 2, 3, 1).double()
+        else:
+            implied = codes.double() @ signs.T
+            np_codes = codes.numpy()
+            torch_out = (y - module.bias.detach()).double()
+        implied = implied.reshape(-1, layer.out_channels).numpy()
+        exact = all(
+            np.array_equal(eng.gemm(name, np_codes.astype(np.float32) if k == "blas" else np_codes), implied)
+            for k, eng in engines.items()
+        )
+        scale = float(layer.act_step) * layer.weight_scale.astype(np.float64)
+        deviation = np.abs(torch_out.reshape(-1, layer.out_channels).numpy() - implied * scale).max()
+        rows.append({"layer": name, "exact": exact,
+                     "torch deviation": float(deviation / max(np.abs(implied * scale).max(), 1e-30))})
+    return rows
+
+
+def prediction_agreement(model, export: ResNetExport, images) -> dict[str, float]:
+    """Top-1 agreement and the largest logit difference between torch (hard mode) and the engine."""
+    import torch
+
+    with torch.no_grad():
+        ref = model.eval()(images).numpy()
+    logits = IntegerResNet(export)(images.numpy())
+    return {"images": len(ref), "top-1 agreement": float((logits.argmax(1) == ref.argmax(1)).mean()),
+            "largest logit difference": float(np.abs(logits - ref).max()),
+            "largest logit": float(np.abs(ref).max())}

@@ -23,7 +23,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from .intkernels import check_exact_range
-from .quant import Int8Quantizer, SignQuantizer, is_fully_binary
+from .quant import Int8Quantizer, SignQuantizer, is_fully_binary, plain_state_dict
 
 FORMAT = "bintut-binary-resnet"
 VERSION = 1
@@ -223,12 +223,7 @@ def _blocks(model: ResNet) -> list[nn.Module]:
 
 def fp32_state_dict_bytes(model: nn.Module) -> int:
     """Bytes on disk of the equivalent plain fp32 torchvision state_dict (torch.save)."""
-    plain = {}
-    for key, value in model.state_dict().items():
-        if "input_quant" in key or key.endswith((".threshold", ".scale")):
-            continue
-        value = value.float() if value.is_floating_point() else value
-        plain[key.replace("parametrizations.weight.original", "weight")] = value
+    plain = {k: v.float() if v.is_floating_point() else v for k, v in plain_state_dict(model).items()}
     buffer = io.BytesIO()
     torch.save(plain, buffer)
     return buffer.tell()

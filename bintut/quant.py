@@ -269,3 +269,28 @@ def is_fully_binary(model: nn.Module) -> bool:
     """True when every quantizer of the model is at p = bin_ratio = 1."""
     qs = list(quantizers(model))
     return bool(qs) and all(q.p.item() == 1.0 and q.bin_ratio.item() == 1.0 for q in qs)
+
+
+@torch.no_grad()
+def distinct_weight_values(model: nn.Module) -> dict[str, int]:
+    """Per weight-quantized layer: the most distinct values any output channel's weights take.
+
+    2 everywhere means every weight is ±scale_c: the layer is binary.
+    """
+    out = {}
+    for name, m in model.named_modules():
+        weights = getattr(getattr(m, "parametrizations", None), "weight", None)
+        if weights is not None and isinstance(weights[0], SignQuantizer):
+            w = m.weight.flatten(1)
+            out[name] = max(len(torch.unique(row)) for row in w)
+    return out
+
+
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict the model had before :func:`binarize_`: full-precision weights, no quantizer state."""
+    plain = {}
+    for key, value in model.state_dict().items():
+        if ".input_quant." in key or ".parametrizations.weight.0." in key:
+            continue
+        plain[key.replace(".parametrizations.weight.original", ".weight")] = value
+    return plain

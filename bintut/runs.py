@@ -31,10 +31,11 @@ def runs_dir() -> Path:
     return Path(os.environ.get(RUNS_ENV) or "runs")
 
 
-def run_name(cfg: TrainConfig) -> str:
+def run_name(cfg: TrainConfig, label: str | None = None) -> str:
+    """``<preset>[-<label>]-<hash of the recipe>``: a changed recipe gets a new folder."""
     recipe = {k: v for k, v in cfg.to_dict().items() if k not in MACHINERY}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
-    return f"{cfg.preset}-{digest}"
+    return "-".join(part for part in (cfg.preset, label, digest) if part)
 
 
 @dataclass
@@ -68,9 +69,9 @@ def _finished(out: Path, cfg: TrainConfig) -> bool:
     return load_checkpoint(out / CHECKPOINT)["epoch"] >= cfg.epochs
 
 
-def load_or_train(cfg: TrainConfig) -> Run:
+def load_or_train(cfg: TrainConfig, label: str | None = None) -> Run:
     """The trained model of ``cfg``: loaded if a finished run exists, else trained (resuming)."""
-    name = run_name(cfg)
+    name = run_name(cfg, label)
     out = runs_dir() / name
     with _locked(runs_dir() / f".{name}.lock"):
         if not _finished(out, cfg):

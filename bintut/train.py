@@ -245,7 +245,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         state = load_checkpoint(ckpt_path)
         _check_resume(cfg, state["config"])
-    elif cfg.resume and rank == 0:
+    elif cfg.resume and rank == 0 and out.exists():
         print(f"bintut: nothing to resume in {out}; starting a new run")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,96 @@
+"""Looking inside torch models: feature-map sizes, parameters and MACs per layer (via forward hooks)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+from .model import WeightsUnavailableError, cifar_stem, imagenet_state_dict
+
+STAGES = ("conv1", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
+def imagenet_resnet18(allow_random: bool = False) -> tuple[nn.Module, str]:
+    """torchvision's ImageNet ResNet18 and a note on where its weights came from.
+
+    With ``allow_random`` (smoke mode, offline) missing weights give a randomly initialised model
+    and a note that says so; otherwise WeightsUnavailableError explains how to get the file.
+    """
+    model = resnet18()
+    try:
+        model.load_state_dict(imagenet_state_dict(progress=False))
+        return model, "ImageNet weights (torchvision ResNet18_Weights.IMAGENET1K_V1)"
+    except WeightsUnavailableError:
+        if not allow_random:
+            raise
+        return model, "random weights: the ImageNet file is not available offline (smoke mode)"
+
+
+def with_cifar_stem(model: nn.Module, num_classes: int = 100) -> nn.Module:
+    """A copy of an ImageNet ResNet with the CIFAR stem and a new head (the rest keeps its weights)."""
+    import copy
+
+    model = cifar_stem(copy.deepcopy(model))
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+def feature_maps(model: nn.Module, size: int = 32) -> dict[str, tuple[int, ...]]:
+    """Output shape (C, H, W) of the stem and each residual stage for one size x size image."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [
+        getattr(model, name).register_forward_hook(
+            lambda mod, args, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))
+        )
+        for name in STAGES
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, size, size))
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+def layer_macs(model: nn.Module, size: int = 32) -> dict[str, int]:
+    """Multiply-accumulates per image of every Conv2d and Linear."""
+    macs: dict[str, int] = {}
+
+    def count(name: str):
+        def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            if isinstance(mod, nn.Conv2d):
+                k = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+            else:
+                k = mod.in_features
+            macs[name] = out[0].numel() * k
+
+        return hook
+
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [m.register_forward_hook(count(n)) for n, m in layers]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, size, size))
+    finally:
+        for h in hooks:
+            h.remove()
+    return macs
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def stem_comparison(imagenet: nn.Module, cifar: nn.Module, size: int = 32) -> list[dict[str, object]]:
+    """Rows comparing the two stems on a size x size image: feature maps per stage, then totals."""
+    a, b = feature_maps(imagenet, size), feature_maps(cifar, size)
+    rows: list[dict[str, object]] = [
+        {"stage": s, "ImageNet stem": "x".join(map(str, a[s])), "CIFAR stem": "x".join(map(str, b[s]))} for s in STAGES
+    ]
+    rows.append({"stage": "parameters", "ImageNet stem": f"{parameter_count(imagenet):,}",
+                 "CIFAR stem": f"{parameter_count(cifar):,}"})
+    rows.append({"stage": "MACs / image", "ImageNet stem": f"{sum(layer_macs(imagenet, size).values()):,}",
+                 "CIFAR stem": f"{sum(layer_macs(cifar, size).values()):,}"})
+    return rows
