@@ -99,12 +99,16 @@ def main(argv: list[str] | None = None) -> int:
 def run_training(cfg: TrainConfig) -> int:
     """Train with the CLI's manners: known failures as one clear line, exit codes for scripts."""
     from .data import DataNotFoundError
+    from .device_data import DeviceMemoryError
+    from .distributed import process_group
     from .model import WeightsUnavailableError
     from .train import Diverged, train
 
     try:
-        summary = train(cfg)
-    except (DataNotFoundError, WeightsUnavailableError, Diverged, FileExistsError, ValueError) as err:
+        with process_group():
+            summary = train(cfg)
+    except (DataNotFoundError, WeightsUnavailableError, Diverged, FileExistsError, FileNotFoundError,
+            DeviceMemoryError, ValueError) as err:
         print(f"bintut: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

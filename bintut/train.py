@@ -30,6 +30,8 @@ from tqdm.auto import tqdm
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import SCHEDULE_FIELDS, TrainConfig
 from .data import ImageDataset, ImageSet, data_root, load_cifar100, train_transform, write_synthetic_cifar100
+from .device_data import DeviceBatches
+from .distributed import any_rank
 from .model import resnet18_cifar
 from .plots import plot_run
 from .quant import QuantConfig, binarize_, hard_mode, set_controls
@@ -149,6 +151,14 @@ class EpochSampler(Sampler[int]):
         return len(self.indices)
 
 
+def use_device_data(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether to hold the data on the device; 'device' without a GPU says so and runs on the CPU."""
+    if cfg.data_path == "device" and device.type != "cuda":
+        print("bintut: data path 'device' asked for without a GPU: holding the data in CPU memory and "
+              "augmenting in batches on the CPU (for speed on a CPU use --data-path loader)")
+    return cfg.data_path == "device" or (cfg.data_path == "auto" and device.type == "cuda")
+
+
 def worker_count(requested: int) -> int:
     return min(8, os.cpu_count() or 1) if requested < 0 else requested
 
@@ -168,6 +178,25 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> tor
     if target.is_floating_point():
         return F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
     return F.cross_entropy(logits.float(), target)
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, x: torch.Tensor,
+    y: torch.Tensor, cfg: TrainConfig, dtype: torch.dtype | None, mix: v2.Transform | None,
+) -> torch.Tensor:
+    """One optimisation step on a device batch; returns the detached loss (no host sync)."""
+    if mix is not None and torch.rand(()) < cfg.mix_prob:
+        x, y = mix(x, y)
+    with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
+        loss = loss_fn(model(x), y, cfg.label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if cfg.grad_clip > 0:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -283,12 +312,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     recipe = Recipe(cfg)
     mix = mixer(cfg)
     workers = worker_count(cfg.num_workers)
-    train_data = ImageDataset(train_set, train_transform(cfg.augment))
-    test_data = ImageDataset(test_set)
-    test_loader = DataLoader(
-        test_data, batch_size=cfg.eval_batch_size, sampler=list(range(rank, len(test_data), world)),
-        num_workers=min(workers, 2), pin_memory=device.type == "cuda",
-    )
+    test_shard = list(range(rank, len(test_set), world))  # each test image on exactly one rank
+    if use_device_data(cfg, device):
+        train_data = DeviceBatches(train_set, device, cfg.augment)
+        test_loader = DeviceBatches(test_set, device, None).loader(test_shard, cfg.eval_batch_size)
+    else:
+        train_data = ImageDataset(train_set, train_transform(cfg.augment))
+        test_loader = DataLoader(ImageDataset(test_set), batch_size=cfg.eval_batch_size, sampler=test_shard,
+                                 num_workers=min(workers, 2), pin_memory=device.type == "cuda")
     metrics = MetricsLog(out / METRICS, keep_epochs_below=epoch) if rank == 0 else None
     tracker = WandbRun(cfg.wandb, cfg.to_dict(), out, state.get("wandb_id") if state else None) if rank == 0 else None
 
@@ -313,14 +344,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 loss_sum += state["epoch_loss_sum"]
                 seen = state["epoch_seen"]
             else:
-                seed_everything(cfg.seed, epoch)
+                seed_everything(cfg.seed, epoch, rank)
             state = None
             sampler = EpochSampler(len(train_data), cfg.seed, epoch, batch_done * cfg.batch_size, rank, world)
-            loader = DataLoader(
-                train_data, batch_size=per_rank_batch, sampler=sampler, num_workers=workers,
-                pin_memory=device.type == "cuda", drop_last=False,
-                generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch),
-            )
+            if isinstance(train_data, DeviceBatches):
+                loader = train_data.batches(sampler.indices, per_rank_batch)
+            else:
+                loader = DataLoader(
+                    train_data, batch_size=per_rank_batch, sampler=sampler, num_workers=workers,
+                    pin_memory=device.type == "cuda", drop_last=False,
+                    generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch),
+                )
             model.train()
             started = time.perf_counter()
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
@@ -328,25 +362,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             for x, y in bar:
                 Recipe.apply(recipe.at(global_step / total_steps), net, optimizer)
                 x, y = _to_device(x, y, device, model)
-                if mix is not None and torch.rand(()) < cfg.mix_prob:
-                    x, y = mix(x, y)
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    loss = loss_fn(model(x), y, cfg.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                loss_sum += loss.detach() * y.shape[0]
+                loss = train_step(model, optimizer, scaler, x, y, cfg, dtype, mix)
+                loss_sum += loss * y.shape[0]
                 seen += y.shape[0]
                 global_step += 1
                 batch_done += 1
-                if batch_done % 25 == 0 or device.type == "cpu":
+                if device.type == "cpu":  # on a GPU: no host sync in the loop; checked at epoch end
                     _check_finite(loss_sum, epoch, batch_done, ckpt_path)
                     bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-                stop.check()
+                if world == 1:  # under DDP all ranks must stop together: at the epoch's end
+                    stop.check()
             bar.close()
             _check_finite(loss_sum, epoch, batch_done, ckpt_path)
             train_seconds = time.perf_counter() - started
@@ -374,7 +399,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                           f"hard {100 * hard['acc']:.2f}%  soft {100 * soft['acc']:.2f}%  ({train_seconds:.1f} s)")
             # Only now is the epoch done: an interrupt before this line redoes its evaluation.
             epoch, batch_done = epoch + 1, 0
-            stop.check()
+            stop.check(device)
         summary = {"epochs": epoch, "out": str(out)}
         if rank == 0:
             from .tracking import read_metrics
@@ -427,8 +452,12 @@ class StopRequest:
             signal.signal(s, handler)
         self.previous = {}
 
-    def check(self) -> None:
-        if self.signum is not None:
+    def check(self, device: torch.device | None = None) -> None:
+        """Raise KeyboardInterrupt if a stop was asked for; with a device, agreed across ranks."""
+        asked = self.signum is not None
+        if device is not None:
+            asked = any_rank(asked, device)
+        if asked:
             self.at_boundary = True
             raise KeyboardInterrupt(f"signal {self.signum}")
 

@@ -1,0 +1,77 @@
+"""Issue 5 on the CPU: the device data path trains, compile computes the same loss, torchrun + DDP works."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from bintut import binarize_, set_controls
+from bintut.checkpoint import load_checkpoint
+from bintut.config import preset
+from bintut.train import build_model, loss_fn, train
+
+from .conftest import tiny
+
+
+def test_device_data_path_trains_on_cpu_with_a_message(data_dir, tmp_path, capsys):
+    summary = train(tiny(data_dir, tmp_path / "run", epochs=1, data_path="device", augment="reference"))
+    assert "without a GPU" in capsys.readouterr().out
+    assert summary["epochs"] == 1
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    assert row["test_images"] == 32 and row["train_loss"] > 0
+
+
+def test_compiled_step_gives_the_same_loss():
+    """torch.compile of a binarizing model: same loss and gradients on the same batch (controls as tensors)."""
+    torch.manual_seed(0)
+    model = binarize_(nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(8, 10),
+    ))
+    x, y = torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,))
+    model(x)  # in training mode: initialise the running maxima
+    model.eval()  # then freeze BN statistics and running maxima, so both passes see the same state
+    compiled = torch.compile(model)
+    for p, r in ((0.0, 0.0), (1.0, 1.0), (1.0, 0.5), (0.0, 0.7)):  # 0 < p < 1 draws random masks: not compared
+        set_controls(model, p, r)
+        losses, grads = [], []
+        for m in (model, compiled):
+            model.zero_grad()
+            loss = loss_fn(m(x), y, 0.1)
+            loss.backward()
+            losses.append(loss.detach())
+            grads.append(model[0].parametrizations.weight.original.grad.clone())
+        assert torch.allclose(losses[0], losses[1], rtol=1e-4, atol=1e-5), (p, r, losses)
+        assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-5), (p, r)
+
+
+def test_fast_preset_is_valid():
+    cfg = preset("fast")
+    assert cfg.batch_size == 512 and cfg.data_path == "device" and cfg.compile
+    assert cfg.schedule("weight_p")(0.15) == 0.0 and cfg.schedule("weight_p")(0.9) == 1.0
+
+
+def torchrun(*args):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "bintut", "train", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_gloo(data_dir, tmp_path):
+    out = tmp_path / "ddp"
+    common = ["--preset", "smoke", "--synthetic-train", "64", "--synthetic-test", "30", "--data-root", str(data_dir),
+              "--no-progress", "--wandb", "disabled"]
+    result = torchrun(*common, "--epochs", "2", "--batch-size", "16", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]  # only rank 0 logs
+    assert all(r["test_images"] == 30 for r in rows)  # the whole test set, once, across both ranks
+    state = load_checkpoint(out / "checkpoint.pt")  # rank 0's checkpoint loads in one process
+    model = build_model(preset("smoke", **{k: state["config"][k] for k in ("synthetic_train", "synthetic_test")}))
+    model.load_state_dict(state["model"])
+
+    bad = torchrun(*common, "--batch-size", "15", "--out", str(tmp_path / "bad"))
+    assert bad.returncode != 0 and "does not split across 2 processes" in bad.stderr
