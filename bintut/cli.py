@@ -12,14 +12,16 @@ from .config import PRESETS, SCHEDULE_FIELDS, TrainConfig, preset
 DESCRIPTION = """\
 Gradual binarization of an ImageNet-pretrained ResNet18 on CIFAR-100.
 
-Presets: 'seed' is the published recipe (300 epochs, for a GPU), 'workshop' a ten-minute run on
-a laptop CPU (a CIFAR-100 subset), 'smoke' a seconds-long run on synthetic data made offline.
-Any field of the preset can be overridden, e.g.:
+Presets: 'seed' is the published recipe (300 epochs, for a GPU), 'fast' a 100-epoch recipe for
+one GPU (untested on CIFAR-100), 'workshop' a ten-minute run on a laptop CPU (a CIFAR-100 subset),
+'smoke' a seconds-long run on synthetic data made offline. Any field of the preset can be
+overridden, e.g.:
 
   python -m bintut train --preset smoke --out runs/smoke
   python -m bintut train --preset seed --download --out runs/seed
   python -m bintut train --preset workshop --epochs 4 --no-pretrained
   python -m bintut train --preset seed --out runs/seed --resume     # continue after a stop
+  torchrun --nproc_per_node=4 -m bintut train --preset fast --out runs/fast   # several GPUs
 
 A run folder holds config.json, metrics.jsonl (one row per epoch), checkpoint.pt (every
 epoch, and on Ctrl-C) and results.png. No CIFAR-100 at hand? Add --data synthetic.

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .config import TrainConfig, preset
-from .runs import Run, load_or_train
+from .runs import Run, load_or_train, run_name, runs_dir
 from .schedule import REFERENCE_BINARIZATION
 
 MODE_ENV = "BINTUT_MODE"
@@ -70,13 +70,15 @@ def stage_config(stage: str, mode: str | None = None, **overrides: Any) -> Train
     weights = ramp if stage in ("weights", "both") else OFF
     acts = ramp if stage in ("activations", "both") else OFF
     settings |= dict(weight_p=weights, weight_ratio=weights, act_p=acts, act_ratio=acts)
-    if stage != "baseline":
-        settings["init_from"] = str(run_stage("baseline", mode).out)
+    if stage != "baseline":  # later stages start from the baseline's run folder
+        settings["init_from"] = str(runs_dir() / run_name(stage_config("baseline", mode), "baseline"))
     return preset(name, **{**settings, **overrides})
 
 
 def run_stage(stage: str, mode: str | None = None, **overrides: Any) -> Run:
     """Load the stage's finished run, or train it (and the baseline it starts from) first."""
+    if stage not in ("baseline", "reference"):
+        run_stage("baseline", mode)
     return load_or_train(stage_config(stage, mode, **overrides), label=stage)
 
 

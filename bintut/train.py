@@ -7,6 +7,7 @@ quantizers' business. One run = one output folder holding ``config.json``,
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -204,7 +205,7 @@ def train_step(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: torch.dtype | None = None,
-             hard: bool = False) -> dict[str, float]:
+             hard: bool = False, channels_last: bool = False) -> dict[str, float]:
     """Top-1 accuracy and mean loss; ``hard=True`` evaluates the deployable p = bin_ratio = 1 view.
 
     Under torch.distributed the counts are summed across ranks, so each test image counts once.
@@ -212,9 +213,9 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: 
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, device=device, dtype=torch.float64)  # correct, loss sum, count
-    with hard_mode(model) if hard else _nullcontext():
+    with hard_mode(model) if hard else contextlib.nullcontext():
         for x, y in loader:
-            x, y = _to_device(x, y, device, model)
+            x, y = _to_device(x, y, device, channels_last)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = model(x)
             totals[0] += (logits.argmax(1) == y).sum()
@@ -227,18 +228,10 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: 
     return {"acc": correct / max(count, 1), "loss": loss / max(count, 1), "count": int(count)}
 
 
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _to_device(
-    x: torch.Tensor, y: torch.Tensor, device: torch.device, model: nn.Module
+    x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    memory_format = torch.channels_last if getattr(model, "_bintut_channels_last", False) else torch.contiguous_format
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     return x.to(device, non_blocking=True, memory_format=memory_format), y.to(device, non_blocking=True)
 
 
@@ -287,7 +280,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     net = build_model(cfg).to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
-        net._bintut_channels_last = True
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.schedule("lr")(0.0), weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     epoch, batch_done, global_step = 0, 0, 0
@@ -301,10 +293,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model: nn.Module = net
     if world > 1:
         model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-        model._bintut_channels_last = cfg.channels_last
     if cfg.compile:
         model = torch.compile(model)
-        model._bintut_channels_last = cfg.channels_last
 
     per_rank_batch = cfg.batch_size // world
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
@@ -361,7 +351,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                        disable=not cfg.progress or rank != 0, initial=batch_done, total=steps_per_epoch)
             for x, y in bar:
                 Recipe.apply(recipe.at(global_step / total_steps), net, optimizer)
-                x, y = _to_device(x, y, device, model)
+                x, y = _to_device(x, y, device, cfg.channels_last)
                 loss = train_step(model, optimizer, scaler, x, y, cfg, dtype, mix)
                 loss_sum += loss * y.shape[0]
                 seen += y.shape[0]
@@ -378,8 +368,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             # Soft evaluation uses the controls at the end of this epoch (t = 1 after the last).
             values = recipe.at((epoch + 1) * steps_per_epoch / total_steps)
             Recipe.apply(values, net)
-            hard = evaluate(model, test_loader, device, dtype, hard=True)
-            soft = evaluate(model, test_loader, device, dtype, hard=False)
+            hard = evaluate(model, test_loader, device, dtype, hard=True, channels_last=cfg.channels_last)
+            soft = evaluate(model, test_loader, device, dtype, hard=False, channels_last=cfg.channels_last)
             totals = torch.tensor([loss_sum.item(), seen], dtype=torch.float64, device=device)
             if world > 1:
                 dist.all_reduce(totals)

@@ -22,8 +22,9 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory):
 
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    os.environ["BINTUT_RUNS"] = str(shared / "runs")
-    return load_or_train(preset("smoke", data_root=str(shared / "data"), progress=False))
+    with pytest.MonkeyPatch.context() as patch:  # scoped: notebook kernels must not inherit it
+        patch.setenv("BINTUT_RUNS", str(shared / "runs"))
+        return load_or_train(preset("smoke", data_root=str(shared / "data"), progress=False))
 
 
 def tiny(data_dir, out, **overrides):
