@@ -36,46 +36,42 @@ def with_cifar_stem(model: nn.Module, num_classes: int = 100) -> nn.Module:
     return model
 
 
-def feature_maps(model: nn.Module, size: int = 32) -> dict[str, tuple[int, ...]]:
-    """Output shape (C, H, W) of the stem and each residual stage for one size x size image."""
-    shapes: dict[str, tuple[int, ...]] = {}
+@torch.no_grad()
+def record_io(model: nn.Module, names: list[str], images: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """One eval-mode forward of ``images``; returns each named submodule's (first input, output)."""
+    modules = dict(model.named_modules())
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     hooks = [
-        getattr(model, name).register_forward_hook(
-            lambda mod, args, out, name=name: shapes.__setitem__(name, tuple(out.shape[1:]))
+        modules[name].register_forward_hook(
+            lambda mod, args, out, name=name: seen.__setitem__(name, (args[0].detach(), out.detach()))
         )
-        for name in STAGES
+        for name in names
     ]
     try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, size, size))
+        model.eval()(images)
     finally:
         for h in hooks:
             h.remove()
-    return shapes
+    return seen
+
+
+def feature_maps(model: nn.Module, size: int = 32) -> dict[str, tuple[int, ...]]:
+    """Output shape (C, H, W) of the stem and each residual stage for one size x size image."""
+    seen = record_io(model, list(STAGES), torch.zeros(1, 3, size, size))
+    return {name: tuple(seen[name][1].shape[1:]) for name in STAGES}
 
 
 def layer_macs(model: nn.Module, size: int = 32) -> dict[str, int]:
     """Multiply-accumulates per image of every Conv2d and Linear."""
-    macs: dict[str, int] = {}
-
-    def count(name: str):
-        def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            if isinstance(mod, nn.Conv2d):
-                k = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
-            else:
-                k = mod.in_features
-            macs[name] = out[0].numel() * k
-
-        return hook
-
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    hooks = [m.register_forward_hook(count(n)) for n, m in layers]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, size, size))
-    finally:
-        for h in hooks:
-            h.remove()
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    seen = record_io(model, list(layers), torch.zeros(1, 3, size, size))
+    macs = {}
+    for name, mod in layers.items():
+        if isinstance(mod, nn.Conv2d):
+            k = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
+        else:
+            k = mod.in_features
+        macs[name] = seen[name][1][0].numel() * k
     return macs
 
 

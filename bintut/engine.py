@@ -121,17 +121,10 @@ def layer_agreement(model, export: ResNetExport, images) -> list[dict]:
     import torch
     from torch.nn import functional as F
 
-    captured: dict = {}
+    from .anatomy import record_io
+
+    captured = record_io(model, list(export.layers), images)
     modules = dict(model.named_modules())
-    hooks = [modules[name].register_forward_hook(
-        lambda mod, args, out, name=name: captured.__setitem__(name, (args[0].detach(), out.detach())))
-        for name in export.layers]
-    try:
-        with torch.no_grad():
-            model.eval()(images)
-    finally:
-        for h in hooks:
-            h.remove()
     engines = {k: IntegerResNet(export, kernel=k) for k in KERNELS}
     rows = []
     for name, layer in export.layers.items():
