@@ -34,7 +34,7 @@ class TrainConfig:
     train_subset: int | None = _f(None, "train on a random subset of this many images")
     test_subset: int | None = _f(None, "evaluate on a random subset of this many images")
     augment: str = _f("reference", "training augmentation: 'reference', 'basic' (crop+flip) or 'none'")
-    num_workers: int = _f(-1, "data-loader processes (-1: up to 8, by the CPU count)")
+    num_workers: int = _f(-1, "data-loader processes (-1: up to 8 on a GPU, none on a CPU)")
     data_path: str = _f("auto", "'device' (data resident on the GPU, batched augmentation), 'loader' (DataLoader "
                         "workers, per-image augmentation) or 'auto' (device on a GPU, loader on a CPU)")
     # model and quantization
@@ -125,7 +125,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "seed": {},
     # A laptop CPU in about ten minutes: a subset of CIFAR-100, few epochs, crop+flip only.
     "workshop": dict(
-        train_subset=5000, test_subset=1000, epochs=8, augment="basic", eval_batch_size=250,
+        train_subset=3000, test_subset=500, epochs=6, augment="basic", eval_batch_size=250,
     ),
     # A shorter recipe for one GPU, designed (not yet verified on CIFAR-100) to reach the reference's
     # final binary accuracy in a third of the epochs; rationale in docs/fast_training.md.

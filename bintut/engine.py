@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from . import fixedpoint
 from .export import LayerExport, ResNetExport
 from .intkernels import (
     INT8_MAX,
@@ -36,7 +37,8 @@ def quantize(x: np.ndarray, step: np.float32) -> np.ndarray:
 class IntegerResNet:
     """Runs the exported network; ``kernel`` picks the GEMM (all three give identical accumulators)."""
 
-    def __init__(self, export: ResNetExport, kernel: str = "blas", chunk: int = 8) -> None:
+    def __init__(self, export: ResNetExport, kernel: str = "blas", chunk: int = 8,
+                 integer_epilogue: bool = False) -> None:
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
         if chunk < 1:
@@ -44,6 +46,11 @@ class IntegerResNet:
         self.export = export
         self.kernel = kernel
         self.chunk = chunk  # images per pass: small im2col buffers stay in cache
+        # conv1 -> BN -> ReLU -> conv2 inside each block: requantize in integers (bintut.fixedpoint)
+        conv1s = [(export.layers[b["conv1"]], export.layers[b["conv2"]]) for b in export.blocks]
+        self.requant = {
+            first.name: fixedpoint.integer_epilogue(first.a, first.b, second.act_step) for first, second in conv1s
+        } if integer_epilogue else {}
         # ±1 weights unpacked once, columns in im2col's (kh, kw, C) order; the teaching kernel
         # reads them re-packed as bits in that order.
         self.weights: dict[str, np.ndarray] = {}
@@ -63,15 +70,22 @@ class IntegerResNet:
             return addsub_gemm(codes, self.bits[name], self.export.layers[name].k)
         return oracle_gemm(codes, self.weights[name]).astype(np.int32)
 
-    def layer(self, name: str, x: np.ndarray, record: Callable[[str, np.ndarray], None] | None = None) -> np.ndarray:
-        """One binary layer on NHWC (conv) or (N, C) (linear) float input."""
+    def layer(self, name: str, x: np.ndarray, record: Callable[[str, np.ndarray], None] | None = None,
+              codes: np.ndarray | None = None) -> np.ndarray:
+        """One binary layer on NHWC (conv) or (N, C) (linear) float input, or on its int8 ``codes``.
+
+        Returns the float epilogue ``A_c * acc + B_c``, or, for a layer with an integer epilogue,
+        the next layer's int8 codes (ReLU included).
+        """
         layer: LayerExport = self.export.layers[name]
-        if self.kernel == "blas":  # the same codes, kept in float32 for BLAS: no int8 round trip
+        if codes is not None:
+            codes = codes.astype(np.float32) if self.kernel == "blas" else codes
+        elif self.kernel == "blas":  # the same codes, kept in float32 for BLAS: no int8 round trip
             codes = np.clip(np.rint(x / layer.act_step), -INT8_MAX, INT8_MAX, dtype=np.float32)
         else:
             codes = quantize(x, layer.act_step)
         if layer.kind == "conv":
-            n, h, w, _ = x.shape
+            n, h, w, _ = codes.shape
             oh = conv_output_size(h, layer.kernel, layer.stride, layer.padding)
             ow = conv_output_size(w, layer.kernel, layer.stride, layer.padding)
             acc = self.gemm(name, im2col(codes, layer.kernel, layer.stride, layer.padding))
@@ -80,6 +94,8 @@ class IntegerResNet:
             acc = self.gemm(name, codes)
         if record is not None:
             record(name, acc.astype(np.int32))
+        if name in self.requant:
+            return fixedpoint.requantize(acc.astype(np.int32), *self.requant[name], low=0)  # ReLU: codes >= 0
         return acc.astype(np.float32, copy=False) * layer.a + layer.b
 
     def forward(self, images: np.ndarray, record: Callable[[str, np.ndarray], None] | None = None) -> np.ndarray:
@@ -94,8 +110,11 @@ class IntegerResNet:
         x = np.ascontiguousarray(images.transpose(0, 2, 3, 1), dtype=np.float32)
         x = np.maximum(self.layer("conv1", x, record), 0)
         for block in self.export.blocks:
-            out = np.maximum(self.layer(block["conv1"], x, record), 0)
-            out = self.layer(block["conv2"], out, record)
+            if block["conv1"] in self.requant:
+                out = self.layer(block["conv2"], None, record, codes=self.layer(block["conv1"], x, record))
+            else:
+                out = np.maximum(self.layer(block["conv1"], x, record), 0)
+                out = self.layer(block["conv2"], out, record)
             shortcut = x if block["shortcut"] is None else self.layer(block["shortcut"], x, record)
             x = np.maximum(out + shortcut, 0)
         pooled = x.mean(axis=(1, 2), dtype=np.float32)
@@ -162,3 +181,4 @@ def prediction_agreement(model, export: ResNetExport, images) -> dict[str, float
     return {"images": len(ref), "top-1 agreement": float((logits.argmax(1) == ref.argmax(1)).mean()),
             "largest logit difference": float(np.abs(logits - ref).max()),
             "largest logit": float(np.abs(ref).max())}
+

@@ -51,7 +51,11 @@ def check_control(name: str, value: float) -> float:
 
 
 class GradualQuantizer(nn.Module):
-    """Base class: sprinkle and blend ``hard(x)`` into ``x`` under the controls p, bin_ratio."""
+    """Base class: sprinkle and blend ``hard(x)`` into ``x`` under the controls p, bin_ratio.
+
+    Change the controls through :meth:`set_controls` (or :func:`set_controls`), not by writing the
+    buffers: eager mode also keeps a host copy of p to skip the mask draw at p = 0 or 1.
+    """
 
     role: str = "quantizer"
 

@@ -160,8 +160,11 @@ def use_device_data(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.data_path == "device" or (cfg.data_path == "auto" and device.type == "cuda")
 
 
-def worker_count(requested: int) -> int:
-    return min(8, os.cpu_count() or 1) if requested < 0 else requested
+def worker_count(requested: int, device: torch.device) -> int:
+    """-1: up to 8 loader processes when a GPU computes; none on a CPU, where they would steal its cores."""
+    if requested >= 0:
+        return requested
+    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
 
 
 def mixer(cfg: TrainConfig) -> v2.Transform | None:
@@ -301,7 +304,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     total_steps = cfg.epochs * steps_per_epoch
     recipe = Recipe(cfg)
     mix = mixer(cfg)
-    workers = worker_count(cfg.num_workers)
+    workers = worker_count(cfg.num_workers, device)
     test_shard = list(range(rank, len(test_set), world))  # each test image on exactly one rank
     if use_device_data(cfg, device):
         train_data = DeviceBatches(train_set, device, cfg.augment)

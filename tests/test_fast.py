@@ -35,15 +35,18 @@ def test_compiled_step_gives_the_same_loss():
     model(x)  # in training mode: initialise the running maxima
     model.eval()  # then freeze BN statistics and running maxima, so both passes see the same state
     compiled = torch.compile(model)
-    for p, r in ((0.0, 0.0), (1.0, 1.0), (1.0, 0.5), (0.0, 0.7)):  # 0 < p < 1 draws random masks: not compared
+    settings = ((0.0, 0.0), (1.0, 1.0), (1.0, 0.5), (0.0, 0.7))  # 0 < p < 1 draws random masks: not compared
+    for i, (p, r) in enumerate(settings):
         set_controls(model, p, r)
         losses, grads = [], []
-        for m in (model, compiled):
-            model.zero_grad()
-            loss = loss_fn(m(x), y, 0.1)
-            loss.backward()
-            losses.append(loss.detach())
-            grads.append(model[0].parametrizations.weight.original.grad.clone())
+        # after the first compilation, new control values must not recompile (they are tensors)
+        with torch._dynamo.config.patch(error_on_recompile=i > 0):
+            for m in (model, compiled):
+                model.zero_grad()
+                loss = loss_fn(m(x), y, 0.1)
+                loss.backward()
+                losses.append(loss.detach())
+                grads.append(model[0].parametrizations.weight.original.grad.clone())
         assert torch.allclose(losses[0], losses[1], rtol=1e-4, atol=1e-5), (p, r, losses)
         assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-5), (p, r)
 

@@ -195,3 +195,47 @@ def test_quantize_matches_torch_rounding():
     step = np.float32(1.0)
     torch_codes = torch.clamp(torch.round(torch.from_numpy(x) / float(step)), -127, 127)
     assert quantize(x, step).tolist() == torch_codes.to(torch.int8).tolist() == [0, 2, 2, 0, -2, 127, -127]
+
+
+def test_fixed_point_multiplier_and_requantize_bit_exact_against_torch_int64():
+    from bintut.fixedpoint import integer_epilogue, quantize_multiplier, requantize
+
+    rng = np.random.default_rng(7)
+    real = np.concatenate([rng.uniform(1e-6, 1e-2, 30), -rng.uniform(1e-6, 1e-2, 10), [0.5, 2.0**-20]])
+    m0, shift, sign = quantize_multiplier(real)
+    nonzero = m0 > 0
+    assert np.all((m0[nonzero] >= 2**30) & (m0[nonzero] < 2**31))
+    np.testing.assert_allclose(sign * m0 * 2.0 ** (-shift.astype(float)), real, rtol=2**-30)
+
+    acc = rng.integers(-585_216, 585_217, (500, len(real))).astype(np.int32)  # the full range we use
+    acc[0] = 585_216
+    acc[1] = -585_216
+    offset = rng.uniform(-20, 20, len(real))
+    m0, shift, sign, bias = integer_epilogue(real, offset, 1.0)
+    ours = requantize(acc, m0, shift, sign, bias)
+    # the same specification, written independently in torch int64
+    total = torch.from_numpy(acc).long() * torch.from_numpy(sign * m0) + torch.from_numpy(bias)
+    scale = 2 ** torch.from_numpy(shift)
+    reference = (total + scale // 2).div(scale, rounding_mode="floor").clamp(-127, 127).to(torch.int8)
+    assert np.array_equal(ours, reference.numpy())
+    # one rounding of the real-valued epilogue: equal except, rarely, at a half
+    exact = np.clip(np.floor(acc * real + offset + 0.5), -127, 127)
+    assert np.abs(ours.astype(np.int64) - exact).max() <= 1
+    assert (ours == exact).mean() > 0.999
+
+
+@pytest.mark.slow
+def test_integer_epilogue_inside_blocks_agrees_with_torch(smoke_run, data_dir):
+    from bintut.data import ImageDataset, load_cifar100, write_synthetic_cifar100
+
+    export = export_resnet(smoke_run.model)
+    test = load_cifar100(write_synthetic_cifar100(data_dir / "engine", 16, 1000, seed=5), train=False)
+    images = torch.stack([ImageDataset(test)[i][0] for i in range(len(test))])
+    with torch.no_grad():
+        ref = smoke_run.model(images).numpy()
+    engine = IntegerResNet(export, integer_epilogue=True)
+    assert len(engine.requant) == 8  # conv1 -> conv2 of every residual block
+    logits = engine(images.numpy())
+    agreement = (logits.argmax(1) == ref.argmax(1)).mean()
+    print(f"integer epilogue: agreement {agreement:.4f}, largest logit difference {np.abs(logits - ref).max():.3g}")
+    assert agreement >= 0.995
