@@ -28,7 +28,7 @@ lint: $(STAMP)
 
 ## A seconds-long end-to-end run on synthetic data.
 smoke: $(STAMP)
-	$(PY) -m bintut train --preset smoke --out runs/smoke
+	$(PY) -m bintut train --preset smoke --out runs/smoke --resume
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

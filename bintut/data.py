@@ -72,13 +72,13 @@ class _SyntheticCIFAR100(datasets.CIFAR100):
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
-def _missing_message(root: Path, reason: str) -> str:
+def _missing_message(root: Path, reason: str, downloading: bool = False) -> str:
+    fetch = "" if downloading else ", or pass --download to let torchvision fetch it"
     return (
         f"CIFAR-100 {reason} in {root / FOLDER}. Download {CIFAR100_URL} on a machine with "
         f"network access and extract it into {root} (so that {root / FOLDER / 'train'} exists), "
-        f"point --data-root or ${DATA_ENV} at the folder that holds {FOLDER}/, or pass "
-        "--download to let torchvision fetch it. To try bintut without CIFAR-100, use the "
-        "synthetic data generated offline: --data synthetic."
+        f"or point --data-root or ${DATA_ENV} at the folder that holds {FOLDER}/{fetch}. To try "
+        "bintut without CIFAR-100, use the synthetic data generated offline: --data synthetic."
     )
 
 
@@ -93,7 +93,7 @@ def load_cifar100(root: str | os.PathLike | None = None, train: bool = True, dow
         try:
             ds = datasets.CIFAR100(root, train=train, download=download)
         except (urllib.error.URLError, OSError) as err:
-            raise DataNotFoundError(_missing_message(root, f"could not be downloaded ({err})")) from err
+            raise DataNotFoundError(_missing_message(root, f"could not be downloaded ({err})", True)) from err
         except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
             raise DataNotFoundError(_missing_message(root, "is incomplete or corrupted")) from err
     return ImageSet(np.asarray(ds.data), np.asarray(ds.targets, dtype=np.int64), list(ds.classes))
@@ -167,6 +167,7 @@ def write_synthetic_cifar100(
     if n_train < 1 or n_test < 1:
         raise ValueError(f"synthetic sizes must be positive, got n_train={n_train}, n_test={n_test}")
     folder.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)  # until rewritten, the folder vouches for nothing
     names = [f"{colour}/{pattern}" for pattern in _PATTERNS for colour in _COLOURS]
     for split, n, split_seed in (("train", n_train, seed), ("test", n_test, seed + 1)):
         images, labels = synthetic_images(n, split_seed)
@@ -177,12 +178,19 @@ def write_synthetic_cifar100(
             "coarse_labels": (labels // 5).tolist(),
             "data": images.transpose(0, 3, 1, 2).reshape(n, -1),
         }
-        with open(folder / split, "wb") as f:
-            pickle.dump(entry, f)
-    with open(folder / "meta", "wb") as f:
-        pickle.dump({"fine_label_names": names, "coarse_label_names": [f"group{i}" for i in range(20)]}, f)
-    marker.write_text(signature)
+        _write_atomically(folder / split, entry)
+    coarse = [f"group{i}" for i in range(20)]
+    _write_atomically(folder / "meta", {"fine_label_names": names, "coarse_label_names": coarse})
+    marker.write_text(signature)  # last: a folder with this marker is complete
     return root
+
+
+def _write_atomically(path: Path, obj: object) -> None:
+    """Pickle to a private temporary file, then rename: a concurrent reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(obj, f)
+    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- augmentation

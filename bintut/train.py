@@ -272,13 +272,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         _check_resume(cfg, state["config"])
     elif cfg.resume and rank == 0 and out.exists():
         print(f"bintut: nothing to resume in {out}; starting a new run")
+    device = resolve_device(cfg.device)
+    dtype = autocast_dtype(cfg.amp, device)
+    if rank != 0:
+        dist.barrier()  # rank 0 first: it generates or downloads the data once
+    train_set, test_set = load_data(cfg)  # fails fast: before the model download, before writing anything
+    if rank == 0 and world > 1:
+        dist.barrier()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(cfg.to_json())
-
-    device = resolve_device(cfg.device)
-    dtype = autocast_dtype(cfg.amp, device)
-    train_set, test_set = load_data(cfg)  # fails fast, before the model download
     seed_everything(cfg.seed)
     net = build_model(cfg).to(device)
     if cfg.channels_last:

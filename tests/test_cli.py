@@ -43,6 +43,7 @@ def test_missing_cifar_fails_fast_naming_the_synthetic_option(tmp_path):
     assert result.returncode == 2
     assert "CIFAR-100 was not found" in result.stderr and "--data synthetic" in result.stderr
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()  # failed before writing anything
 
 
 @pytest.mark.slow

@@ -141,3 +141,12 @@ def test_bad_config(overrides, message):
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown preset 'fast-ish'"):
         preset("fast-ish")
+
+
+def test_resuming_a_finished_run_changes_nothing(data_dir, tmp_path):
+    cfg = tiny(data_dir, tmp_path / "run", epochs=1, resume=True)
+    first = train(cfg)
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    again = train(cfg)  # what `make smoke` / `make reproduce` do when run twice
+    assert again["hard_acc"] == first["hard_acc"]
+    assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
