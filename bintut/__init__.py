@@ -27,8 +27,8 @@ __all__ = [
 ]
 
 _SUBMODULES = {
-    "anatomy", "checkpoint", "config", "data", "engine", "export", "intkernels", "model", "opcount", "plots",
-    "quant", "runs", "schedule", "stages", "tracking", "train", "viz",
+    "anatomy", "checkpoint", "cli", "config", "data", "device_data", "distributed", "engine", "export", "fixedpoint",
+    "intkernels", "model", "opcount", "plots", "quant", "runs", "schedule", "stages", "tracking", "train", "viz",
 }
 
 
