@@ -209,9 +209,7 @@ class DeviceBatches:
                 )
         self.images = data.to(device)
         self.labels = torch.from_numpy(images.labels).to(device)
-        self.augment = BatchAugment(augment).to(device) if augment else None
-        self.mean = torch.tensor(CIFAR100_MEAN, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(CIFAR100_STD, device=device).view(1, 3, 1, 1)
+        self.augment = BatchAugment(augment or "none").to(device)  # "none" only normalises
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -223,15 +221,11 @@ class DeviceBatches:
     def batches(
         self, indices: list[int] | torch.Tensor, batch_size: int
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches in the given order; augmented when the set was built with an augmentation."""
+        """Normalised batches in the given order, augmented when the set was built with an augmentation."""
         order = torch.as_tensor(indices, device=self.images.device, dtype=torch.long)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            x = self.images[idx]
-            if self.augment is not None:
-                yield self.augment(x), self.labels[idx]
-            else:
-                yield (x.float() / 255 - self.mean) / self.std, self.labels[idx]
+            yield self.augment(self.images[idx]), self.labels[idx]
 
 
 class _Batches:

@@ -29,9 +29,12 @@ from .intkernels import (
 KERNELS = ("blas", "addsub", "oracle")
 
 
-def quantize(x: np.ndarray, step: np.float32) -> np.ndarray:
-    """Float activations -> int8 codes: clip(round_half_even(x / step), -127, 127), as the torch layer."""
-    return np.clip(np.rint(x / step), -INT8_MAX, INT8_MAX).astype(np.int8)
+def quantize(x: np.ndarray, step: np.float32, dtype: type = np.int8) -> np.ndarray:
+    """Float activations -> int8 codes: clip(round_half_even(x / step), -127, 127), as the torch layer.
+
+    ``dtype=np.float32`` keeps the same codes in float32 for the BLAS path (no int8 round trip).
+    """
+    return np.clip(np.rint(x / step), -INT8_MAX, INT8_MAX).astype(dtype, copy=False)
 
 
 class IntegerResNet:
@@ -80,10 +83,8 @@ class IntegerResNet:
         layer: LayerExport = self.export.layers[name]
         if codes is not None:
             codes = codes.astype(np.float32) if self.kernel == "blas" else codes
-        elif self.kernel == "blas":  # the same codes, kept in float32 for BLAS: no int8 round trip
-            codes = np.clip(np.rint(x / layer.act_step), -INT8_MAX, INT8_MAX, dtype=np.float32)
         else:
-            codes = quantize(x, layer.act_step)
+            codes = quantize(x, layer.act_step, np.float32 if self.kernel == "blas" else np.int8)
         if layer.kind == "conv":
             n, h, w, _ = codes.shape
             oh = conv_output_size(h, layer.kernel, layer.stride, layer.padding)

@@ -23,7 +23,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from .intkernels import check_exact_range
-from .quant import Int8Quantizer, SignQuantizer, is_fully_binary, plain_state_dict
+from .quant import Int8Quantizer, SignQuantizer, is_fully_binary, plain_state_dict, weight_quantizer
 
 FORMAT = "bintut-binary-resnet"
 VERSION = 1
@@ -144,8 +144,7 @@ def load_export(path: str | os.PathLike) -> ResNetExport:
 
 
 def _quantizers(layer: nn.Module, name: str) -> tuple[SignQuantizer, Int8Quantizer]:
-    weights = getattr(getattr(layer, "parametrizations", None), "weight", None)
-    wq = weights[0] if weights is not None and isinstance(weights[0], SignQuantizer) else None
+    wq = weight_quantizer(layer)
     aq = getattr(layer, "input_quant", None)
     if wq is None or not isinstance(aq, Int8Quantizer):
         raise ExportError(

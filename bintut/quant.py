@@ -275,6 +275,12 @@ def is_fully_binary(model: nn.Module) -> bool:
     return bool(qs) and all(q.p.item() == 1.0 and q.bin_ratio.item() == 1.0 for q in qs)
 
 
+def weight_quantizer(layer: nn.Module) -> SignQuantizer | None:
+    """The SignQuantizer that binarize_ registered on this layer's weight, if any."""
+    weights = getattr(getattr(layer, "parametrizations", None), "weight", None)
+    return weights[0] if weights is not None and isinstance(weights[0], SignQuantizer) else None
+
+
 @torch.no_grad()
 def distinct_weight_values(model: nn.Module) -> dict[str, int]:
     """Per weight-quantized layer: the most distinct values any output channel's weights take.
@@ -283,8 +289,7 @@ def distinct_weight_values(model: nn.Module) -> dict[str, int]:
     """
     out = {}
     for name, m in model.named_modules():
-        weights = getattr(getattr(m, "parametrizations", None), "weight", None)
-        if weights is not None and isinstance(weights[0], SignQuantizer):
+        if weight_quantizer(m) is not None:
             w = m.weight.flatten(1)
             out[name] = max(len(torch.unique(row)) for row in w)
     return out
