@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bintut-installed
 
-.PHONY: reproduce test lint lab smoke bench-int clean
+.PHONY: reproduce test lint lab smoke bench-int mcu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,21 @@ lint: $(STAMP)
 ## A seconds-long end-to-end run on synthetic data.
 smoke: $(STAMP)
 	$(PY) -m bintut train --preset smoke --out runs/smoke --resume
+
+## The smoke run as C on an emulated Cortex-M4 (QEMU mps2-an386), golden images checked bit for bit.
+## Installs the Debian packages gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm if missing
+## (apt-get; CI does not run this). Prints pass/fail per image, flash/RAM and instructions per image.
+MCU_RUN ?= runs/smoke
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+mcu: $(STAMP)
+	@command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null || { \
+	  echo "installing gcc-arm-none-eabi, libnewlib-arm-none-eabi, qemu-system-arm (apt-get)"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
+	    --no-install-recommends gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm; }
+	$(PY) -m bintut train --preset smoke --out $(MCU_RUN) --resume
+	$(PY) -m bintut export $(MCU_RUN) --c $(MCU_RUN)/c
+	$(PY) -m bintut.cexport host $(MCU_RUN)/c
+	$(PY) -m bintut.cexport mcu $(MCU_RUN)/c
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/

@@ -29,6 +29,7 @@ __all__ = [
 _SUBMODULES = {
     "anatomy", "checkpoint", "cli", "config", "data", "device_data", "distributed", "engine", "export", "fixedpoint",
     "intkernels", "model", "opcount", "plots", "quant", "runs", "schedule", "stages", "tracking", "train", "viz",
+    "cexport",
 }
 
 

@@ -51,12 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument("--preset", choices=sorted(PRESETS), default="seed", help="starting values (default: seed)")
     export = commands.add_parser(
-        "export", help="export a finished run's fully binary model to a bit-packed .npz",
+        "export", help="export a finished run's fully binary model to a bit-packed .npz (and C99 with --c)",
         description="Fold a run's model (at p = bin_ratio = 1) into packed sign bits, per-channel scales, "
-        "int8 activation steps and BN-folded epilogues; print the per-layer op table and the sizes on disk.",
+        "int8 activation steps, BN-folded epilogues and the integer-only fixed-point constants; print the "
+        "per-layer op table and the sizes on disk. With --c DIR also write a self-contained C99 library "
+        "with golden test vectors (see DIR/README.md). A run that never reached p = bin_ratio = 1 is "
+        "refused unless --force.",
     )
     export.add_argument("run", help="a run folder holding checkpoint.pt")
     export.add_argument("--out", help="the .npz to write (default: RUN/model_int.npz)")
+    export.add_argument("--c", dest="c_dir", metavar="DIR", help="also write the C99 library and golden test here")
+    export.add_argument("--golden", type=int, default=8, metavar="N",
+                        help="golden test images in the C library (default: 8)")
+    export.add_argument("--force", action="store_true",
+                        help="export the fully binary view of a run that never reached p = bin_ratio = 1")
     commands.add_parser(
         "reproduce", help="the main job: preset 'seed' on a GPU, 'workshop' on a CPU, into results/<preset>",
         description="Run the reference recipe (GPU) or the workshop preset (CPU) on real CIFAR-100, "
@@ -84,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
     if command == "export":
-        return run_export(args["run"], args["out"])
+        if args["golden"] < 1:
+            parser.error(f"--golden must be at least 1, got {args['golden']}")
+        return run_export(args["run"], args["out"], args["c_dir"], args["golden"], args["force"])
     if command == "reproduce":
         import torch
 
@@ -123,24 +133,52 @@ def run_training(cfg: TrainConfig) -> int:
 
 
 
-def run_export(run: str, out: str | None) -> int:
+def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int = 8, force: bool = False) -> int:
+    """Export a run: the .npz (always) and, with ``c_dir``, the C library; one-line errors, exit 2."""
     from pathlib import Path
 
     from .export import ExportError, export_resnet, fp32_state_dict_bytes
     from .opcount import layer_costs, summary_table
-    from .quant import hard_mode
+    from .quant import get_controls, hard_mode
     from .runs import load_run
 
-    try:
-        model = load_run(run).model
-        with hard_mode(model):
-            export = export_resnet(model)
-            fp32 = fp32_state_dict_bytes(model)
-    except (FileNotFoundError, ExportError) as err:
-        print(f"bintut: error: {err}", file=sys.stderr)
+    def fail(message: str) -> int:
+        print(f"bintut: error: {message}", file=sys.stderr)
         return 2
-    path = export.save(Path(out) if out else Path(run) / "model_int.npz")
+
+    try:
+        loaded = load_run(run)
+        controls = get_controls(loaded.model)
+        if not controls or any(value != 1.0 for value in controls.values()):
+            last = ", ".join(f"{k} = {v:.4g}" for k, v in controls.items()) or "no quantizers"
+            if not force:
+                return fail(f"run {run} never reached p = bin_ratio = 1 (its last controls: {last}), so its "
+                            "fully binary view is not the network it trained; train it to the end, or pass "
+                            "--force to export that view anyway")
+            print(f"bintut: warning: run {run} never reached p = bin_ratio = 1 (its last controls: {last}); "
+                  "exporting its fully binary view because of --force", file=sys.stderr)
+        with hard_mode(loaded.model):
+            export = export_resnet(loaded.model)
+            fp32 = fp32_state_dict_bytes(loaded.model)
+    except (FileNotFoundError, ExportError) as err:
+        return fail(str(err))
+    path = Path(out) if out else Path(run) / "model_int.npz"
+    try:
+        export.save(path)
+    except OSError as err:
+        return fail(f"could not write {path} ({err.strerror or err}); nothing was changed there")
     print(summary_table(layer_costs(export)))
     size = path.stat().st_size
     print(f"\n{path}: {size:,} bytes on disk; the fp32 state_dict: {fp32:,} bytes ({fp32 / size:.1f}x larger)")
+    if c_dir:
+        from .cexport import run_test_images, write_c_library
+
+        images, origin = run_test_images(loaded, golden)
+        try:
+            library = write_c_library(export, c_dir, images, source=f"run {Path(run).name}")
+        except OSError as err:
+            return fail(f"could not write the C library to {c_dir} ({err.strerror or err})")
+        flash, ram = sum(library.flash.values()), sum(library.ram.values())
+        print(f"{c_dir}: C99 library and golden test ({library.golden} images: {origin}); constant data "
+              f"{flash:,} bytes (flash), static buffers {ram:,} bytes (RAM); build and run: {c_dir}/README.md")
     return 0

@@ -1,15 +1,19 @@
-"""A fully integer epilogue: requantize int32 accumulators with a fixed-point multiplier and shift.
+"""Fixed-point epilogues: every float scale of the network as an integer multiplier and shift.
 
-Between two binary layers with no residual addition in between (conv1 -> BN -> ReLU -> conv2 inside
-a residual block), ``codes_next = clamp(round((A_c * acc + B_c) / s_next))`` needs no float: with
-``|A_c| / s_next ~ M0_c * 2^-n_c`` (M0_c in [2^30, 2^31), as TFLite and CMSIS-NN do) and the bias in
-the same fixed-point format, ``b_c = round(B_c / s_next * 2^n_c)``,
+Each epilogue maps an integer ``x`` (an int32 accumulator, or int8 codes) to
+``round((a_c * x + b_c) / unit)`` -- ``unit`` being the value of one step of the output -- without
+float: with ``|a_c| / unit ~ M0_c * 2^-n_c`` (M0_c in [2^30, 2^31), as TFLite and CMSIS-NN do), the
+sign of a_c folded into ``m_c = +-M0_c`` and the bias in the same format, ``bias_c = round(b_c / unit * 2^n_c)``,
 
-    codes_next = clamp((sign_c * acc * M0_c + b_c + 2^(n_c - 1)) >> n_c, lo, 127)
+    e(x) = (x * m_c + bias_c + 2^(n_c - 1)) >> n_c        (int64, >> rounds toward -inf)
 
-in int64 arithmetic (|acc| < 2^20 and M0 < 2^31: the terms stay far below 2^63). ``sign_c`` carries
-the sign of BatchNorm's gamma, which can be negative. One rounding, as in the float epilogue: the
-codes differ from it only where float32 and the 31-bit multiplier disagree at a half.
+one rounding, half up. The C export (:mod:`bintut.cexport`) computes the same expression with the same
+constants, so numpy and C agree bit for bit. Where the output is int8 codes (a layer feeding the next
+binary layer) the result is clamped to [0, 127]: that clamp is also the ReLU.
+
+Residual additions need a shared scale: both branches are mapped to ``unit = s_out * 2^-FRACTION_BITS``
+(16 extra fractional bits, so rounding each branch costs at most 2^-17 of a code), added, and
+rounded once more to ``s_out`` (:func:`round_shift`). The constants are computed once, at export.
 """
 
 from __future__ import annotations
@@ -18,35 +22,102 @@ import math
 
 import numpy as np
 
+FRACTION_BITS = 16  # fractional bits of the shared scale in residual additions and the pool
+INT64_LIMIT = 2**63
+MAX_SHIFT = 62
+
+
+class FixedPointRangeError(ValueError):
+    """A multiplier or bias does not fit the fixed-point format."""
+
 
 def quantize_multiplier(real: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-channel real multipliers -> (M0 in [2^30, 2^31) int64, shift n int64, sign +-1 int64)."""
+    """Per-channel real multipliers -> (M0 in [2^30, 2^31) int64, shift n in [1, 62] int64, sign +-1 int64).
+
+    A zero multiplier gives M0 = 0 and n = 1.
+    """
     real = np.asarray(real, dtype=np.float64)
     m0 = np.zeros(real.shape, dtype=np.int64)
-    shift = np.zeros(real.shape, dtype=np.int64)
+    shift = np.ones(real.shape, dtype=np.int64)
     for i, value in enumerate(np.abs(real).flat):
         if value == 0:
             continue
+        if not math.isfinite(value):
+            raise FixedPointRangeError(f"multiplier {value!r} is not finite")
         mantissa, exponent = math.frexp(value)  # value = mantissa * 2^exponent, mantissa in [0.5, 1)
         q = round(mantissa * 2**31)
         if q == 2**31:
             q, exponent = q // 2, exponent + 1
-        if 31 - exponent < 1 or 31 - exponent > 62:
-            raise ValueError(f"multiplier {value!r} is out of the fixed-point range")
+        if not 1 <= 31 - exponent <= MAX_SHIFT:
+            raise FixedPointRangeError(
+                f"multiplier {value:.3g} is out of the fixed-point range (needs a shift of {31 - exponent}, "
+                f"allowed 1..{MAX_SHIFT})"
+            )
         m0.flat[i], shift.flat[i] = q, 31 - exponent
     return m0, shift, np.where(real < 0, -1, 1).astype(np.int64)
+
+
+def apply(x: np.ndarray, m: np.ndarray, shift: np.ndarray, bias: np.ndarray | int = 0) -> np.ndarray:
+    """e(x) = (x * m + bias + 2^(shift - 1)) >> shift in int64, per channel on the last axis."""
+    total = x.astype(np.int64) * m + bias
+    return (total + (np.int64(1) << (shift - 1))) >> shift
+
+
+def round_shift(t: np.ndarray, bits: int = FRACTION_BITS) -> np.ndarray:
+    """Drop ``bits`` fractional bits, rounding half up (the last step of a residual addition)."""
+    return (t + (np.int64(1) << (bits - 1))) >> bits
 
 
 def requantize(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, sign: np.ndarray, bias: np.ndarray,
                low: int = -127, high: int = 127) -> np.ndarray:
     """int32 accumulators (..., C) -> int8 codes, integer arithmetic only (per-channel M0, n, sign, b)."""
-    total = acc.astype(np.int64) * sign * m0 + bias
-    scaled = (total + (np.int64(1) << (shift - 1))) >> shift  # one rounding, half up
-    return np.clip(scaled, low, high).astype(np.int8)
+    return np.clip(apply(acc, sign * m0, shift, bias), low, high).astype(np.int8)
 
 
-def integer_epilogue(a: np.ndarray, b: np.ndarray, next_step: float) -> tuple[np.ndarray, ...]:
-    """(M0, n, sign, b) for ``codes_next = round((a * acc + b) / next_step)``, b in the same 2^-n format."""
-    m0, shift, sign = quantize_multiplier(a.astype(np.float64) / float(next_step))
-    bias = np.round(b.astype(np.float64) / float(next_step) * 2.0**shift).astype(np.int64)
-    return m0, shift, sign, bias
+def integer_epilogue(a: np.ndarray, b: np.ndarray, unit: float) -> tuple[np.ndarray, ...]:
+    """(M0, n, sign, bias) for ``round((a * x + b) / unit)``, the bias in the same 2^-n format."""
+    m0, shift, sign = quantize_multiplier(np.asarray(a, dtype=np.float64) / float(unit))
+    scaled = np.asarray(b, dtype=np.float64) / float(unit) * np.exp2(shift.astype(np.float64))
+    if not np.all(np.abs(scaled) < 2.0**MAX_SHIFT):
+        raise FixedPointRangeError(f"bias up to {np.abs(b).max():.3g} does not fit 64 bits at unit {unit:.3g}")
+    return m0, shift, sign, np.round(scaled).astype(np.int64)
+
+
+def fixed_point(a: np.ndarray, b: np.ndarray, unit: float, max_input: int) -> tuple[np.ndarray, ...]:
+    """Signed multiplier m (fits int32), shift and bias of ``round((a * x + b) / unit)``, checked so that
+    ``x * m + bias + 2^(shift - 1)`` cannot leave int64 for any |x| <= max_input."""
+    m0, shift, sign, bias = integer_epilogue(a, b, unit)
+    worst = max_input * (2**31 - 1) + int(np.abs(bias).max(initial=0)) + 2 ** (int(shift.max(initial=1)) - 1)
+    if worst >= INT64_LIMIT:
+        raise FixedPointRangeError(f"|x * m + bias| could reach {worst:.3g}, beyond int64")
+    return sign * m0, shift, bias
+
+
+def output_bound(m: np.ndarray, shift: np.ndarray, bias: np.ndarray, max_input: int) -> int:
+    """An upper bound of |e(x)| over |x| <= max_input (Python integers, one unit of margin for the floor)."""
+    return max(
+        ((abs(int(mi)) * max_input + abs(int(bi)) + 2 ** (int(si) - 1)) >> int(si)) + 1
+        for mi, si, bi in zip(m.flat, shift.flat, bias.flat, strict=True)
+    )
+
+
+def residual_add(codes_a: np.ndarray, step_a: float, codes_b: np.ndarray, step_b: float, step_out: float,
+                 bits: int = FRACTION_BITS) -> dict:
+    """Two int8 tensors at different steps added at a shared scale, step by step (as TFLite's int8 ADD).
+
+    Each branch is mapped to units of ``step_out * 2^-bits`` by a fixed-point multiply (one integer
+    multiply and one shift), the terms are added, and the sum is rounded once to codes at ``step_out``.
+    Returns every intermediate, and the float reference ``round((a * step_a + b * step_b) / step_out)``.
+    """
+    unit = step_out * 2.0**-bits
+    m_a, shift_a, _ = fixed_point([step_a], [0.0], unit, 127)
+    m_b, shift_b, _ = fixed_point([step_b], [0.0], unit, 127)
+    a, b = np.asarray(codes_a, dtype=np.int64), np.asarray(codes_b, dtype=np.int64)
+    term_a, term_b = apply(a, m_a[0], shift_a[0]), apply(b, m_b[0], shift_b[0])
+    return {
+        "multiplier a": int(m_a[0]), "shift a": int(shift_a[0]),
+        "multiplier b": int(m_b[0]), "shift b": int(shift_b[0]),
+        "term a": term_a, "term b": term_b, "sum": term_a + term_b,
+        "codes": np.clip(round_shift(term_a + term_b, bits), -127, 127),
+        "float reference": np.clip(np.floor((a * step_a + b * step_b) / step_out + 0.5), -127, 127).astype(np.int64),
+    }

@@ -1,0 +1,521 @@
+"""The integer-only network as a self-contained C99 library, checked bit for bit against numpy.
+
+:func:`write_c_library` writes, into one folder:
+
+* ``bintut.h`` -- the API, ``int bintut_infer(const int8_t *image, int32_t *logits)``, and the input format;
+* ``bintut_model.h`` -- the packed sign bits and per-channel integer constants as ``const`` arrays
+  (they stay in flash on a microcontroller) and the layer table;
+* ``bintut.c`` -- the kernels: direct convolution in the add/sub form reading packed bits, int32
+  accumulators, the fixed-point epilogues of :mod:`bintut.fixedpoint`; no malloc, no float;
+* ``golden.h`` + ``golden_main.c`` -- N test images with the int32 logits of the numpy integer-only
+  engine, and a ``main`` that compares every logit and exits non-zero at the first difference;
+* ``host_platform.c`` and ``mcu/`` -- the golden test's console and counter on a hosted system and
+  on QEMU's ``mps2-an386`` Cortex-M4 board (start-up code, linker script, semihosting);
+* ``README.md`` -- build commands and the flash/RAM the library needs.
+
+:func:`run_host_golden` compiles it with the host's ``cc`` and runs it; :func:`run_mcu_golden`
+cross-compiles it with ``arm-none-eabi-gcc`` and runs it under ``qemu-system-arm``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .data import CIFAR100_MEAN, CIFAR100_STD
+from .engine import IntegerResNet
+from .export import ExportError, ResNetExport, final_size
+from .intkernels import conv_output_size, unpack_signs
+
+STATIC_SOURCES = ("bintut.c", "golden_main.c", "platform.h", "host_platform.c")
+MCU_SOURCES = ("mps2_platform.c", "mps2_an386.ld")
+HOST_CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic")
+HOST_FILES = ("bintut.c", "golden_main.c", "host_platform.c")
+
+MCU_BOARD = "mps2-an386"  # Cortex-M4; 4 MiB code memory at 0x0, 4 MiB data memory at 0x20000000
+MCU_CC = "arm-none-eabi-gcc"
+MCU_CFLAGS = ("-mcpu=cortex-m4", "-mthumb", "-std=c99", "-O2", "-Wall", "-ffreestanding", "-nostdlib",
+              "-ffunction-sections", "-fdata-sections", "-Wl,--gc-sections")
+MCU_FILES = ("bintut.c", "golden_main.c", "mcu/mps2_platform.c")
+QEMU = "qemu-system-arm"
+QEMU_ARGS = ("-M", MCU_BOARD, "-display", "none", "-monitor", "none", "-serial", "null",
+             "-semihosting-config", "enable=on,target=native", "-icount", "shift=0,align=off,sleep=off")
+MCU_PACKAGES = ("gcc-arm-none-eabi", "libnewlib-arm-none-eabi", "qemu-system-arm")
+MAX_KERNEL = 9  # bintut.c keeps the taps of one window on the stack
+
+
+class CompilerNotFound(RuntimeError):
+    """No C compiler (or cross tool) to build the library with."""
+
+
+def c_sources() -> Path:
+    """The folder of the C sources shipped with bintut (package data)."""
+    return Path(str(resources.files("bintut") / "c"))
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def tap_major_bits(layer) -> np.ndarray:
+    """(out, kernel * kernel * ceil(C / 8)) bytes: per output channel and tap, the C input channels'
+    sign bits, MSB first, padded to whole bytes (the order bintut.c reads NHWC inputs in)."""
+    w = unpack_signs(layer.bits, layer.k).reshape(layer.out_channels, layer.in_channels, layer.kernel, layer.kernel)
+    w = w.transpose(0, 2, 3, 1) >= 0  # (O, kh, kw, C)
+    return np.packbits(w, axis=3).reshape(layer.out_channels, -1)
+
+
+def memory_plan(export: ResNetExport) -> dict[str, int]:
+    """Static buffers of bintut.c: buffer A holds the stem's and every block's output (int8 codes,
+    overwritten in place), buffer B conv1's output inside a block. Checks the in-place update is safe."""
+    size = conv_output_size(export.image_size, export.layers["conv1"].kernel, export.layers["conv1"].stride,
+                            export.layers["conv1"].padding)
+    a = size * size * export.layers["conv1"].out_channels
+    b = 0
+    for block in export.blocks:
+        conv1, conv2 = export.layers[block["conv1"]], export.layers[block["conv2"]]
+        h = conv_output_size(size, conv1.kernel, conv1.stride, conv1.padding)
+        b = max(b, h * h * conv1.out_channels)
+        out = conv_output_size(h, conv2.kernel, conv2.stride, conv2.padding)
+        if block["shortcut"] is not None:
+            _check_in_place(export.layers[block["shortcut"]], size, out)
+        a = max(a, out * out * conv2.out_channels)
+        size = out
+    channels = max(max(layer.in_channels, layer.out_channels) for layer in export.layers.values())
+    kernels = max(layer.kernel for layer in export.layers.values())
+    if kernels > MAX_KERNEL:
+        raise ExportError(f"kernels up to {MAX_KERNEL} x {MAX_KERNEL} are supported, found {kernels}")
+    scratch = channels * (4 + 4 + 1 + 8)  # two int32 accumulator rows, one int8 output row, int64 pool sums
+    return {"buffer_a": a, "buffer_b": b, "max_channels": channels, "scratch": scratch, "ram": a + b + scratch}
+
+
+def _check_in_place(shortcut, size: int, out: int) -> None:
+    """Writing output position p over the block input must not clobber input a later position reads."""
+    cin, cout = shortcut.in_channels, shortcut.out_channels
+    first_read = []  # the lowest input byte offset each output position's shortcut window reads
+    for oy in range(out):
+        for ox in range(out):
+            iy = max(oy * shortcut.stride - shortcut.padding, 0)
+            ix = max(ox * shortcut.stride - shortcut.padding, 0)
+            first_read.append((iy * size + ix) * cin)
+    later = np.minimum.accumulate(np.array(first_read[::-1]))[::-1]  # min over positions >= p
+    for p in range(len(first_read) - 1):
+        if (p + 1) * cout > later[p + 1]:
+            raise ExportError(f"layer {shortcut.name}: the residual block cannot be updated in place")
+
+
+def flash_bytes(export: ResNetExport) -> dict[str, int]:
+    """Constant data bintut_model.h puts in flash: sign bits and the per-channel integer constants."""
+    bits = sum(tap_major_bits(layer).nbytes for layer in export.layers.values())
+    constants = sum(layer.out_channels * (4 + 1 + 8) for layer in export.layers.values())
+    return {"sign bits": bits, "integer constants": constants}
+
+
+# ----------------------------------------------------------------------------- writing C
+
+
+def _c_values(ctype: str, values: np.ndarray, per_line: int) -> str:
+    flat = [str(int(v)) for v in np.asarray(values).reshape(-1)]
+    if ctype == "int64_t":
+        flat = [f"INT64_C({v})" for v in flat]
+    return ",\n    ".join(", ".join(flat[i : i + per_line]) for i in range(0, len(flat), per_line))
+
+
+def _c_array(ctype: str, name: str, values: np.ndarray, per_line: int = 24) -> str:
+    """``static const ctype name[n] = {...};`` (``name[rows][n]`` for a 2-D ``values``)."""
+    values = np.asarray(values)
+    if values.ndim == 2:
+        rows = ",\n".join("  {\n    " + _c_values(ctype, row, per_line) + "\n  }" for row in values)
+        return f"static const {ctype} {name}[{values.shape[0]}][{values.shape[1]}] = {{\n{rows}\n}};\n"
+    return f"static const {ctype} {name}[{values.size}] = {{\n    {_c_values(ctype, values, per_line)}\n}};\n"
+
+
+def _identifier(name: str) -> str:
+    return re.sub(r"[^0-9a-zA-Z]", "_", name)
+
+
+def api_header(export: ResNetExport, source: str) -> str:
+    size, classes = export.image_size, export.num_classes
+    mean = ", ".join(f"{v}" for v in CIFAR100_MEAN)
+    std = ", ".join(f"{v}" for v in CIFAR100_STD)
+    return f"""/* bintut.h -- generated by bintut from {source}. Integer-only binary-weight ResNet18, C99. */
+#ifndef BINTUT_H
+#define BINTUT_H
+
+#include <stdint.h>
+
+#define BINTUT_IMAGE_SIZE {size}
+#define BINTUT_IMAGE_CHANNELS 3
+#define BINTUT_IMAGE_BYTES ({size} * {size} * 3)
+#define BINTUT_NUM_CLASSES {classes}
+#define BINTUT_LOGIT_BITS {export.logit_bits} /* logits are int32 in units of 2^-{export.logit_bits} */
+
+/*
+ * The image: int8 codes, rows x columns x channels (channels last), of the normalised image
+ *     code = clamp(round(((pixel / 255 - mean[c]) / std[c]) / BINTUT_INPUT_STEP), -127, 127)
+ * with mean = ({mean}) and std = ({std}); rounding half to even, as numpy and torch do.
+ * This is the only step that needs float; it can run anywhere (or be a 3 x 256 lookup table).
+ */
+#define BINTUT_INPUT_STEP {export.input_step!r}
+
+/* Writes BINTUT_NUM_CLASSES int32 logits; argmax is the predicted class. Returns 0 (-1 on NULL).
+ * Not reentrant: it uses static buffers. */
+int bintut_infer(const int8_t *image, int32_t *logits);
+
+#endif
+"""
+
+
+def model_header(export: ResNetExport, source: str) -> str:
+    plan = memory_plan(export)
+    names = list(export.layers)
+    if names[0] != "conv1" or names[-1] != "fc":
+        raise ExportError("the export must start with the stem conv1 and end with the head fc")
+    parts = [f"/* bintut_model.h -- generated by bintut from {source}; included by bintut.c only. */\n",
+             f"#define BINTUT_NUM_LAYERS {len(names)}\n#define BINTUT_NUM_BLOCKS {len(export.blocks)}\n",
+             f"#define BINTUT_FRACTION_BITS {export.fraction_bits}\n",
+             f"#define BINTUT_BUFFER_A_BYTES {plan['buffer_a']}\n#define BINTUT_BUFFER_B_BYTES {plan['buffer_b']}\n",
+             f"#define BINTUT_MAX_CHANNELS {plan['max_channels']}\n\n"]
+    table = []
+    for name, layer in export.layers.items():
+        ident = _identifier(name)
+        parts.append(f"/* {name}: {layer.kind} {layer.in_channels} -> {layer.out_channels}, kernel {layer.kernel}, "
+                     f"stride {layer.stride}, padding {layer.padding} */\n")
+        parts.append(_c_array("uint8_t", f"bits_{ident}", tap_major_bits(layer).reshape(-1)))
+        parts.append(_c_array("int32_t", f"m_{ident}", layer.m, 8))
+        parts.append(_c_array("uint8_t", f"shift_{ident}", layer.shift))
+        parts.append(_c_array("int64_t", f"bias_{ident}", layer.bias, 6))
+        table.append(f'    {{"{name}", {layer.in_channels}, {layer.out_channels}, {layer.kernel}, {layer.stride}, '
+                     f"{layer.padding}, bits_{ident}, m_{ident}, shift_{ident}, bias_{ident}}}")
+    parts.append("\nstatic const bintut_layer bintut_layers[BINTUT_NUM_LAYERS] = {\n" + ",\n".join(table) + "\n};\n")
+    blocks = []
+    for block in export.blocks:
+        shortcut = names.index(block["shortcut"]) if block["shortcut"] else -1
+        blocks.append(f"    {{{names.index(block['conv1'])}, {names.index(block['conv2'])}, {shortcut}, "
+                      f"{block['identity_m'] or 0}, {block['identity_shift'] or 0}}}")
+    parts.append("\nstatic const bintut_block bintut_blocks[BINTUT_NUM_BLOCKS] = {\n" + ",\n".join(blocks) + "\n};\n")
+    return "".join(parts)
+
+
+def golden_header(codes: np.ndarray, logits: np.ndarray) -> str:
+    return ("/* golden.h -- generated by bintut: test images (int8 codes, channels last) and the int32 logits\n"
+            " * bintut's numpy integer-only engine computed for them. */\n"
+            f"#define BINTUT_GOLDEN_COUNT {len(codes)}\n"
+            + _c_array("int8_t", "bintut_golden_images", codes.reshape(len(codes), -1), 32)
+            + _c_array("int32_t", "bintut_golden_logits", logits, 10))
+
+
+def golden_vectors(export: ResNetExport, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised float images (N, 3, H, W) -> their int8 codes (N, H, W, 3) and int32 logits (numpy engine)."""
+    engine = IntegerResNet(export, integer_only=True)
+    codes = engine.quantize_images(images)
+    return codes, engine.integer_logits(codes)
+
+
+def run_test_images(run, n: int) -> tuple[np.ndarray, str]:
+    """The first ``n`` test images of a run's data (normalised float, (n, 3, H, W)) and where they came from;
+    seeded random images when that data is not on this machine (bit-exactness does not need real images)."""
+    from .data import DataNotFoundError, ImageDataset
+    from .train import load_data
+
+    try:
+        _, test = load_data(run.config)
+        dataset = ImageDataset(test)
+        images = np.stack([dataset[i][0].numpy() for i in range(min(n, len(dataset)))])
+        return images, f"the first {len(images)} test images of the run's {run.config.data} data"
+    except DataNotFoundError:
+        rng = np.random.default_rng(0)
+        return rng.standard_normal((n, 3, 32, 32)).astype(np.float32), "seeded random images (no test data here)"
+
+
+@dataclass
+class CLibrary:
+    folder: Path
+    files: list[Path]
+    flash: dict[str, int]
+    ram: dict[str, int]
+    golden: int
+
+
+def write_c_library(export: ResNetExport, folder: str | os.PathLike, images: np.ndarray,
+                    source: str = "a bintut export") -> CLibrary:
+    """Write the C library, its golden test (``images``: normalised float (N, 3, H, W)) and README."""
+    folder = Path(folder)
+    if export.image_size != images.shape[-1]:
+        raise ValueError(f"golden images must be {export.image_size} x {export.image_size}, got {images.shape}")
+    final_size(export)
+    codes, logits = golden_vectors(export, images)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mcu").mkdir(exist_ok=True)
+    written = {
+        "bintut.h": api_header(export, source),
+        "bintut_model.h": model_header(export, source),
+        "golden.h": golden_header(codes, logits),
+    }
+    for name, text in written.items():
+        _write_text(folder / name, text)
+    files = [folder / name for name in written]
+    src = c_sources()
+    for name in STATIC_SOURCES:
+        shutil.copyfile(src / name, folder / name)
+        files.append(folder / name)
+    for name in MCU_SOURCES:
+        shutil.copyfile(src / "mcu" / name, folder / "mcu" / name)
+        files.append(folder / "mcu" / name)
+    flash = flash_bytes(export) | {"golden images and logits (test only)": codes.nbytes + logits.nbytes}
+    plan = memory_plan(export)
+    ram = {"activation buffer A": plan["buffer_a"], "activation buffer B": plan["buffer_b"],
+           "accumulator, output and pool rows": plan["scratch"]}
+    library = CLibrary(folder, files, flash, ram, len(codes))
+    _write_text(folder / "README.md", readme(export, library, source))
+    files.append(folder / "README.md")
+    return library
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def readme(export: ResNetExport, library: CLibrary, source: str) -> str:
+    host = " ".join(["cc", *HOST_CFLAGS, *HOST_FILES, "-o", "golden_host"])
+    mcu = " ".join([MCU_CC, *MCU_CFLAGS, "-I.", "-T", "mcu/mps2_an386.ld", *MCU_FILES, "-lgcc", "-o", "golden.elf"])
+    qemu = " ".join([QEMU, *QEMU_ARGS, "-kernel", "golden.elf"])
+    flash = "\n".join(f"| {k} | {v:,} |" for k, v in library.flash.items())
+    ram = "\n".join(f"| {k} | {v:,} |" for k, v in library.ram.items())
+    return f"""# bintut C library
+
+Generated by bintut from {source}: the binary-weight ResNet18 (int8 activations, ±1 weights) as
+integer-only C99 -- no float, no malloc, int32 accumulators, int64 fixed-point epilogues.
+
+```c
+#include "bintut.h"
+int32_t logits[BINTUT_NUM_CLASSES];
+bintut_infer(image, logits);   /* image: BINTUT_IMAGE_BYTES int8 codes, see bintut.h */
+```
+
+Compile `bintut.c` with your program (`bintut.h`, `bintut_model.h` beside it). The input is the
+normalised {export.image_size} x {export.image_size} RGB image quantized with step
+`BINTUT_INPUT_STEP` = {export.input_step!r} (formula in `bintut.h`); logits are in units of
+2^-{export.logit_bits}.
+
+## Memory
+
+Flash (constant data; add the code, a few KB):
+
+| what | bytes |
+| --- | ---: |
+{flash}
+
+RAM (static buffers; add a small stack, 16 KB is plenty):
+
+| what | bytes |
+| --- | ---: |
+{ram}
+
+## Golden test ({library.golden} images)
+
+`golden.h` holds {library.golden} images and the int32 logits bintut's numpy integer-only engine computed
+for them; `golden_main.c` compares every logit bit for bit, prints the first differing one and
+exits 1 on a mismatch.
+
+Host: `{host} && ./golden_host`
+
+Cortex-M4 under QEMU ({MCU_BOARD}; Debian packages {", ".join(MCU_PACKAGES)}):
+
+    {mcu}
+    {qemu}
+
+The counter printed under QEMU is the number of instructions executed (`-icount shift=0`: one
+instruction per nanosecond of virtual time, read from the board's 25 MHz timer, so ±40); QEMU does
+not model cycles.
+"""
+
+
+# ----------------------------------------------------------------------------- building and running
+
+
+@dataclass
+class GoldenRun:
+    """The golden test's outcome, parsed from its output."""
+
+    command: list[str]
+    returncode: int
+    output: str
+    images: list[dict] = field(default_factory=list)  # {"image", "class", "counter"} per passing image
+    failure: str | None = None
+    unit: str = ""
+    warnings: str = ""  # the compiler's diagnostics
+
+    @property
+    def passed(self) -> bool:
+        return self.returncode == 0 and self.failure is None and bool(self.images)
+
+    @property
+    def mean_counter(self) -> float:
+        return sum(r["counter"] for r in self.images) / max(len(self.images), 1)
+
+
+LINE = re.compile(r"image (\d+): PASS class (\d+) counter (\d+) (\S+)")
+FAIL = re.compile(r"image \d+: FAIL .*")
+
+
+def parse_golden(command: list[str], returncode: int, output: str) -> GoldenRun:
+    run = GoldenRun(command, returncode, output)
+    for m in LINE.finditer(output):
+        run.images.append({"image": int(m[1]), "class": int(m[2]), "counter": int(m[3])})
+        run.unit = m[4]
+    failed = FAIL.search(output)
+    if failed:
+        run.failure = failed[0]
+    elif returncode != 0:
+        run.failure = f"exit status {returncode}: {output.strip()[-300:]}"
+    return run
+
+
+def host_compiler() -> str:
+    """The host C compiler: $CC, else cc, gcc or clang; CompilerNotFound if none is installed."""
+    for name in filter(None, (os.environ.get("CC"), "cc", "gcc", "clang")):
+        path = shutil.which(name)
+        if path:
+            return path
+    raise CompilerNotFound("no C compiler found (tried $CC, cc, gcc, clang)")
+
+
+def _compile(command: list[str], cwd: Path) -> str:
+    """Run a compiler command; returns its diagnostics (warnings), raises RuntimeError on failure."""
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"compiling failed: {' '.join(command)}\n{result.stderr[-3000:]}")
+    return result.stderr
+
+
+def build_host(folder: str | os.PathLike, limit: int | None = None) -> tuple[Path, str]:
+    """Compile the golden test with the host compiler; returns the executable and the compiler's warnings.
+
+    The library (bintut.c with the model's constants, the slow part) is compiled to bintut.o once and
+    reused while it is newer than its sources.
+    """
+    folder = Path(folder)
+    cc = host_compiler()
+    obj = folder / "bintut.o"
+    sources = max((folder / name).stat().st_mtime for name in ("bintut.c", "bintut.h", "bintut_model.h"))
+    warnings = ""
+    if not obj.exists() or obj.stat().st_mtime <= sources:
+        warnings += _compile([cc, *HOST_CFLAGS, "-c", "bintut.c", "-o", "bintut.o"], folder)
+    extra = [f"-DBINTUT_GOLDEN_LIMIT={limit}"] if limit else []
+    rest = [name for name in HOST_FILES if name != "bintut.c"]
+    warnings += _compile([cc, *HOST_CFLAGS, *extra, *rest, "bintut.o", "-o", "golden_host"], folder)
+    return folder / "golden_host", warnings
+
+
+def run_host_golden(folder: str | os.PathLike, limit: int | None = None, timeout: float = 600) -> GoldenRun:
+    """Build and run the golden test on this machine; the counter is CPU time in microseconds."""
+    exe, warnings = build_host(folder, limit)
+    result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=timeout)
+    run = parse_golden([str(exe)], result.returncode, result.stdout + result.stderr)
+    run.warnings = warnings
+    return run
+
+
+def missing_mcu_tools() -> list[str]:
+    """The cross tools (``make mcu`` installs them through apt-get) that are not on PATH."""
+    return [tool for tool in (MCU_CC, "arm-none-eabi-size", QEMU) if shutil.which(tool) is None]
+
+
+def build_mcu(folder: str | os.PathLike, limit: int | None = None) -> tuple[Path, str]:
+    """Cross-compile the golden test for QEMU's mps2-an386 (Cortex-M4); returns the ELF and the warnings."""
+    folder = Path(folder)
+    if missing_mcu_tools():
+        raise CompilerNotFound(f"missing {', '.join(missing_mcu_tools())}: run `make mcu` (installs "
+                               f"{' '.join(MCU_PACKAGES)} with apt-get)")
+    extra = [f"-DBINTUT_GOLDEN_LIMIT={limit}"] if limit else []
+    warnings = _compile([MCU_CC, *MCU_CFLAGS, *extra, "-I.", "-T", "mcu/mps2_an386.ld", *MCU_FILES, "-lgcc",
+                         "-o", "golden.elf"], folder)
+    return folder / "golden.elf", warnings
+
+
+def mcu_size(elf: str | os.PathLike) -> dict[str, int]:
+    """arm-none-eabi-size: text, data, bss; flash = text + data, RAM = data + bss (the stack included)."""
+    out = subprocess.run(["arm-none-eabi-size", str(elf)], capture_output=True, text=True, check=True).stdout
+    text, data, bss = (int(v) for v in out.splitlines()[1].split()[:3])
+    return {"text": text, "data": data, "bss": bss, "flash": text + data, "ram": data + bss}
+
+
+def run_mcu_golden(folder: str | os.PathLike, limit: int | None = None, timeout: float = 1800) -> GoldenRun:
+    """Build and run the golden test on an emulated Cortex-M4; the counter is instructions executed."""
+    elf, warnings = build_mcu(folder, limit)
+    command = [QEMU, *QEMU_ARGS, "-kernel", str(elf)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    run = parse_golden(command, result.returncode, result.stdout + result.stderr)
+    run.warnings = warnings
+    return run
+
+
+def inner_loop(folder: str | os.PathLike | None = None) -> str:
+    """The add/sub kernel of bintut.c (between its INNER LOOP markers), to show it."""
+    text = (Path(folder) if folder else c_sources()).joinpath("bintut.c").read_text()
+    return text.split("/* BEGIN INNER LOOP */\n")[1].split("/* END INNER LOOP */")[0]
+
+
+def sizes_table(library: CLibrary, elf_size: dict[str, int] | None = None) -> list[dict]:
+    """Flash and RAM rows (bytes) for a notebook table; with arm-none-eabi-size figures when given."""
+    rows = [{"memory": "flash", "what": k, "bytes": v} for k, v in library.flash.items()]
+    rows += [{"memory": "RAM", "what": k, "bytes": v} for k, v in library.ram.items()]
+    if elf_size:
+        rows += [{"memory": "flash", "what": f"whole {MCU_BOARD} image (arm-none-eabi-size text + data)",
+                  "bytes": elf_size["flash"]},
+                 {"memory": "RAM", "what": f"whole {MCU_BOARD} image (data + bss, 16 KB stack included)",
+                  "bytes": elf_size["ram"]}]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bintut.cexport {host,mcu} DIR``: build and run an exported library's golden test."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bintut.cexport", description=main.__doc__)
+    parser.add_argument("target", choices=("host", "mcu"), help=f"this machine's cc, or a Cortex-M4 ({MCU_BOARD}) "
+                        "under QEMU")
+    parser.add_argument("folder", help="a folder written by `python -m bintut export RUN --c DIR`")
+    parser.add_argument("--limit", type=int, help="run only the first N golden images")
+    args = parser.parse_args(argv)
+    if not (Path(args.folder) / "bintut_model.h").is_file():
+        print(f"bintut: error: {args.folder} holds no exported C library (bintut_model.h)", file=sys.stderr)
+        return 2
+    try:
+        run = (run_host_golden if args.target == "host" else run_mcu_golden)(args.folder, args.limit)
+    except (CompilerNotFound, RuntimeError, subprocess.TimeoutExpired) as err:
+        print(f"bintut: error: {err}", file=sys.stderr)
+        return 2
+    print("$ " + " ".join(run.command))
+    print(run.output.rstrip())
+    if run.warnings:
+        print(f"compiler warnings:\n{run.warnings}")
+    if args.target == "mcu":
+        size = mcu_size(Path(args.folder) / "golden.elf")
+        print(f"{MCU_BOARD} (Cortex-M4), arm-none-eabi-size: text {size['text']:,} data {size['data']:,} "
+              f"bss {size['bss']:,} -> flash {size['flash']:,} bytes, RAM {size['ram']:,} bytes (16 KB stack included)")
+        if run.images:
+            print(f"instructions per image (QEMU -icount, +-40; QEMU does not model cycles): {run.mean_counter:,.0f}")
+    elif run.images:
+        print(f"host CPU time per image: {run.mean_counter / 1e3:.1f} ms")
+    print("PASS" if run.passed else f"FAIL: {run.failure}")
+    return 0 if run.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

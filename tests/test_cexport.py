@@ -1,0 +1,91 @@
+"""The C99 export: compiled with the host's cc, and under QEMU on a Cortex-M4, it must reproduce the numpy
+integer-only engine's int32 logits bit for bit."""
+
+import re
+
+import pytest
+
+from bintut import cexport
+from bintut.cli import main
+from bintut.engine import IntegerResNet
+from bintut.export import load_export
+
+
+def _compiler_or_skip() -> None:
+    try:
+        cexport.host_compiler()
+    except cexport.CompilerNotFound as err:
+        pytest.skip(f"{err}: the C golden test needs one")
+
+
+@pytest.fixture(scope="module")
+def c_library(smoke_run, tmp_path_factory):
+    """The smoke run exported through the CLI: the .npz and the C library with 3 golden images."""
+    folder = tmp_path_factory.mktemp("c")
+    assert main(["export", str(smoke_run.out), "--out", str(folder / "model.npz"), "--c", str(folder / "lib"),
+                 "--golden", "3"]) == 0
+    return folder
+
+
+def test_c_sources_are_integer_only_and_static():
+    code = re.sub(r"/\*.*?\*/", "", (cexport.c_sources() / "bintut.c").read_text(), flags=re.S)
+    for word in ("float", "double", "malloc", "calloc", "free", "printf"):
+        assert not re.search(rf"\b{word}\b", code), word
+    assert "int32_t plus" in code and "plus + plus - total" in code  # the add/sub form
+    assert "plus + plus - total" in cexport.inner_loop()
+
+
+def test_export_writes_a_self_contained_library(c_library, smoke_run):
+    lib = c_library / "lib"
+    names = {p.relative_to(lib).as_posix() for p in lib.rglob("*") if p.is_file()}
+    assert {"bintut.h", "bintut_model.h", "bintut.c", "golden.h", "golden_main.c", "README.md",
+            "mcu/mps2_platform.c", "mcu/mps2_an386.ld"} <= names
+    export = load_export(c_library / "model.npz")
+    header = (lib / "bintut.h").read_text()
+    assert "int bintut_infer(const int8_t *image, int32_t *logits);" in header
+    assert f"#define BINTUT_INPUT_STEP {export.input_step!r}" in header
+    model = (lib / "bintut_model.h").read_text()
+    assert "static const uint8_t bits_layer4_1_conv2[" in model and "#define BINTUT_BUFFER_A_BYTES 65536" in model
+    readme = (lib / "README.md").read_text()
+    assert "| sign bits | 1,401,664 |" in readme and "activation buffer A | 65,536" in readme
+    # the golden logits are the numpy integer-only engine's, for the run's first test images
+    images, origin = cexport.run_test_images(smoke_run, 3)
+    assert "synthetic" in origin
+    engine = IntegerResNet(export, integer_only=True)
+    logits = engine.integer_logits(engine.quantize_images(images))
+    golden = (lib / "golden.h").read_text()
+    expected = golden.split("bintut_golden_logits[3][100] = {")[1].split("};")[0]
+    assert [int(v) for v in re.findall(r"-?\d+", expected)] == logits.reshape(-1).tolist()
+
+
+def test_host_c_build_is_bit_exact_and_reports_the_first_mismatch(c_library):
+    _compiler_or_skip()
+    lib = c_library / "lib"
+    run = cexport.run_host_golden(lib)
+    assert run.passed, run.output
+    assert [r["image"] for r in run.images] == [0, 1, 2] and run.unit == "us"
+    assert run.warnings == "", run.warnings  # -std=c99 -Wall -Wextra -pedantic: clean
+    # tamper with one expected logit: the C main must exit non-zero, naming the first differing logit
+    golden = lib / "golden.h"
+    text = golden.read_text()
+    head, rest = text.split("bintut_golden_logits[3][100] = {\n  {\n    ")
+    value, tail = rest.split(",", 1)
+    golden.write_text(f"{head}bintut_golden_logits[3][100] = {{\n  {{\n    {int(value) + 1},{tail}")
+    try:
+        bad = cexport.run_host_golden(lib)
+    finally:
+        golden.write_text(text)
+    assert bad.returncode == 1 and not bad.passed
+    assert bad.failure == f"image 0: FAIL first differing logit [0]: got {value}, expected {int(value) + 1}"
+
+
+def test_mcu_golden_under_qemu(c_library):
+    missing = cexport.missing_mcu_tools()
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed: `make mcu` installs them with apt-get (CI does not)")
+    lib = c_library / "lib"
+    run = cexport.run_mcu_golden(lib, limit=1)
+    assert run.passed, run.output
+    assert run.unit == "instructions" and run.images[0]["counter"] > 555_000_000  # at least one per add/sub
+    size = cexport.mcu_size(lib / "golden.elf")
+    assert 1_400_000 < size["flash"] < 1_600_000 and 131_072 < size["ram"] < 200_000, size
