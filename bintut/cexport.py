@@ -37,7 +37,9 @@ from .intkernels import conv_output_size, unpack_signs
 
 STATIC_SOURCES = ("bintut.c", "golden_main.c", "platform.h", "host_platform.c")
 MCU_SOURCES = ("mps2_platform.c", "mps2_an386.ld")
-HOST_CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic")
+# -Wno-overlength-strings: the sign bits are string literals longer than the 4,095 characters C99 asks
+# every compiler to accept (gcc, clang and arm-none-eabi-gcc take any length)
+HOST_CFLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-pedantic", "-Wno-overlength-strings")
 HOST_FILES = ("bintut.c", "golden_main.c", "host_platform.c")
 
 MCU_BOARD = "mps2-an386"  # Cortex-M4; 4 MiB code memory at 0x0, 4 MiB data memory at 0x20000000
@@ -121,16 +123,29 @@ def flash_bytes(export: ResNetExport) -> dict[str, int]:
 # ----------------------------------------------------------------------------- writing C
 
 
+OCTAL = [f"\\{i:03o}" for i in range(256)]  # "\ooo" escapes: never more than three digits, unlike "\x"
+
+
 def _c_values(ctype: str, values: np.ndarray, per_line: int) -> str:
-    flat = [str(int(v)) for v in np.asarray(values).reshape(-1)]
+    flat = list(map(str, np.asarray(values).reshape(-1).tolist()))
     if ctype == "int64_t":
         flat = [f"INT64_C({v})" for v in flat]
     return ",\n    ".join(", ".join(flat[i : i + per_line]) for i in range(0, len(flat), per_line))
 
 
+def _c_bytes(name: str, values: np.ndarray) -> str:
+    """uint8 data as one string literal of exactly n characters (no terminating NUL is stored): a C compiler
+    reads it ~20x faster than a brace list of 1.4 million numbers."""
+    flat = np.asarray(values, dtype=np.uint8).reshape(-1).tolist()
+    lines = ('    "' + "".join(OCTAL[v] for v in flat[i : i + 64]) + '"' for i in range(0, len(flat), 64))
+    return f"static const uint8_t {name}[{len(flat)}] =\n" + "\n".join(lines) + ";\n"
+
+
 def _c_array(ctype: str, name: str, values: np.ndarray, per_line: int = 24) -> str:
     """``static const ctype name[n] = {...};`` (``name[rows][n]`` for a 2-D ``values``)."""
     values = np.asarray(values)
+    if ctype == "uint8_t" and values.ndim == 1:
+        return _c_bytes(name, values)
     if values.ndim == 2:
         rows = ",\n".join("  {\n    " + _c_values(ctype, row, per_line) + "\n  }" for row in values)
         return f"static const {ctype} {name}[{values.shape[0]}][{values.shape[1]}] = {{\n{rows}\n}};\n"
