@@ -8,6 +8,7 @@ quantizers' business. One run = one output folder holding ``config.json``,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -36,7 +37,7 @@ from .distributed import any_rank
 from .model import resnet18_cifar
 from .plots import plot_run
 from .quant import QuantConfig, binarize_, hard_mode, set_controls
-from .tracking import METRICS, MetricsLog, WandbRun
+from .tracking import METRICS, MetricsLog, WandbRun, read_metrics
 
 NUM_CLASSES = 100
 FIGURE = "results.png"
@@ -64,8 +65,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The training autocast dtype: 'auto' is fp16 on a GPU (the reference, with a GradScaler), off on a CPU."""
     if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
+        return torch.float16 if device.type == "cuda" else None
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
 
 
@@ -96,8 +98,8 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     With ``cfg.init_from`` the weights (quantizer state included) come from that run's checkpoint.
     """
     pretrained = cfg.pretrained and cfg.init_from is None
-    model = resnet18_cifar(NUM_CLASSES, pretrained=pretrained, progress=cfg.progress)
-    quant = QuantConfig(cfg.quant_weights, cfg.quant_activations, cfg.scale, cfg.nested)
+    model = resnet18_cifar(NUM_CLASSES, pretrained=pretrained, progress=cfg.progress, weights=cfg.weights)
+    quant = QuantConfig(cfg.quant_weights, cfg.quant_activations, cfg.scale, cfg.nested, scale_init=cfg.scale_init)
     model = binarize_(model, quant)
     if cfg.init_from is not None:
         source = Path(cfg.init_from) / CHECKPOINT
@@ -168,13 +170,21 @@ def worker_count(requested: int, device: torch.device) -> int:
 
 
 def mixer(cfg: TrainConfig) -> v2.Transform | None:
-    """Mixup (alpha 0.2) or cutmix (alpha 0.5), 50/50, on whole batches; None if off."""
+    """Mixup or cutmix on whole batches, chosen 50/50; None if mixing is off.
+
+    ``mix_draw='reference'``: as the reference, one coin picks the Beta parameter (mixup_alpha or
+    cutmix_alpha) and an independent coin the operation -- four equally likely pairs, so each
+    operation gets either alpha half the time. ``'independent'``: mixup always draws from
+    Beta(mixup_alpha), cutmix from Beta(cutmix_alpha).
+    """
     if cfg.mix_prob == 0:
         return None
-    return v2.RandomChoice([
-        v2.MixUp(alpha=cfg.mixup_alpha, num_classes=NUM_CLASSES),
-        v2.CutMix(alpha=cfg.cutmix_alpha, num_classes=NUM_CLASSES),
-    ])
+    if cfg.mix_draw == "reference":
+        alphas = (cfg.mixup_alpha, cfg.cutmix_alpha)
+        pairs = [(op, alpha) for op in (v2.MixUp, v2.CutMix) for alpha in alphas]
+    else:
+        pairs = [(v2.MixUp, cfg.mixup_alpha), (v2.CutMix, cfg.cutmix_alpha)]
+    return v2.RandomChoice([op(alpha=alpha, num_classes=NUM_CLASSES) for op, alpha in pairs])
 
 
 def loss_fn(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -206,21 +216,40 @@ def train_step(
 # ----------------------------------------------------------------------------- evaluation
 
 
+@contextlib.contextmanager
+def ieee_float32() -> Iterator[None]:
+    """cuDNN convolutions in IEEE float32 for the duration, not TF32 (PyTorch's default for them on a GPU)."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        saved, conv.fp32_precision = conv.fp32_precision, "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = saved
+    else:
+        saved, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = saved
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: torch.dtype | None = None,
-             hard: bool = False, channels_last: bool = False) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, hard: bool = False,
+             channels_last: bool = False) -> dict[str, float]:
     """Top-1 accuracy and mean loss; ``hard=True`` evaluates the deployable p = bin_ratio = 1 view.
 
+    Always in float32 -- no autocast, no TF32 -- whatever the training used: the hard accuracy is then
+    the accuracy of the integer network that ``export`` writes (a small share of the epoch's time).
     Under torch.distributed the counts are summed across ranks, so each test image counts once.
     """
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, device=device, dtype=torch.float64)  # correct, loss sum, count
-    with hard_mode(model) if hard else contextlib.nullcontext():
+    with hard_mode(model) if hard else contextlib.nullcontext(), ieee_float32():
         for x, y in loader:
             x, y = _to_device(x, y, device, channels_last)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = model(x)
+            logits = model(x.float())
             totals[0] += (logits.argmax(1) == y).sum()
             totals[1] += F.cross_entropy(logits.float(), y, reduction="sum")
             totals[2] += y.numel()
@@ -255,25 +284,78 @@ def _check_resume(cfg: TrainConfig, saved: dict[str, Any]) -> None:
         raise ValueError("cannot resume: the configuration differs from the saved run (" + "; ".join(diff) + ")")
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run (or resume) a training run; returns a summary with the final hard/soft accuracy."""
-    rank, world = _distributed()
-    out = Path(cfg.out)
+@dataclass
+class Session:
+    """What a run holds while it trains: set up by :func:`open_session`, advanced epoch by epoch."""
+
+    cfg: TrainConfig
+    out: Path
+    rank: int
+    world: int
+    device: torch.device
+    dtype: torch.dtype | None
+    net: nn.Module  # the model itself: its state_dict is what checkpoints hold
+    model: nn.Module  # what runs the batches: net, or net wrapped by DDP and/or torch.compile
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    train_data: ImageDataset | DeviceBatches
+    test_loader: Any
+    recipe: Recipe
+    mix: v2.Transform | None
+    workers: int
+    steps_per_epoch: int
+    total_steps: int
+    metrics: MetricsLog | None = None
+    tracker: WandbRun | None = None
+    epoch: int = 0  # epochs completed
+    batch_done: int = 0  # batches completed in the current epoch
+    global_step: int = 0
+    loss_sum: torch.Tensor = dataclasses.field(default_factory=lambda: torch.zeros(()))
+    seen: int = 0  # training images of the current epoch
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / CHECKPOINT
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything --resume needs to continue after the last completed step."""
+        return {
+            "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "epoch": self.epoch, "batch": self.batch_done,
+            "global_step": self.global_step, "config": self.cfg.to_dict(),
+            "wandb_id": self.tracker.id if self.tracker else None, "rng": torch.get_rng_state(), "version": 1,
+            "epoch_loss_sum": self.loss_sum.item(), "epoch_seen": self.seen,
+        }
+
+
+def _resume_state(cfg: TrainConfig, out: Path, rank: int) -> dict[str, Any] | None:
+    """The checkpoint to continue from, None for a new run; refuses to overwrite a run by accident."""
     ckpt_path = out / CHECKPOINT
-    if cfg.batch_size % world:
-        raise ValueError(
-            f"batch_size {cfg.batch_size} does not split across {world} processes; use a multiple of {world}"
-        )
-    state: dict[str, Any] | None = None
     if ckpt_path.is_file():
         if not cfg.resume:
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         state = load_checkpoint(ckpt_path)
         _check_resume(cfg, state["config"])
-    elif cfg.resume and rank == 0 and out.exists():
+        return state
+    if cfg.resume and rank == 0 and out.exists():
         print(f"bintut: nothing to resume in {out}; starting a new run")
+    return None
+
+
+def open_session(cfg: TrainConfig) -> tuple[Session, dict[str, Any] | None]:
+    """Set-up: check the config against the world and the folder, load data, build the model and optimizer.
+
+    Returns the session (counters restored from the checkpoint when resuming) and that checkpoint.
+    Data errors are raised before anything is written.
+    """
+    rank, world = _distributed()
+    out = Path(cfg.out)
+    if cfg.batch_size % world:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} does not split across {world} processes; use a multiple of {world}"
+        )
+    state = _resume_state(cfg, out, rank)
     device = resolve_device(cfg.device)
-    dtype = autocast_dtype(cfg.amp, device)
     if rank != 0:
         dist.barrier()  # rank 0 first: it generates or downloads the data once
     train_set, test_set = load_data(cfg)  # fails fast: before the model download, before writing anything
@@ -287,136 +369,167 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.schedule("lr")(0.0), weight_decay=cfg.weight_decay)
+    dtype = autocast_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    epoch, batch_done, global_step = 0, 0, 0
     if state is not None:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        epoch, batch_done, global_step = state["epoch"], state["batch"], state["global_step"]
-        if rank == 0:
-            print(f"bintut: resuming {out} at epoch {epoch + 1}, batch {batch_done}")
     model: nn.Module = net
     if world > 1:
         model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)
-
-    per_rank_batch = cfg.batch_size // world
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    recipe = Recipe(cfg)
-    mix = mixer(cfg)
     workers = worker_count(cfg.num_workers, device)
+    train_data, test_loader = _data_sources(cfg, device, train_set, test_set, workers, rank, world)
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    session = Session(cfg, out, rank, world, device, dtype, net, model, optimizer, scaler, train_data, test_loader,
+                      Recipe(cfg), mixer(cfg), workers, steps_per_epoch, cfg.epochs * steps_per_epoch)
+    if state is not None:
+        session.epoch, session.batch_done, session.global_step = state["epoch"], state["batch"], state["global_step"]
+        if rank == 0:
+            print(f"bintut: resuming {out} at epoch {session.epoch + 1}, batch {session.batch_done}")
+    if rank == 0:
+        session.metrics = MetricsLog(out / METRICS, keep_epochs_below=session.epoch)
+        session.tracker = WandbRun(cfg.wandb, cfg.to_dict(), out, state.get("wandb_id") if state else None)
+    return session, state
+
+
+def _data_sources(
+    cfg: TrainConfig, device: torch.device, train_set: ImageSet, test_set: ImageSet, workers: int, rank: int,
+    world: int,
+) -> tuple[ImageDataset | DeviceBatches, Any]:
+    """The training data (per-image dataset or device-resident batches) and the test batches of this rank."""
     test_shard = list(range(rank, len(test_set), world))  # each test image on exactly one rank
     if use_device_data(cfg, device):
         train_data = DeviceBatches(train_set, device, cfg.augment)
-        test_loader = DeviceBatches(test_set, device, None).loader(test_shard, cfg.eval_batch_size)
+        return train_data, DeviceBatches(test_set, device, None).loader(test_shard, cfg.eval_batch_size)
+    test_loader = DataLoader(ImageDataset(test_set), batch_size=cfg.eval_batch_size, sampler=test_shard,
+                             num_workers=min(workers, 2), pin_memory=device.type == "cuda")
+    return ImageDataset(train_set, train_transform(cfg.augment)), test_loader
+
+
+def _epoch_batches(s: Session) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This epoch's training batches from where it stands (a seeded order, resumable mid-epoch)."""
+    cfg = s.cfg
+    sampler = EpochSampler(len(s.train_data), cfg.seed, s.epoch, s.batch_done * cfg.batch_size, s.rank, s.world)
+    per_rank_batch = cfg.batch_size // s.world
+    if isinstance(s.train_data, DeviceBatches):
+        return s.train_data.batches(sampler.indices, per_rank_batch)
+    return iter(DataLoader(
+        s.train_data, batch_size=per_rank_batch, sampler=sampler, num_workers=s.workers,
+        pin_memory=s.device.type == "cuda", drop_last=False,
+        generator=torch.Generator().manual_seed(cfg.seed * 7919 + s.epoch),
+    ))
+
+
+def train_epoch(s: Session, stop: StopRequest, resumed: dict[str, Any] | None = None) -> float:
+    """One epoch of optimisation steps (the rest of it, after a mid-epoch resume); returns its seconds."""
+    cfg = s.cfg
+    s.loss_sum = torch.zeros((), device=s.device, dtype=torch.float64)
+    s.seen = 0
+    if resumed is not None and s.batch_done:  # mid-epoch resume: continue the same streams
+        torch.set_rng_state(resumed["rng"])
+        s.loss_sum += resumed["epoch_loss_sum"]
+        s.seen = resumed["epoch_seen"]
     else:
-        train_data = ImageDataset(train_set, train_transform(cfg.augment))
-        test_loader = DataLoader(ImageDataset(test_set), batch_size=cfg.eval_batch_size, sampler=test_shard,
-                                 num_workers=min(workers, 2), pin_memory=device.type == "cuda")
-    metrics = MetricsLog(out / METRICS, keep_epochs_below=epoch) if rank == 0 else None
-    tracker = WandbRun(cfg.wandb, cfg.to_dict(), out, state.get("wandb_id") if state else None) if rank == 0 else None
+        seed_everything(cfg.seed, s.epoch, s.rank)
+    s.model.train()
+    started = time.perf_counter()
+    bar = tqdm(_epoch_batches(s), desc=f"epoch {s.epoch + 1}/{cfg.epochs}", leave=False,
+               disable=not cfg.progress or s.rank != 0, initial=s.batch_done, total=s.steps_per_epoch)
+    for x, y in bar:
+        Recipe.apply(s.recipe.at(s.global_step / s.total_steps), s.net, s.optimizer)
+        x, y = _to_device(x, y, s.device, cfg.channels_last)
+        loss = train_step(s.model, s.optimizer, s.scaler, x, y, cfg, s.dtype, s.mix)
+        s.loss_sum += loss * y.shape[0]
+        s.seen += y.shape[0]
+        s.global_step += 1
+        s.batch_done += 1
+        if s.device.type == "cpu":  # on a GPU: no host sync in the loop; checked at epoch end
+            _check_finite(s.loss_sum, s.epoch, s.batch_done, s.ckpt_path)
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if s.world == 1:  # under DDP all ranks must stop together: at the epoch's end
+            stop.check()
+    bar.close()
+    _check_finite(s.loss_sum, s.epoch, s.batch_done, s.ckpt_path)
+    return time.perf_counter() - started
 
-    def snapshot(epoch_: int, batch_: int) -> dict[str, Any]:
-        return {
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch_, "batch": batch_, "global_step": global_step, "config": cfg.to_dict(),
-            "wandb_id": tracker.id if tracker else None, "rng": torch.get_rng_state(), "version": 1,
-            "epoch_loss_sum": loss_sum.item(), "epoch_seen": seen,
-        }
 
+def evaluate_epoch(s: Session, train_seconds: float) -> dict[str, Any]:
+    """The epoch's metrics row: hard and soft test accuracy (float32), the controls, loss and speed."""
+    # Soft evaluation uses the controls at the end of this epoch (t = 1 after the last).
+    values = s.recipe.at((s.epoch + 1) * s.steps_per_epoch / s.total_steps)
+    Recipe.apply(values, s.net)
+    hard = evaluate(s.model, s.test_loader, s.device, hard=True, channels_last=s.cfg.channels_last)
+    soft = evaluate(s.model, s.test_loader, s.device, hard=False, channels_last=s.cfg.channels_last)
+    totals = torch.tensor([s.loss_sum.item(), s.seen], dtype=torch.float64, device=s.device)
+    if s.world > 1:
+        dist.all_reduce(totals)
+    return {
+        "epoch": s.epoch + 1, "t": (s.epoch + 1) / s.cfg.epochs, "step": s.global_step, **values,
+        "train_loss": totals[0].item() / max(totals[1].item(), 1),
+        "hard_acc": hard["acc"], "soft_acc": soft["acc"], "hard_loss": hard["loss"],
+        "soft_loss": soft["loss"], "test_images": hard["count"],
+        "epoch_seconds": train_seconds, "train_images_per_s": totals[1].item() / train_seconds,
+    }
+
+
+def finish_epoch(s: Session, row: dict[str, Any]) -> None:
+    """Book-keeping on rank 0 (metrics row, wandb, checkpoint, a printed line), then the epoch counts as done."""
+    if s.rank == 0:
+        s.metrics.append(row)
+        s.tracker.log(row, step=s.global_step)
+        s.epoch, s.batch_done = s.epoch + 1, 0
+        save_checkpoint(s.ckpt_path, s.snapshot())
+        if s.cfg.progress:
+            print(f"epoch {row['epoch']}/{s.cfg.epochs}: loss {row['train_loss']:.3f}  "
+                  f"hard {100 * row['hard_acc']:.2f}%  soft {100 * row['soft_acc']:.2f}%  "
+                  f"({row['epoch_seconds']:.1f} s)")
+    else:
+        s.epoch, s.batch_done = s.epoch + 1, 0
+
+
+def _summary(s: Session) -> dict[str, Any]:
+    summary: dict[str, Any] = {"epochs": s.epoch, "out": str(s.out)}
+    if s.rank == 0:
+        rows = read_metrics(s.out / METRICS)
+        if rows:
+            summary |= {"hard_acc": rows[-1]["hard_acc"], "soft_acc": rows[-1]["soft_acc"]}
+            plot_run(rows, s.out / FIGURE)
+    return summary
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run (or resume) a training run; returns a summary with the final hard/soft accuracy.
+
+    The steps, in order: :func:`open_session` (set-up), then per epoch :func:`train_epoch`,
+    :func:`evaluate_epoch` and :func:`finish_epoch`. Ctrl-C/SIGTERM stops at a step boundary and
+    writes a checkpoint that ``--resume`` continues exactly.
+    """
+    s, resumed = open_session(cfg)
     stop = StopRequest()
-    loss_sum, seen = torch.zeros(()), 0
-    summary: dict[str, Any] = {}
     try:
         stop.install()
-        while epoch < cfg.epochs:
-            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-            seen = 0
-            if state is not None and batch_done:  # mid-epoch resume: continue the same streams
-                torch.set_rng_state(state["rng"])
-                loss_sum += state["epoch_loss_sum"]
-                seen = state["epoch_seen"]
-            else:
-                seed_everything(cfg.seed, epoch, rank)
-            state = None
-            sampler = EpochSampler(len(train_data), cfg.seed, epoch, batch_done * cfg.batch_size, rank, world)
-            if isinstance(train_data, DeviceBatches):
-                loader = train_data.batches(sampler.indices, per_rank_batch)
-            else:
-                loader = DataLoader(
-                    train_data, batch_size=per_rank_batch, sampler=sampler, num_workers=workers,
-                    pin_memory=device.type == "cuda", drop_last=False,
-                    generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch),
-                )
-            model.train()
-            started = time.perf_counter()
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                       disable=not cfg.progress or rank != 0, initial=batch_done, total=steps_per_epoch)
-            for x, y in bar:
-                Recipe.apply(recipe.at(global_step / total_steps), net, optimizer)
-                x, y = _to_device(x, y, device, cfg.channels_last)
-                loss = train_step(model, optimizer, scaler, x, y, cfg, dtype, mix)
-                loss_sum += loss * y.shape[0]
-                seen += y.shape[0]
-                global_step += 1
-                batch_done += 1
-                if device.type == "cpu":  # on a GPU: no host sync in the loop; checked at epoch end
-                    _check_finite(loss_sum, epoch, batch_done, ckpt_path)
-                    bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-                if world == 1:  # under DDP all ranks must stop together: at the epoch's end
-                    stop.check()
-            bar.close()
-            _check_finite(loss_sum, epoch, batch_done, ckpt_path)
-            train_seconds = time.perf_counter() - started
-            # Soft evaluation uses the controls at the end of this epoch (t = 1 after the last).
-            values = recipe.at((epoch + 1) * steps_per_epoch / total_steps)
-            Recipe.apply(values, net)
-            hard = evaluate(model, test_loader, device, dtype, hard=True, channels_last=cfg.channels_last)
-            soft = evaluate(model, test_loader, device, dtype, hard=False, channels_last=cfg.channels_last)
-            totals = torch.tensor([loss_sum.item(), seen], dtype=torch.float64, device=device)
-            if world > 1:
-                dist.all_reduce(totals)
-            row = {
-                "epoch": epoch + 1, "t": (epoch + 1) / cfg.epochs, "step": global_step, **values,
-                "train_loss": totals[0].item() / max(totals[1].item(), 1),
-                "hard_acc": hard["acc"], "soft_acc": soft["acc"], "hard_loss": hard["loss"],
-                "soft_loss": soft["loss"], "test_images": hard["count"],
-                "epoch_seconds": train_seconds, "train_images_per_s": totals[1].item() / train_seconds,
-            }
-            if rank == 0:
-                metrics.append(row)
-                tracker.log(row, step=global_step)
-                save_checkpoint(ckpt_path, snapshot(epoch + 1, 0))
-                if cfg.progress:
-                    print(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.3f}  "
-                          f"hard {100 * hard['acc']:.2f}%  soft {100 * soft['acc']:.2f}%  ({train_seconds:.1f} s)")
-            # Only now is the epoch done: an interrupt before this line redoes its evaluation.
-            epoch, batch_done = epoch + 1, 0
-            stop.check(device)
-        summary = {"epochs": epoch, "out": str(out)}
-        if rank == 0:
-            from .tracking import read_metrics
-
-            rows = read_metrics(out / METRICS)
-            if rows:
-                summary |= {"hard_acc": rows[-1]["hard_acc"], "soft_acc": rows[-1]["soft_acc"]}
-                plot_run(rows, out / FIGURE)
+        while s.epoch < cfg.epochs:
+            seconds = train_epoch(s, stop, resumed)
+            resumed = None
+            finish_epoch(s, evaluate_epoch(s, seconds))
+            # Only after finish_epoch is the epoch done: an interrupt before it redoes its evaluation.
+            stop.check(s.device)
+        return _summary(s)
     except KeyboardInterrupt:
-        if rank == 0 and stop.at_boundary:
-            save_checkpoint(ckpt_path, snapshot(epoch, batch_done))
-            print(f"\nbintut: stopped; checkpoint saved at epoch {epoch + 1}, batch {batch_done}. "
-                  f"Continue with --resume --out {out}")
-        elif rank == 0:
-            print(f"\nbintut: stopped at once; the last epoch checkpoint in {out} is kept")
+        if s.rank == 0 and stop.at_boundary:
+            save_checkpoint(s.ckpt_path, s.snapshot())
+            print(f"\nbintut: stopped; checkpoint saved at epoch {s.epoch + 1}, batch {s.batch_done}. "
+                  f"Continue with --resume --out {s.out}")
+        elif s.rank == 0:
+            print(f"\nbintut: stopped at once; the last epoch checkpoint in {s.out} is kept")
         raise
     finally:
         stop.uninstall()
-        if tracker is not None:
-            tracker.finish()
-    return summary
+        if s.tracker is not None:
+            s.tracker.finish()
 
 
 class StopRequest:
