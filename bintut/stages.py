@@ -95,22 +95,23 @@ NOTEBOOK_HINT = ('In a notebook: set mode = "smoke" in the parameters cell (synt
                  "random initial weights) to run everything without downloads.")
 
 
-def run_stage(stage: str, mode: str | None = None, **overrides: Any) -> Run:
+def run_stage(stage: str, mode: str | None = None, *, verbose: bool = True, **overrides: Any) -> Run:
     """Load the stage's finished run, or train it (and the baseline it starts from) first.
 
-    Says which of the two happens; a missing data set or weights file raises the library's error
-    with one more line for notebook readers (how to switch to smoke mode).
+    Says which of the two happens (loading only when ``verbose``); a missing data set or weights file
+    raises the library's error with one more line for notebook readers (how to switch to smoke mode).
     """
     from .data import DataNotFoundError
     from .model import WeightsUnavailableError
 
     if stage not in ("baseline", "reference"):
-        run_stage("baseline", mode)
+        run_stage("baseline", mode, verbose=False)
     cfg = stage_config(stage, mode, **overrides)
     out = runs_dir() / run_name(cfg, stage)
     done = read_metrics(out)
     if done and done[-1]["epoch"] >= cfg.epochs:
-        print(f"{stage}: loading the finished run {out} (delete the folder to train again)")
+        if verbose:
+            print(f"{stage}: loading the finished run {out} (delete the folder to train again)")
     else:
         print(f"{stage}: training {cfg.epochs} epochs on {_data_words(cfg)} -> {out}", flush=True)
     try:

@@ -89,14 +89,14 @@ def plot_mixed_batch(images: torch.Tensor, labels: torch.Tensor, seed: int = 0, 
     """A few images, their mixup and their cutmix versions (as the training loop draws them)."""
     from torchvision.transforms import v2
 
-    torch.manual_seed(seed)
     n = len(images)
     mixed = {"original": (images, None)}
     for name, op in (("mixup, Beta(0.2, 0.2)", v2.MixUp(alpha=0.2, num_classes=num_classes)),
                      ("cutmix, Beta(0.5, 0.5)", v2.CutMix(alpha=0.5, num_classes=num_classes))):
+        torch.manual_seed(seed)  # one λ per batch: the seed picks a visible mix
         x, y = op(images.clone(), labels.clone())
         mixed[name] = (x, y)
-    fig, axes = _figure(n, width=1.5, height=1.7, nrows=3)
+    fig, axes = _figure(n, width=1.45, height=1.6, nrows=3)
     for r, (name, (x, y)) in enumerate(mixed.items()):
         for c in range(n):
             ax = axes[r][c]
@@ -111,7 +111,7 @@ def plot_mixed_batch(images: torch.Tensor, labels: torch.Tensor, seed: int = 0, 
                 ax.set_title(" + ".join(f"{v:.2f}·{int(i)}" for v, i in zip(top.values, top.indices, strict=True)),
                              fontsize="x-small")
         axes[r][0].set_ylabel(name, fontsize="small")
-    fig.suptitle("a batch, mixed: titles give the target weights (λ·class + (1−λ)·class)")
+    fig.suptitle("a batch, mixed with the next image\n(titles: λ·class + (1−λ)·class)", fontsize="medium")
     return fig
 
 

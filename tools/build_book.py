@@ -31,8 +31,8 @@ INDEX = ROOT / "docs" / "book" / "index.md"
 STAMP = "Numbers on this page"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 MODE_NOTES = {
-    "smoke": "Smoke mode trains a few steps on synthetic data generated offline: its accuracies say only that the "
-             "machinery works, nothing about CIFAR-100.",
+    "smoke": "Smoke mode trains each stage for four steps on 32 synthetic images generated offline: its accuracies "
+             "sit at chance level and say only that the machinery runs, nothing about CIFAR-100.",
     "workshop": "Workshop mode trains on a CIFAR-100 subset on a CPU for a few epochs: far from the full recipe.",
     "full": "Full mode runs the reference recipe on CIFAR-100.",
 }
