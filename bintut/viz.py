@@ -31,6 +31,14 @@ def table(rows: list[dict]):
     return Markdown(format_table(rows))
 
 
+def _display(image: torch.Tensor) -> np.ndarray:
+    """A normalised CHW image back to HWC colours in [0, 1] (undoing the CIFAR-100 normalisation)."""
+    from .data import CIFAR100_MEAN, CIFAR100_STD
+
+    mean, std = torch.tensor(CIFAR100_MEAN)[:, None, None], torch.tensor(CIFAR100_STD)[:, None, None]
+    return (image * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+
+
 def _bar_labels(ax, bars, fmt: str = "{:.1f}") -> None:
     """Value labels on top of bars, so a bar of height 0 still says 0."""
     ax.bar_label(bars, labels=[fmt.format(b.get_height()) for b in bars], padding=2, fontsize="small")
@@ -65,10 +73,9 @@ def plot_feature_maps(imagenet: nn.Module, cifar: nn.Module, image: torch.Tensor
 
     rows = [("ImageNet stem", imagenet), ("CIFAR stem", cifar)]
     fig, axes = _figure(len(STAGES) + 1, width=1.6, height=1.8, nrows=2)
-    shown = (image - image.amin()) / (image.amax() - image.amin()).clamp_min(1e-12)
     for r, (label, model) in enumerate(rows):
         seen = record_io(model, list(STAGES), image[None])
-        axes[r][0].imshow(shown.permute(1, 2, 0).numpy())
+        axes[r][0].imshow(_display(image))
         axes[r][0].set_title("input 32×32", fontsize="small")
         axes[r][0].set_ylabel(label)
         for c, stage in enumerate(STAGES, start=1):
@@ -304,18 +311,41 @@ def plot_stage_bars(rows: list[dict], title: str = "test accuracy by stage"):
     return fig
 
 
+# ----------------------------------------------------------------------------- 05: where the work is
+
+
+def plot_layer_costs(costs: list):
+    """Per layer of the exported network (bintut.opcount.layer_costs): MACs, and the weights' bytes as
+    packed sign bits against fp32."""
+    names = [c.name.replace(".conv", ".c").replace("downsample.0", "down") for c in costs]
+    x = np.arange(len(costs))
+    fig, axes = _figure(1, width=9, height=2.4, nrows=2)
+    top, bottom = axes[0][0], axes[1][0]
+    top.bar(x, [c.macs / 1e6 for c in costs], color="tab:blue")
+    top.set_ylabel("MACs per image (M)")
+    top.set_title(f"{sum(c.macs for c in costs) / 1e6:,.0f} M MACs per image, every one an int8 add/sub")
+    bottom.bar(x - 0.2, [c.fp32_bytes / 1024 for c in costs], 0.4, label="fp32 weights")
+    bottom.bar(x + 0.2, [c.packed_bytes / 1024 for c in costs], 0.4, label="packed sign bits", hatch="//")
+    bottom.set_yscale("log")
+    bottom.set_ylabel("KiB")
+    bottom.legend(fontsize="small", ncols=2)
+    for ax in (top, bottom):
+        ax.set_xticks(x, names if ax is bottom else [], rotation=60, fontsize="x-small")
+        ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
 # ----------------------------------------------------------------------------- 06: one image
 
 
 def plot_prediction(image: torch.Tensor, torch_logits: np.ndarray, engine_logits: np.ndarray, classes: list[str],
-                    k: int = 5):
-    """One image and the top-k classes of torch (hard mode) and of the integer engine, side by side."""
+                    label: int | None = None, k: int = 5):
+    """One (normalised) image and the top-k classes of torch (hard mode) and of the integer engine."""
     fig, (left, right) = _figure(2, width=4)
-    shown = (image - image.amin()) / (image.amax() - image.amin()).clamp_min(1e-12)
-    left.imshow(shown.permute(1, 2, 0).numpy())
+    left.imshow(_display(image))
     left.set_xticks([])
     left.set_yticks([])
-    left.set_title("input (normalised, rescaled for display)", fontsize="small")
+    left.set_title("input" + ("" if label is None else f": {classes[label]}"), fontsize="small")
     top = np.argsort(-torch_logits)[:k]
     y = np.arange(k)
     right.barh(y + 0.2, torch_logits[top], 0.4, label="torch, hard mode")

@@ -99,7 +99,7 @@ def build(mode: str = "smoke", out: Path = ROOT / "build" / "book", executed: Pa
     generated = out / "mkdocs.yml"
     generated.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     subprocess.run([sys.executable, "-m", "mkdocs", "build", "--quiet", "--clean", "-f", str(generated)],
-                   check=True, cwd=out)
+                   check=True, cwd=out, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     return site
 
 
