@@ -335,7 +335,42 @@ def plot_layer_costs(costs: list):
     return fig
 
 
-# ----------------------------------------------------------------------------- 06: one image
+# ----------------------------------------------------------------------------- 06: the pipeline and one image
+
+PIPELINE = (
+    ("ImageNet\nResNet18", "torchvision"),
+    ("01 stem", "3×3/1 conv,\nno max-pool"),
+    ("02 baseline", "full precision,\np = bin_ratio = 0"),
+    ("03 + 04", "weights ±s_c (STE),\ninputs int8, gradually"),
+    ("05 export", "sign bits,\nBN folded: A·acc + B"),
+    ("numpy engine", "int8 add/sub,\nint32 accumulators"),
+)
+
+
+def plot_pipeline():
+    """The tutorial's pipeline as boxes and arrows, with the reference recipe's single run beneath."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    fig, (ax,) = _figure(width=10, height=2.6)
+    ax.set_xlim(0, len(PIPELINE))
+    ax.set_ylim(0, 2.6)
+    ax.axis("off")
+    for i, (title, detail) in enumerate(PIPELINE):
+        ax.add_patch(FancyBboxPatch((i + 0.08, 1.05), 0.84, 1.3, boxstyle="round,pad=0.02", facecolor="#e8f0fb",
+                                    edgecolor="tab:blue"))
+        ax.text(i + 0.5, 2.05, title, ha="center", va="center", fontsize="small", fontweight="bold")
+        ax.text(i + 0.5, 1.5, detail, ha="center", va="center", fontsize="x-small")
+        if i:
+            ax.add_patch(FancyArrowPatch((i - 0.06, 1.7), (i + 0.1, 1.7), arrowstyle="-|>", mutation_scale=12))
+    ax.add_patch(FancyBboxPatch((2.08, 0.15), 1.84, 0.6, boxstyle="round,pad=0.02", facecolor="#fdf0e0",
+                                edgecolor="tab:orange"))
+    ax.text(3.0, 0.45, "reference recipe: 02–04 as one 300-epoch run\n(the reference stage)", ha="center",
+            va="center", fontsize="x-small")
+    ax.set_title("from a pretrained float network to integer add/sub: the notebooks in order")
+    return fig
+
+
+# ----------------------------------------------------------------------------- one image
 
 
 def plot_prediction(image: torch.Tensor, torch_logits: np.ndarray, engine_logits: np.ndarray, classes: list[str],
