@@ -51,6 +51,7 @@ def execute(path: Path, mode: str = "smoke", cwd: Path | None = None, timeout: i
                             resources={"metadata": {"path": str(cwd or path.parent)}})
     old = dict(os.environ)
     os.environ.update(env)  # the kernel inherits the environment of this process
+    os.environ.pop("MPLBACKEND", None)  # e.g. Agg from tests/conftest.py: the kernel must draw inline figures
     try:
         client.execute()
     finally:
