@@ -38,6 +38,15 @@ class MetricsLog:
             os.fsync(f.fileno())
 
 
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (where wandb's own console lines would bury the training output)."""
+    import sys
+
+    shell = sys.modules.get("IPython")
+    ip = shell.get_ipython() if shell is not None and hasattr(shell, "get_ipython") else None
+    return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
+
+
 class WandbRun:
     """wandb that can never fail the training: offline by default, every call guarded."""
 
@@ -51,6 +60,7 @@ class WandbRun:
             self.run = wandb.init(
                 project="bintut", mode=mode, config=config, dir=str(out),
                 id=run_id, resume="allow" if run_id else None,
+                settings=wandb.Settings(silent=_in_notebook()),  # a notebook shows one line per epoch instead
             )
         except Exception as err:  # noqa: BLE001 - tracking must never stop training
             warnings.warn(f"wandb could not start ({err}); metrics still go to {METRICS}", stacklevel=2)
