@@ -27,9 +27,9 @@ _LAZY = {
 __all__ = [*_LAZY, "show"]
 
 _SUBMODULES = {
-    "anatomy", "checkpoint", "cli", "config", "data", "device_data", "distributed", "engine", "export", "fixedpoint",
-    "intkernels", "model", "opcount", "plots", "quant", "runs", "schedule", "show", "stages", "tracking", "train",
-    "viz",
+    "anatomy", "checkpoint", "cli", "config", "data", "device_data", "distributed", "download", "engine", "export",
+    "fixedpoint", "intkernels", "model", "opcount", "plots", "quant", "runfolder", "runs", "schedule", "show",
+    "stages", "tracking", "train", "viz",
 }
 
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .schedule import REFERENCE_BINARIZATION, REFERENCE_LR, Schedule
+from .schedule import REFERENCE_BINARIZATION, REFERENCE_LR, Schedule, constant
 
-SCHEDULE_FIELDS = ("lr", "weight_p", "weight_ratio", "act_p", "act_ratio")
+# Each schedule and the range its values must stay in, over the whole run.
+SCHEDULE_RANGES = {"lr": (0.0, math.inf), "weight_p": (0.0, 1.0), "weight_ratio": (0.0, 1.0),
+                   "act_p": (0.0, 1.0), "act_ratio": (0.0, 1.0)}
+SCHEDULE_FIELDS = tuple(SCHEDULE_RANGES)
 
 
 def _phases(default: list, help: str) -> Any:
@@ -64,7 +68,8 @@ class TrainConfig:
                        "mixup or cutmix; 'independent': mixup always with mixup_alpha, cutmix with cutmix_alpha")
     mixup_alpha: float = _f(0.2, "mixup's Beta(alpha, alpha) (mix_draw 'reference': either op's, half the time)")
     cutmix_alpha: float = _f(0.5, "cutmix's Beta(alpha, alpha) (mix_draw 'reference': either op's, half the time)")
-    lr: list = _phases(REFERENCE_LR, "learning-rate phases, JSON [[end_t, kind, start, end], ...]")
+    lr: list = _phases(REFERENCE_LR, "learning-rate phases, JSON [[end_t, kind, start, end], ...], or one number "
+                       "for a constant value (as every schedule)")
     weight_p: list = _phases(REFERENCE_BINARIZATION, "phases of the weights' sprinkling probability p")
     weight_ratio: list = _phases(REFERENCE_BINARIZATION, "phases of the weights' bin_ratio")
     act_p: list = _phases(REFERENCE_BINARIZATION, "phases of the activations' sprinkling probability p")
@@ -82,6 +87,10 @@ class TrainConfig:
     wandb: str = _f("offline", "Weights & Biases: 'offline' (no account), 'online' or 'disabled'")
 
     def __post_init__(self) -> None:
+        for name in SCHEDULE_FIELDS:  # a bare number is a constant schedule
+            value = getattr(self, name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                setattr(self, name, constant(float(value)))
         self.validate()
 
     def validate(self) -> None:
@@ -115,8 +124,10 @@ class TrainConfig:
         parse_scale_init(self.scale_init)
         if not (self.quant_weights or self.quant_activations):
             raise ValueError("quant_weights and quant_activations are both off: nothing to binarize")
-        for name in SCHEDULE_FIELDS:
-            self.schedule(name)  # raises on a bad phase list
+        for name, (low, high) in SCHEDULE_RANGES.items():
+            self.schedule(name).check_range(low, high)  # the whole run, now: not when the bad value is reached
+        if not str(self.out).strip():
+            raise ValueError("out must name a folder, got an empty string")
 
     def schedule(self, name: str) -> Schedule:
         return Schedule(getattr(self, name), name)

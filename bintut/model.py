@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import os
 import socket
-import urllib.error
+import urllib.parse
 
 import torch
 from torch import nn
 from torchvision.models import ResNet, ResNet18_Weights, resnet18
 
+from .download import announce, describe, socket_timeout, timeout
+
 WEIGHT_SOURCES = ("torchvision", "timm")
 TIMM_NAME = "resnet18.a1_in1k"
 TIMM_FILES = ("model.safetensors", "pytorch_model.bin")
+TORCHVISION_BYTES = 46_830_571  # resnet18-f37072fd.pth
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -41,30 +44,52 @@ def imagenet_state_dict(progress: bool = True, source: str = "torchvision") -> d
     if source == "timm":
         return timm_state_dict()
     weights = ResNet18_Weights.IMAGENET1K_V1
+    path = weights_path(weights)
+    cached = os.path.isfile(path)
+    if not cached:
+        announce("torchvision's ImageNet ResNet18 weights (IMAGENET1K_V1)", weights.url, path, TORCHVISION_BYTES)
+    seconds = timeout()
     try:
-        return weights.get_state_dict(progress=progress, check_hash=True)
-    except (urllib.error.URLError, OSError) as err:
+        with socket_timeout(seconds):  # torch.hub opens its connection without one
+            return weights.get_state_dict(progress=progress, check_hash=True)
+    except Exception as err:  # noqa: BLE001 - network, hash and file errors all mean "not available"
+        if cached:  # a file torch cannot read: truncated or foreign
+            raise _corrupt_cache(path, err) from err
         raise WeightsUnavailableError(
-            f"Could not load the ImageNet ResNet18 weights ({err}). torchvision looks for the "
-            f"file {weights_path(weights)} and downloads it from {weights.url} when it is "
+            f"Could not load the ImageNet ResNet18 weights ({describe(err, seconds)}). torchvision looks for the "
+            f"file {path} and downloads it from {weights.url} when it is "
             "missing. Without network access, copy resnet18-f37072fd.pth there from a machine "
             "that has it (or set TORCH_HOME to a folder holding hub/checkpoints/ with it), or "
             "start from random weights with pretrained=False (CLI: --no-pretrained)."
         ) from err
 
 
+def _corrupt_cache(path: str, err: BaseException) -> WeightsUnavailableError:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return WeightsUnavailableError(f"the cached ImageNet weights file {path} cannot be read ({reason}); it is "
+                                   "truncated or corrupt: delete it, and the next run downloads it again")
+
+
 def _timm_unavailable(reason: str, repo: str = f"timm/{TIMM_NAME}") -> WeightsUnavailableError:
     return WeightsUnavailableError(
         f"Could not load the timm ImageNet ResNet18 weights {TIMM_NAME} ({reason}). timm looks in the Hugging "
         f"Face cache (${{HF_HOME}}/hub, default ~/.cache/huggingface/hub) and downloads from "
-        f"https://huggingface.co/{repo} when the file is missing. Without network access, copy that cache folder "
+        f"{_hub_endpoint()}/{repo} when the file is missing. Without network access, copy that cache folder "
         "from a machine that has it, or use torchvision's weights (--weights torchvision) or random weights "
         "(--no-pretrained)."
     )
 
 
-def _hub_reachable(host: str = "huggingface.co") -> bool:
+def _hub_endpoint() -> str:
+    """The Hugging Face endpoint huggingface_hub uses ($HF_ENDPOINT, default https://huggingface.co)."""
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def _hub_reachable(endpoint: str) -> bool:
     """A name lookup, so that an offline machine fails at once instead of after the hub's retries."""
+    host = urllib.parse.urlsplit(endpoint).hostname or endpoint
     try:
         socket.getaddrinfo(host, 443)
     except OSError:
@@ -72,35 +97,44 @@ def _hub_reachable(host: str = "huggingface.co") -> bool:
     return True
 
 
+def _timm_file(repo: str) -> str:
+    """The weights file of ``repo``: from the Hugging Face cache, else downloaded with a timeout."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+
+    for filename in TIMM_FILES:
+        try:
+            return hf_hub_download(repo, filename, local_files_only=True)
+        except Exception:  # noqa: BLE001 - any miss in the cache: try the next name, then the network
+            continue
+    endpoint = _hub_endpoint()
+    if not _hub_reachable(endpoint):
+        raise _timm_unavailable(f"{endpoint} cannot be reached and the file is not cached", repo)
+    seconds = timeout()
+    url = hf_hub_url(repo, TIMM_FILES[0], endpoint=endpoint)
+    try:
+        size = get_hf_file_metadata(url, timeout=seconds).size
+        announce(f"timm's ImageNet ResNet18 weights ({TIMM_NAME})", url, "the Hugging Face cache", size)
+        with socket_timeout(seconds):
+            return hf_hub_download(repo, TIMM_FILES[0], endpoint=endpoint, etag_timeout=seconds)
+    except Exception as err:  # noqa: BLE001 - the hub raises many kinds; all mean "not available"
+        raise _timm_unavailable(describe(err, seconds), repo) from err
+
+
 def timm_state_dict() -> dict[str, torch.Tensor]:
     """``resnet18.a1_in1k`` through timm's API: from the local cache if it is there, else downloaded."""
     try:
         import timm
-        from huggingface_hub import hf_hub_download
     except ImportError as err:
         raise WeightsUnavailableError(
             f"--weights timm needs the timm package ({err}); install it with pip install 'bintut[timm]' "
             "(make does), or use torchvision's weights with --weights torchvision"
         ) from err
     repo = timm.models.get_pretrained_cfg(TIMM_NAME).hf_hub_id
-    path = None
-    for filename in TIMM_FILES:
-        try:
-            path = hf_hub_download(repo, filename, local_files_only=True)
-            break
-        except Exception:  # noqa: BLE001 - any miss in the cache: try the next name, then the network
-            continue
-    if path is None:
-        if not _hub_reachable():
-            raise _timm_unavailable("huggingface.co cannot be reached and the file is not cached", repo)
-        try:
-            path = hf_hub_download(repo, TIMM_FILES[0])
-        except Exception as err:  # noqa: BLE001 - the hub raises many kinds; all mean "not available"
-            raise _timm_unavailable(str(err), repo) from err
+    path = _timm_file(repo)
     try:
         model = timm.create_model(TIMM_NAME, pretrained=True, pretrained_cfg_overlay={"file": path})
     except Exception as err:  # noqa: BLE001 - a truncated or foreign file
-        raise _timm_unavailable(f"the cached file {path} could not be read ({err}); delete it", repo) from err
+        raise _corrupt_cache(path, err) from err
     return model.state_dict()
 
 

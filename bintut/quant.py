@@ -296,15 +296,21 @@ def get_controls(model: nn.Module) -> dict[str, float]:
 
 @contextlib.contextmanager
 def hard_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily the deployable view: p = bin_ratio = 1 everywhere, restored on exit."""
-    saved = [(q, q.p.item(), q.bin_ratio.item()) for q in quantizers(model)]
+    """Temporarily the deployable view: p = bin_ratio = 1 everywhere, restored on exit.
+
+    The quantizers run in eval mode meanwhile, even in a model that is training: a look at the
+    deployable network must not move the activations' running maxes (it would change the model).
+    """
+    saved = [(q, q.p.item(), q.bin_ratio.item(), q.training) for q in quantizers(model)]
     try:
-        for q, _, _ in saved:
+        for q, _, _, _ in saved:
             q.set_controls(1.0, 1.0)
+            q.train(False)
         yield model
     finally:
-        for q, p, r in saved:
+        for q, p, r, training in saved:
             q.set_controls(p, r)
+            q.train(training)
 
 
 def is_fully_binary(model: nn.Module) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import random
@@ -29,7 +30,7 @@ from torch.utils.data import DataLoader, Sampler
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, save_checkpoint
 from .config import SCHEDULE_FIELDS, TrainConfig
 from .data import ImageDataset, ImageSet, data_root, load_cifar100, train_transform, write_synthetic_cifar100
 from .device_data import DeviceBatches
@@ -37,16 +38,22 @@ from .distributed import any_rank
 from .model import resnet18_cifar
 from .plots import plot_run
 from .quant import QuantConfig, binarize_, hard_mode, set_controls
+from .runfolder import RunFolderError, RunLock, folder_contents, replacing
 from .tracking import METRICS, MetricsLog, WandbRun, read_metrics
 
 NUM_CLASSES = 100
 FIGURE = "results.png"
+CONFIG = "config.json"
+RESULTS = (METRICS, FIGURE, "model_int.npz")  # what a finished run holds (export writes model_int.npz)
+RUN_FILES = {CONFIG, CHECKPOINT, "wandb", *RESULTS}  # what a run folder may hold; anything else is not ours
+RESUME_KEYS = ("model", "optimizer", "scaler", "epoch", "batch", "global_step", "config", "rng")
+WEIGHT_LIMIT = 1e4  # a parameter beyond this magnitude has exploded (trained ResNet18 weights stay below ~10)
 # Fields that may differ between a run and its resumption without changing what is computed.
 MACHINERY = {"resume", "progress", "num_workers", "wandb", "compile", "out", "device", "data_root", "download"}
 
 
 class Diverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the weights became NaN, infinite or huge; the last good checkpoint is kept."""
 
 
 # ----------------------------------------------------------------------------- set-up helpers
@@ -107,8 +114,11 @@ def build_model(cfg: TrainConfig) -> nn.Module:
             raise FileNotFoundError(f"init_from: no checkpoint at {source}")
         try:
             model.load_state_dict(load_checkpoint(source)["model"])
-        except RuntimeError as err:
-            raise ValueError(f"init_from: {source} holds a model of another layout ({err})") from err
+        except CheckpointError as err:
+            raise CheckpointError(f"init_from: {err}") from err
+        except (RuntimeError, TypeError, AttributeError) as err:
+            reason = str(err).strip().splitlines()[0]
+            raise ValueError(f"init_from: {source} holds a model of another layout ({reason})") from err
     return model
 
 
@@ -305,6 +315,7 @@ class Session:
     workers: int
     steps_per_epoch: int
     total_steps: int
+    lock: RunLock | None = None  # rank 0's exclusive lock on the run folder
     metrics: MetricsLog | None = None
     tracker: WandbRun | None = None
     epoch: int = 0  # epochs completed
@@ -312,6 +323,7 @@ class Session:
     global_step: int = 0
     loss_sum: torch.Tensor = dataclasses.field(default_factory=lambda: torch.zeros(()))
     seen: int = 0  # training images of the current epoch
+    last_row: dict[str, Any] | None = None  # metrics of the last completed epoch
 
     @property
     def ckpt_path(self) -> Path:
@@ -324,46 +336,101 @@ class Session:
             "scaler": self.scaler.state_dict(), "epoch": self.epoch, "batch": self.batch_done,
             "global_step": self.global_step, "config": self.cfg.to_dict(),
             "wandb_id": self.tracker.id if self.tracker else None, "rng": torch.get_rng_state(), "version": 1,
-            "epoch_loss_sum": self.loss_sum.item(), "epoch_seen": self.seen,
+            "epoch_loss_sum": self.loss_sum.item(), "epoch_seen": self.seen, "last_row": self.last_row,
         }
 
+    def save(self) -> None:
+        """Write the checkpoint -- only after :func:`check_health` passes, on every device, for every write."""
+        check_health(self)
+        save_checkpoint(self.ckpt_path, self.snapshot())
 
-def _resume_state(cfg: TrainConfig, out: Path, rank: int) -> dict[str, Any] | None:
-    """The checkpoint to continue from, None for a new run; refuses to overwrite a run by accident."""
-    ckpt_path = out / CHECKPOINT
-    if ckpt_path.is_file():
+
+def _resume_state(cfg: TrainConfig, out: Path, rank: int, created: bool = False) -> dict[str, Any] | None:
+    """The checkpoint to continue from, None for a new run; refuses a folder whose files a run would clobber."""
+    names = folder_contents(out)
+    if CHECKPOINT in names:
         if not cfg.resume:
             raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        state = load_checkpoint(ckpt_path)
+        state = load_checkpoint(out / CHECKPOINT, required=RESUME_KEYS)
         _check_resume(cfg, state["config"])
         return state
-    if cfg.resume and rank == 0 and out.exists():
+    results = [n for n in names if n in RESULTS and not _empty_metrics(out / n)]
+    if results:
+        raise FileExistsError(f"{out} holds results ({', '.join(results)}) but no {CHECKPOINT} to continue from; a "
+                              "new run there would overwrite them: move them away or choose another --out")
+    foreign = [n for n in names if n not in RUN_FILES]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FileExistsError(f"{out} is not empty and holds no bintut run (it holds {shown}); "
+                              "choose an empty or new folder for --out")
+    if CONFIG in names:  # a run that stopped before its first checkpoint: the same recipe may start over
+        _check_resume(cfg, _read_config(out / CONFIG))
+    if names and rank == 0:
+        print(f"bintut: {out} holds a run that completed no epoch; starting it over")
+    elif cfg.resume and rank == 0 and not created:
         print(f"bintut: nothing to resume in {out}; starting a new run")
     return None
 
 
+def _empty_metrics(path: Path) -> bool:
+    return path.name == METRICS and not read_metrics(path)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a run configuration ({err}); move it away or choose another --out") from err
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} is not a run configuration; move it away or choose another --out")
+    return saved
+
+
+def _lock_folder(out: Path, rank: int, device: torch.device) -> RunLock | None:
+    """Rank 0 takes the run folder's lock (a second process on the folder stops here); all ranks agree."""
+    lock, error = (RunLock(out), None) if rank == 0 else (None, None)
+    if lock is not None:
+        try:
+            lock.acquire()
+        except RunFolderError as err:
+            error = err
+    if any_rank(error is not None, device):
+        raise error or RunFolderError(f"rank 0 could not lock {out}")
+    return lock
+
+
 def open_session(cfg: TrainConfig) -> tuple[Session, dict[str, Any] | None]:
-    """Set-up: check the config against the world and the folder, load data, build the model and optimizer.
+    """Set-up: lock the folder, check it against the config, load data, build the model and optimizer.
 
     Returns the session (counters restored from the checkpoint when resuming) and that checkpoint.
-    Data errors are raised before anything is written.
+    Nothing is written before every check and every load has passed: on a failure the lock is
+    released and a folder this call created is removed again.
     """
     rank, world = _distributed()
-    out = Path(cfg.out)
     if cfg.batch_size % world:
         raise ValueError(
             f"batch_size {cfg.batch_size} does not split across {world} processes; use a multiple of {world}"
         )
-    state = _resume_state(cfg, out, rank)
     device = resolve_device(cfg.device)
+    lock = _lock_folder(Path(cfg.out), rank, device)
+    try:
+        return _set_up(cfg, rank, world, device, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release(remove_created=True)
+        raise
+
+
+def _set_up(
+    cfg: TrainConfig, rank: int, world: int, device: torch.device, lock: RunLock | None
+) -> tuple[Session, dict[str, Any] | None]:
+    out = Path(cfg.out)
+    state = _resume_state(cfg, out, rank, created=bool(lock and lock.created))
     if rank != 0:
         dist.barrier()  # rank 0 first: it generates or downloads the data once
-    train_set, test_set = load_data(cfg)  # fails fast: before the model download, before writing anything
+    train_set, test_set = load_data(cfg)  # fails fast: before the model download
     if rank == 0 and world > 1:
         dist.barrier()
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(cfg.to_json())
     seed_everything(cfg.seed)
     net = build_model(cfg).to(device)
     if cfg.channels_last:
@@ -383,16 +450,20 @@ def open_session(cfg: TrainConfig) -> tuple[Session, dict[str, Any] | None]:
     workers = worker_count(cfg.num_workers, device)
     train_data, test_loader = _data_sources(cfg, device, train_set, test_set, workers, rank, world)
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
-    session = Session(cfg, out, rank, world, device, dtype, net, model, optimizer, scaler, train_data, test_loader,
-                      Recipe(cfg), mixer(cfg), workers, steps_per_epoch, cfg.epochs * steps_per_epoch)
+    s = Session(cfg, out, rank, world, device, dtype, net, model, optimizer, scaler, train_data, test_loader,
+                Recipe(cfg), mixer(cfg), workers, steps_per_epoch, cfg.epochs * steps_per_epoch, lock)
     if state is not None:
-        session.epoch, session.batch_done, session.global_step = state["epoch"], state["batch"], state["global_step"]
+        s.epoch, s.batch_done, s.global_step = state["epoch"], state["batch"], state["global_step"]
+        s.last_row = state.get("last_row")
         if rank == 0:
-            print(f"bintut: resuming {out} at epoch {session.epoch + 1}, batch {session.batch_done}")
-    if rank == 0:
-        session.metrics = MetricsLog(out / METRICS, keep_epochs_below=session.epoch)
-        session.tracker = WandbRun(cfg.wandb, cfg.to_dict(), out, state.get("wandb_id") if state else None)
-    return session, state
+            print(f"bintut: resuming {out} at epoch {s.epoch + 1}, batch {s.batch_done}")
+    if rank == 0:  # the first writes of the run
+        if state is None:
+            with replacing(out / CONFIG) as tmp:
+                tmp.write_text(cfg.to_json())
+        s.metrics = MetricsLog(out / METRICS, epochs_done=s.epoch, last_row=s.last_row)
+        s.tracker = WandbRun(cfg.wandb, cfg.to_dict(), out, state.get("wandb_id") if state else None)
+    return s, state
 
 
 def _data_sources(
@@ -446,13 +517,13 @@ def train_epoch(s: Session, stop: StopRequest, resumed: dict[str, Any] | None = 
         s.seen += y.shape[0]
         s.global_step += 1
         s.batch_done += 1
-        if s.device.type == "cpu":  # on a GPU: no host sync in the loop; checked at epoch end
-            _check_finite(s.loss_sum, s.epoch, s.batch_done, s.ckpt_path)
+        if _syncs_every_step(s.device):  # on a GPU: no host sync in the loop; checked at epoch end and on save
+            check_health(s, weights=False)
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if s.world == 1:  # under DDP all ranks must stop together: at the epoch's end
             stop.check()
     bar.close()
-    _check_finite(s.loss_sum, s.epoch, s.batch_done, s.ckpt_path)
+    check_health(s)
     return time.perf_counter() - started
 
 
@@ -476,18 +547,21 @@ def evaluate_epoch(s: Session, train_seconds: float) -> dict[str, Any]:
 
 
 def finish_epoch(s: Session, row: dict[str, Any]) -> None:
-    """Book-keeping on rank 0 (metrics row, wandb, checkpoint, a printed line), then the epoch counts as done."""
-    if s.rank == 0:
-        s.metrics.append(row)
-        s.tracker.log(row, step=s.global_step)
-        s.epoch, s.batch_done = s.epoch + 1, 0
-        save_checkpoint(s.ckpt_path, s.snapshot())
-        if s.cfg.progress:
-            print(f"epoch {row['epoch']}/{s.cfg.epochs}: loss {row['train_loss']:.3f}  "
-                  f"hard {100 * row['hard_acc']:.2f}%  soft {100 * row['soft_acc']:.2f}%  "
-                  f"({row['epoch_seconds']:.1f} s)")
-    else:
-        s.epoch, s.batch_done = s.epoch + 1, 0
+    """The epoch counts as done; on rank 0 the book-keeping: checkpoint (carrying the row), metrics row, wandb.
+
+    The checkpoint comes first: a crash after it loses no row (the resumed run appends the row
+    the checkpoint carries), a crash before it leaves the folder as the previous epoch left it.
+    """
+    s.epoch, s.batch_done, s.last_row = s.epoch + 1, 0, row
+    if s.rank != 0:
+        return
+    s.save()
+    s.metrics.append(row)
+    s.tracker.log(row, step=s.global_step)
+    if s.cfg.progress:
+        print(f"epoch {row['epoch']}/{s.cfg.epochs}: loss {row['train_loss']:.3f}  "
+              f"hard {100 * row['hard_acc']:.2f}%  soft {100 * row['soft_acc']:.2f}%  "
+              f"({row['epoch_seconds']:.1f} s)")
 
 
 def _summary(s: Session) -> dict[str, Any]:
@@ -496,7 +570,8 @@ def _summary(s: Session) -> dict[str, Any]:
         rows = read_metrics(s.out / METRICS)
         if rows:
             summary |= {"hard_acc": rows[-1]["hard_acc"], "soft_acc": rows[-1]["soft_acc"]}
-            plot_run(rows, s.out / FIGURE)
+            with replacing(s.out / FIGURE) as tmp:
+                plot_run(rows, tmp)
     return summary
 
 
@@ -504,8 +579,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) a training run; returns a summary with the final hard/soft accuracy.
 
     The steps, in order: :func:`open_session` (set-up), then per epoch :func:`train_epoch`,
-    :func:`evaluate_epoch` and :func:`finish_epoch`. Ctrl-C/SIGTERM stops at a step boundary and
-    writes a checkpoint that ``--resume`` continues exactly.
+    :func:`evaluate_epoch` and :func:`finish_epoch`. The run holds its folder's lock throughout.
+    Ctrl-C/SIGTERM stops at a step boundary and writes a checkpoint that ``--resume`` continues
+    exactly -- unless the run has diverged meanwhile, then it raises :class:`Diverged` and keeps
+    the last good checkpoint.
     """
     s, resumed = open_session(cfg)
     stop = StopRequest()
@@ -520,7 +597,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         return _summary(s)
     except KeyboardInterrupt:
         if s.rank == 0 and stop.at_boundary:
-            save_checkpoint(s.ckpt_path, s.snapshot())
+            s.save()
             print(f"\nbintut: stopped; checkpoint saved at epoch {s.epoch + 1}, batch {s.batch_done}. "
                   f"Continue with --resume --out {s.out}")
         elif s.rank == 0:
@@ -530,6 +607,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         stop.uninstall()
         if s.tracker is not None:
             s.tracker.finish()
+        if s.lock is not None:
+            s.lock.release()
+
+
+class Stopped(KeyboardInterrupt):
+    """Training stopped on a signal; ``signum`` says which (the CLI exits with 128 + signum)."""
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        super().__init__(message or f"signal {signum}")
+        self.signum = signum
 
 
 class StopRequest:
@@ -548,7 +635,7 @@ class StopRequest:
 
     def __call__(self, signum: int, frame: object) -> None:
         if self.signum is not None:
-            raise KeyboardInterrupt(f"signal {signum} again")
+            raise Stopped(signum, f"signal {signum} again")
         self.signum = signum
         print(f"\nbintut: signal {signum} received; stopping after this step (send it again to stop at once)")
 
@@ -568,13 +655,43 @@ class StopRequest:
             asked = any_rank(asked, device)
         if asked:
             self.at_boundary = True
-            raise KeyboardInterrupt(f"signal {self.signum}")
+            raise Stopped(self.signum if self.signum is not None else signal.SIGINT)
 
 
-def _check_finite(loss_sum: torch.Tensor, epoch: int, batch: int, ckpt_path: Path) -> None:
-    if not torch.isfinite(loss_sum):
-        kept = f"the last good checkpoint is {ckpt_path}" if ckpt_path.is_file() else "no checkpoint was written yet"
-        raise Diverged(
-            f"training diverged: the loss became {loss_sum.item()} by epoch {epoch + 1}, batch {batch}; "
-            f"{kept}. Try a lower learning rate or a slower binarization schedule."
-        )
+def _syncs_every_step(device: torch.device) -> bool:
+    """Whether the loop may read the loss on the host every step (on a CPU it costs nothing)."""
+    return device.type == "cpu"
+
+
+def check_health(s: Session, weights: bool = True) -> None:
+    """Raise :class:`Diverged` if the epoch's loss so far -- or any weight or buffer -- is not finite, or a
+    weight has exploded past ``WEIGHT_LIMIT``. One host sync; called before every checkpoint write."""
+    problem = None
+    if not torch.isfinite(s.loss_sum):
+        problem = f"the loss became {s.loss_sum.item()}"
+    elif weights:
+        problem = _weights_problem(s.net)
+    if problem is None:
+        return
+    kept = (f"the last good checkpoint is {s.ckpt_path}" if s.ckpt_path.is_file()
+            else "no checkpoint was written yet")
+    raise Diverged(
+        f"training diverged: {problem} by epoch {s.epoch + 1}, batch {s.batch_done}; {kept}. "
+        "Try a lower learning rate or a slower binarization schedule."
+    )
+
+
+@torch.no_grad()
+def _weights_problem(net: nn.Module) -> str | None:
+    tensors = [(n, t, True) for n, t in net.named_parameters()]
+    tensors += [(n, t, False) for n, t in net.named_buffers() if t.is_floating_point()]
+    tensors = [(n, t, is_param) for n, t, is_param in tensors if t.numel()]
+    if not tensors:
+        return None
+    peaks = torch.stack([t.detach().abs().amax().float() for _, t, _ in tensors]).tolist()
+    for (name, _, is_param), peak in zip(tensors, peaks, strict=True):
+        if not math.isfinite(peak):
+            return f"{name} became non-finite"
+        if is_param and peak > WEIGHT_LIMIT:
+            return f"{name} exploded (|w| up to {peak:.3g}, beyond {WEIGHT_LIMIT:g})"
+    return None
