@@ -482,6 +482,17 @@ def test_a_corrupt_cached_imagenet_weights_file_is_named_with_delete_it(tmp_path
         resnet18_cifar(weights="torchvision", progress=False)
 
 
+def test_a_corrupt_cached_timm_weights_file_is_named_with_delete_it(tmp_path, monkeypatch):
+    pytest.importorskip("timm", reason="the timm extra is not installed")
+    from bintut import model
+
+    cached = tmp_path / "model.safetensors"
+    cached.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{trunc")
+    monkeypatch.setattr(model, "_timm_file", lambda repo: str(cached))  # what the Hugging Face cache holds
+    with pytest.raises(WeightsUnavailableError, match=f"{cached} cannot be read .*: delete it"):
+        resnet18_cifar(weights="timm")
+
+
 def test_an_out_under_a_file_or_read_only_is_refused_before_any_work(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     for out, says in ((tmp_path / "notes.txt", "is a file, not a folder"),
