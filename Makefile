@@ -4,12 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.bintut-installed
 
-.PHONY: reproduce test lint lab smoke bench-int mcu clean
+.PHONY: reproduce test lint lab book smoke bench-int mcu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,notebooks]'
+	$(PY) -m pip install -q -e '.[test,notebooks,book,timm]'
 	touch $(STAMP)
 
 ## The main job: the reference recipe on a GPU, the workshop preset on a CPU; writes results/.
@@ -45,8 +45,14 @@ mcu: $(STAMP)
 	$(PY) -m bintut.cexport host $(MCU_RUN)/c
 	$(PY) -m bintut.cexport mcu $(MCU_RUN)/c
 
+## JupyterLab on the notebooks (as root, e.g. in a container, Jupyter needs --allow-root).
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $$([ "$$(id -u)" = 0 ] && echo --allow-root)
+
+## The notebooks as an HTML book, executed in MODE (smoke: offline, a few minutes): build/book/site/index.html.
+MODE ?= smoke
+book: $(STAMP)
+	$(PY) tools/build_book.py --mode $(MODE)
 
 clean:
-	rm -rf runs results .pytest_cache
+	rm -rf runs results build .pytest_cache

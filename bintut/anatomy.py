@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from .model import WeightsUnavailableError, cifar_stem, imagenet_state_dict
+from .model import WeightsUnavailableError, cifar_stem, imagenet_state_dict, weights_path
 
 STAGES = ("conv1", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
@@ -14,10 +16,13 @@ STAGES = ("conv1", "maxpool", "layer1", "layer2", "layer3", "layer4")
 def imagenet_resnet18(allow_random: bool = False) -> tuple[nn.Module, str]:
     """torchvision's ImageNet ResNet18 and a note on where its weights came from.
 
-    With ``allow_random`` (smoke mode, offline) missing weights give a randomly initialised model
-    and a note that says so; otherwise WeightsUnavailableError explains how to get the file.
+    With ``allow_random`` (smoke mode, offline) a weights file that is not cached gives a randomly
+    initialised model and a note that says so, without trying a download; otherwise the file is
+    loaded (downloaded if needed) or WeightsUnavailableError explains how to get it.
     """
     model = resnet18()
+    if allow_random and not os.path.isfile(weights_path()):
+        return model, "random weights: the ImageNet file is not cached (smoke mode does not download it)"
     try:
         model.load_state_dict(imagenet_state_dict(progress=False))
         return model, "ImageNet weights (torchvision ResNet18_Weights.IMAGENET1K_V1)"
@@ -38,12 +43,15 @@ def with_cifar_stem(model: nn.Module, num_classes: int = 100) -> nn.Module:
 
 @torch.no_grad()
 def record_io(model: nn.Module, names: list[str], images: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """One eval-mode forward of ``images``; returns each named submodule's (first input, output)."""
+    """One eval-mode forward of ``images``; returns copies of each named submodule's (first input, output).
+
+    Copies: torchvision's in-place ReLU would otherwise overwrite a recorded BatchNorm output.
+    """
     modules = dict(model.named_modules())
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     hooks = [
         modules[name].register_forward_hook(
-            lambda mod, args, out, name=name: seen.__setitem__(name, (args[0].detach(), out.detach()))
+            lambda mod, args, out, name=name: seen.__setitem__(name, (args[0].detach().clone(), out.detach().clone()))
         )
         for name in names
     ]
@@ -90,3 +98,22 @@ def stem_comparison(imagenet: nn.Module, cifar: nn.Module, size: int = 32) -> li
     rows.append({"stage": "MACs / image", "ImageNet stem": f"{sum(layer_macs(imagenet, size).values()):,}",
                  "CIFAR stem": f"{sum(layer_macs(cifar, size).values()):,}"})
     return rows
+
+
+@torch.no_grad()
+def fold_check(model: nn.Module, export, conv: str, bn: str, channel: int, images: torch.Tensor,
+               positions: int = 4) -> list[dict[str, object]]:
+    """BatchNorm folding on one channel: torch's BN output against A_c * acc + B_c from the export.
+
+    ``model`` is a fully binary bintut ResNet; the integer accumulator is torch's conv output divided
+    by s_x * s_c (exact integers up to float rounding). Rows for the first few output positions.
+    """
+    seen = record_io(model, [conv, bn], images)
+    layer = export.layers[conv]
+    scale = float(layer.act_step) * float(layer.weight_scale[channel])
+    acc = torch.round(seen[conv][1][:, channel].double() / scale).flatten()[:positions]
+    torch_bn = seen[bn][1][:, channel].double().flatten()[:positions]
+    folded = float(layer.a[channel]) * acc + float(layer.b[channel])
+    return [{"acc (int)": int(a), "torch: BN(conv(x))": f"{t:.6f}", "A_c·acc + B_c": f"{f:.6f}",
+             "difference": f"{abs(t - f):.1e}"} for a, t, f in zip(acc.tolist(), torch_bn.tolist(), folded.tolist(),
+                                                                   strict=True)]

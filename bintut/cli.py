@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
 
 from .config import PRESETS, SCHEDULE_FIELDS, TrainConfig, preset
@@ -35,20 +36,22 @@ def _base_type(annotation: str) -> type:
     return {"int": int, "float": float, "str": str, "bool": bool, "list": list}[annotation]
 
 
-def _phases(text: str) -> list:
+def _phases(text: str) -> list | float:
+    """A JSON phase list, or a bare number: a constant schedule (e.g. --lr 0.001)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not a JSON phase list ({err}): {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a JSON phase list or a number ({err}): {text!r}") from None
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bintut", description=DESCRIPTION,
+    # allow_abbrev=False: a mistyped or shortened flag (--epoch for --epochs) is an error, not a guess.
+    parser = argparse.ArgumentParser(prog="python -m bintut", description=DESCRIPTION, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train (or resume) a run", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     train.add_argument("--preset", choices=sorted(PRESETS), default="seed", help="starting values (default: seed)")
     export = commands.add_parser(
         "export", help="export a finished run's fully binary model to a bit-packed .npz (and C99 with --c)",
@@ -68,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "reproduce", help="the main job: preset 'seed' on a GPU, 'workshop' on a CPU, into results/<preset>",
         description="Run the reference recipe (GPU) or the workshop preset (CPU) on real CIFAR-100, "
-        "downloading it if needed, into results/<preset>; rerunning continues a stopped run.",
+        "downloading it if needed, into results/<preset>; rerunning continues a stopped run.", allow_abbrev=False,
     )
     for f in dataclasses.fields(TrainConfig):
         if f.name == "preset":
@@ -80,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
             train.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
         elif f.name in SCHEDULE_FIELDS:
-            train.add_argument(flag, dest=f.name, type=_phases, default=argparse.SUPPRESS, metavar="JSON",
+            train.add_argument(flag, dest=f.name, type=_phases, default=argparse.SUPPRESS, metavar="JSON|NUMBER",
                                help=help_text)
         else:
             train.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, help=help_text)
@@ -109,28 +112,38 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_training(cfg: TrainConfig) -> int:
-    """Train with the CLI's manners: known failures as one clear line, exit codes for scripts."""
+    """Train with the CLI's manners: known failures as one clear line, exit codes for scripts.
+
+    0 done; 2 a clear error (bad input, data or weights unavailable, divergence, a busy or
+    unusable run folder, a full disk); 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
+    """
     from .data import DataNotFoundError
     from .device_data import DeviceMemoryError
     from .distributed import process_group
     from .model import WeightsUnavailableError
+    from .runfolder import RunFolderError, StorageFullError, full_message, storage_error
     from .train import Diverged, train
 
     try:
         with process_group():
             summary = train(cfg)
     except (DataNotFoundError, WeightsUnavailableError, Diverged, FileExistsError, FileNotFoundError,
-            DeviceMemoryError, ValueError) as err:
+            DeviceMemoryError, RunFolderError, ValueError) as err:
         print(f"bintut: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as err:
+        return 128 + getattr(err, "signum", signal.SIGINT)
+    except Exception as err:
+        full = storage_error(err)
+        if full is None:
+            raise
+        text = str(full) if isinstance(full, StorageFullError) else full_message(full.filename or cfg.out, full)
+        print(f"bintut: error: {text}", file=sys.stderr)
+        return 2
     if "hard_acc" in summary:
         print(f"bintut: done. final hard accuracy {100 * summary['hard_acc']:.2f}%, soft "
               f"{100 * summary['soft_acc']:.2f}%; results in {summary['out']}")
     return 0
-
-
 
 
 def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int = 8, force: bool = False) -> int:

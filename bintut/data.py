@@ -1,15 +1,20 @@
 """CIFAR-100 through torchvision, a synthetic stand-in generated offline, and the augmentations.
 
-The synthetic set is written in the real ``cifar-100-python`` pickle layout so that it goes
-through the same loading path as the real data. Its 100 classes combine 10 colours with 10
-spatial patterns, jittered per image, so a small network learns it in seconds on a CPU.
+The synthetic set is written in the real ``cifar-100-python`` pickle layout (any CIFAR-100
+reader reads it). Its 100 classes combine 10 colours with 10 spatial patterns, jittered per
+image, so a small network learns it in seconds on a CPU. Its ``SYNTHETIC`` marker records a
+content hash of each file, checked before anything is unpickled, and the files are read with an
+unpickler that builds numpy arrays and plain containers only: a folder that merely claims to be
+synthetic cannot run code. The real data is verified by torchvision's published checksums.
+Whatever the folder, the arrays are checked for the CIFAR shape and label range.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import pickle
-import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +22,21 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import datasets
+from torchvision.datasets.utils import check_integrity, extract_archive
 from torchvision.transforms import v2
+
+from .download import DownloadError, download
+from .runfolder import replacing
 
 DATA_ENV = "BINTUT_DATA"
 FOLDER = "cifar-100-python"
-SYNTHETIC_MARKER = "SYNTHETIC"  # present only in folders this module generated
+SYNTHETIC_MARKER = "SYNTHETIC"  # present only in folders this module generated, with their content hashes
+SYNTHETIC_FILES = ("train", "test", "meta")
 CIFAR100_URL = datasets.CIFAR100.url
+CIFAR100_ARCHIVE = datasets.CIFAR100.filename
+CIFAR100_BYTES = 169_001_437
+NUM_CLASSES = 100
+IMAGE_VALUES = 32 * 32 * 3  # one flattened CIFAR image
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)
 AUGMENTATIONS = ("reference", "basic", "none")
@@ -30,6 +44,10 @@ AUGMENTATIONS = ("reference", "basic", "none")
 
 class DataNotFoundError(FileNotFoundError):
     """CIFAR-100 is not where we looked and could not be downloaded."""
+
+
+class DataError(ValueError):
+    """A data folder holds files that are not (or no longer) what they claim to be."""
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -58,22 +76,8 @@ class ImageSet:
         return ImageSet(self.images[idx], self.labels[idx], self.classes)
 
 
-class _SyntheticCIFAR100(datasets.CIFAR100):
-    """torchvision's CIFAR100 reader without the published md5 sums (generated data only)."""
-
-    def _check_integrity(self) -> bool:
-        folder = Path(self.root) / self.base_folder
-        names = [name for name, _ in self.train_list + self.test_list] + [self.meta["filename"]]
-        return all((folder / name).is_file() for name in names)
-
-    def _load_meta(self) -> None:
-        with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
-            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-
-
 def _missing_message(root: Path, reason: str, downloading: bool = False) -> str:
-    fetch = "" if downloading else ", or pass --download to let torchvision fetch it"
+    fetch = "" if downloading else ", or pass --download to let bintut fetch it"
     return (
         f"CIFAR-100 {reason} in {root / FOLDER}. Download {CIFAR100_URL} on a machine with "
         f"network access and extract it into {root} (so that {root / FOLDER / 'train'} exists), "
@@ -82,21 +86,56 @@ def _missing_message(root: Path, reason: str, downloading: bool = False) -> str:
     )
 
 
-def load_cifar100(root: str | os.PathLike | None = None, train: bool = True, download: bool = False) -> ImageSet:
-    """Read CIFAR-100 with torchvision (checksums verified), or a synthetic folder we wrote."""
+def load_cifar100(
+    root: str | os.PathLike | None = None, train: bool = True, download: bool = False, progress: bool = True
+) -> ImageSet:
+    """Read CIFAR-100 with torchvision (checksums verified), or a synthetic folder we wrote (hashes verified)."""
     root = data_root(root)
     if (root / FOLDER / SYNTHETIC_MARKER).is_file():
-        ds: datasets.CIFAR100 = _SyntheticCIFAR100(root, train=train)
-    else:
-        if not download and not (root / FOLDER).is_dir():
-            raise DataNotFoundError(_missing_message(root, "was not found"))
-        try:
-            ds = datasets.CIFAR100(root, train=train, download=download)
-        except (urllib.error.URLError, OSError) as err:
-            raise DataNotFoundError(_missing_message(root, f"could not be downloaded ({err})", True)) from err
-        except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
-            raise DataNotFoundError(_missing_message(root, "is incomplete or corrupted")) from err
-    return ImageSet(np.asarray(ds.data), np.asarray(ds.targets, dtype=np.int64), list(ds.classes))
+        return _load_synthetic(root / FOLDER, train)
+    if download and not _cifar100_intact(root):
+        _fetch_cifar100(root, progress)
+    if not (root / FOLDER).is_dir():
+        raise DataNotFoundError(_missing_message(root, "was not found"))
+    try:
+        ds = datasets.CIFAR100(root, train=train, download=False)
+    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted"
+        raise DataNotFoundError(_missing_message(root, "is incomplete or corrupted")) from err
+    return checked_set(np.asarray(ds.data), np.asarray(ds.targets), list(ds.classes), root / FOLDER)
+
+
+def _cifar100_intact(root: Path) -> bool:
+    files = datasets.CIFAR100.train_list + datasets.CIFAR100.test_list
+    return all(check_integrity(str(root / FOLDER / name), md5) for name, md5 in files)
+
+
+def _fetch_cifar100(root: Path, progress: bool) -> None:
+    """Download (with a timeout, see bintut.download) and extract the published archive."""
+    archive = root / CIFAR100_ARCHIVE
+    try:
+        if not check_integrity(str(archive), datasets.CIFAR100.tgz_md5):
+            download(CIFAR100_URL, archive, "CIFAR-100", CIFAR100_BYTES, datasets.CIFAR100.tgz_md5, progress)
+    except DownloadError as err:
+        raise DataNotFoundError(_missing_message(root, f"could not be downloaded ({err})", True)) from err
+    extract_archive(str(archive), str(root))
+
+
+def checked_set(images: np.ndarray, labels: np.ndarray, classes: list[str], source: Path) -> ImageSet:
+    """An ImageSet from arrays that have the CIFAR layout, or a DataError saying what is wrong and where."""
+    n = len(images)
+    if n == 0:
+        raise DataError(f"{source}: holds no images")
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
+        raise DataError(f"{source}: the images must be uint8 of shape (N, {IMAGE_VALUES}) (N 32x32 RGB images), "
+                        f"got {images.dtype} of shape {images.shape}")
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or labels.dtype.kind not in "iu":
+        raise DataError(f"{source}: expected {n} integer labels, got {labels.dtype} of shape {labels.shape}")
+    if not (0 <= labels.min() and labels.max() < NUM_CLASSES):
+        raise DataError(f"{source}: labels must lie in [0, {NUM_CLASSES - 1}], found {labels.min()}..{labels.max()}")
+    if len(classes) != NUM_CLASSES:
+        raise DataError(f"{source}: expected {NUM_CLASSES} class names, found {len(classes)}")
+    return ImageSet(images, labels.astype(np.int64), list(classes))
 
 
 # ----------------------------------------------------------------------------- synthetic data
@@ -156,19 +195,24 @@ def write_synthetic_cifar100(
 ) -> Path:
     """Write a synthetic data set in the real cifar-100-python layout; returns root.
 
-    Regenerates only when the folder is missing or was written with other sizes or seed.
+    Regenerates only when the folder is missing, was written with other sizes or seed, or no
+    longer matches the content hashes in its marker (damaged or changed since).
     """
     root = Path(root)
     folder = root / FOLDER
     signature = f"n_train={n_train} n_test={n_test} seed={seed}\n"
     marker = folder / SYNTHETIC_MARKER
-    if marker.is_file() and marker.read_text() == signature:
-        return root
+    if marker.is_file() and marker.read_text().startswith(signature):
+        problem = _synthetic_problem(folder)
+        if problem is None:
+            return root
+        print(f"bintut: {problem}; regenerating the synthetic data")
     if n_train < 1 or n_test < 1:
         raise ValueError(f"synthetic sizes must be positive, got n_train={n_train}, n_test={n_test}")
     folder.mkdir(parents=True, exist_ok=True)
     marker.unlink(missing_ok=True)  # until rewritten, the folder vouches for nothing
     names = [f"{colour}/{pattern}" for pattern in _PATTERNS for colour in _COLOURS]
+    hashes = {}
     for split, n, split_seed in (("train", n_train, seed), ("test", n_test, seed + 1)):
         images, labels = synthetic_images(n, split_seed)
         entry = {
@@ -178,19 +222,88 @@ def write_synthetic_cifar100(
             "coarse_labels": (labels // 5).tolist(),
             "data": images.transpose(0, 3, 1, 2).reshape(n, -1),
         }
-        _write_atomically(folder / split, entry)
+        hashes[split] = _write_atomically(folder / split, pickle.dumps(entry))
     coarse = [f"group{i}" for i in range(20)]
-    _write_atomically(folder / "meta", {"fine_label_names": names, "coarse_label_names": coarse})
-    marker.write_text(signature)  # last: a folder with this marker is complete
+    hashes["meta"] = _write_atomically(folder / "meta", pickle.dumps({"fine_label_names": names,
+                                                                      "coarse_label_names": coarse}))
+    # Last: a folder with this marker is complete, and the marker says what its files hold.
+    _write_atomically(marker, (signature + "".join(f"sha256 {k} {v}\n" for k, v in hashes.items())).encode())
     return root
 
 
-def _write_atomically(path: Path, obj: object) -> None:
-    """Pickle to a private temporary file, then rename: a concurrent reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(obj, f)
-    os.replace(tmp, path)
+def _write_atomically(path: Path, data: bytes) -> str:
+    """Write under a private temporary name, then rename (a concurrent reader never sees half a file); its sha256."""
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _recorded_hashes(folder: Path) -> dict[str, str]:
+    lines = (folder / SYNTHETIC_MARKER).read_text().splitlines()
+    return {p[1]: p[2] for p in (line.split() for line in lines) if len(p) == 3 and p[0] == "sha256"}
+
+
+def _read_verified(folder: Path, name: str, recorded: dict[str, str]) -> bytes | str:
+    """The bytes of a synthetic file if they match the marker's hash, else why not."""
+    if name not in recorded:
+        return f"{folder / SYNTHETIC_MARKER} records no content hash for {name!r}"
+    path = folder / name
+    if not path.is_file():
+        return f"{path} is missing"
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != recorded[name]:
+        return f"{path} does not match the content hash its generator recorded in {SYNTHETIC_MARKER}"
+    return data
+
+
+def _synthetic_problem(folder: Path) -> str | None:
+    recorded = _recorded_hashes(folder)
+    for name in SYNTHETIC_FILES:
+        found = _read_verified(folder, name, recorded)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays and plain containers; refuses every other global (no code runs)."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+        ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _load_synthetic(folder: Path, train: bool) -> ImageSet:
+    """A synthetic split, read only after its bytes match the marker's hash, with the safe unpickler."""
+    recorded = _recorded_hashes(folder)
+    entries = {}
+    for name in ("train" if train else "test", "meta"):
+        found = _read_verified(folder, name, recorded)
+        if isinstance(found, str):
+            raise DataError(f"{found} (changed or damaged since bintut generated it): not reading it. Delete "
+                            f"{folder} to have it regenerated (--data synthetic)")
+        try:
+            entries[name] = _ArraysOnly(io.BytesIO(found), encoding="latin1").load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+            raise DataError(f"{folder / name}: not a CIFAR-100 batch ({err})") from err
+    entry, meta = entries["train" if train else "test"], entries["meta"]
+    try:
+        data, labels, classes = entry["data"], entry["fine_labels"], meta["fine_label_names"]
+    except (KeyError, TypeError) as err:
+        raise DataError(f"{folder}: not in the CIFAR-100 layout (no {err})") from err
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != IMAGE_VALUES:
+        shape = getattr(data, "shape", type(data).__name__)
+        raise DataError(f"{folder}: the images must be uint8 of shape (N, {IMAGE_VALUES}), got "
+                        f"{getattr(data, 'dtype', '')} {shape}")
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return checked_set(images, np.asarray(labels), classes, folder)
 
 
 # ----------------------------------------------------------------------------- augmentation

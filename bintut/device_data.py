@@ -5,8 +5,10 @@
 
 * crop with 4-pixel zero padding + horizontal flip, rotation (±15°), affine (±15°, translate
   10 %) and perspective (distortion 0.5, p = 0.2): one 3x3 homography per image and stage, each
-  stage one ``grid_sample`` (nearest, zero fill) -- sequential like the PIL pipeline, so areas
-  that leave the image at one stage stay black (a single composed resampling would keep them);
+  stage one ``grid_sample`` with zero fill and torchvision's default interpolation of that
+  transform (nearest for crop, rotation and affine; bilinear for perspective) -- sequential like
+  the PIL pipeline, so areas that leave the image at one stage stay black (a single composed
+  resampling would keep them);
 * colour jitter (brightness, contrast, saturation 0.3; hue 0.1), grayscale (p = 0.2),
   normalisation, random erasing (p = 0.3, area 5-20 %, aspect 0.3-3.3, random normal values).
 
@@ -107,8 +109,14 @@ class BatchAugment(nn.Module):
         self.register_buffer("std", torch.tensor(CIFAR100_STD).view(1, 3, 1, 1), persistent=False)
 
     # -- parameters ------------------------------------------------------------------------
+    # torchvision's default interpolation per geometric stage: RandomPerspective's is bilinear, the others nearest.
+    MODES = ("nearest", "nearest", "nearest", "bilinear")
+
     def geometry(self, n: int, size: int, g: torch.Generator | None = None, device=None) -> list[torch.Tensor]:
-        """Per-stage, per-sample homographies (output -> input, normalised coordinates), each (n, 3, 3)."""
+        """Per-stage, per-sample homographies (output -> input, normalised coordinates), each (n, 3, 3).
+
+        The stages are crop+flip, rotation, affine and perspective (only the first without 'reference').
+        """
         device = device or self.mean.device
         unit = 2.0 / size  # one pixel in normalised coordinates
         shift = torch.randint(-self.padding, self.padding + 1, (2, n), device=device, generator=g).float()
@@ -149,10 +157,10 @@ class BatchAugment(nn.Module):
             ys, xs = torch.meshgrid(torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=device),
                                     torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=device), indexing="ij")
             grid = torch.stack([xs, ys, torch.ones_like(xs)], -1).view(1, h * w, 3)
-            for m in self.geometry(n, h, g, device):
+            for m, mode in zip(self.geometry(n, h, g, device), self.MODES, strict=False):  # basic: crop only
                 src = grid @ m.transpose(1, 2)
                 src = src[..., :2] / src[..., 2:].clamp_min(1e-6)
-                x = F.grid_sample(x, src.view(n, h, w, 2), mode="nearest", padding_mode="zeros", align_corners=False)
+                x = F.grid_sample(x, src.view(n, h, w, 2), mode=mode, padding_mode="zeros", align_corners=False)
         if self.augment == "reference":
             x = self.colour(x, g)
         x = (x - self.mean) / self.std

@@ -11,6 +11,10 @@ At ``p = bin_ratio = 0`` the output is ``x`` exactly; at ``p = bin_ratio = 1`` i
 ``hard(x)`` exactly. Controls are 0-d buffers updated in place, so a compiled model sees
 new values without recompiling.
 
+Activations are sprinkled in training only: in eval mode the activation quantizer returns
+``(1 - bin_ratio) * x + bin_ratio * hard(x)`` without a mask, as the reference does ("soft"
+evaluation). Weights are sprinkled in both modes, also as the reference does.
+
 :func:`binarize_` converts a torchvision model in place: a weight quantizer is registered
 as a parametrization of every Conv2d/Linear weight, an activation quantizer as a forward
 pre-hook on its input.
@@ -19,6 +23,7 @@ pre-hook on its input.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -89,6 +94,7 @@ class GradualQuantizer(nn.Module):
         return torch.rand_like(x, dtype=torch.float32) < self.p
 
     def sprinkle(self, x: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        """Entries replaced by their quantized value with probability p (a fresh mask, or the nested one)."""
         if not torch.compiler.is_compiling():
             # Same values and gradients as the masked path, without a random draw the size of x.
             if self._p_host == 0.0:
@@ -105,11 +111,27 @@ class GradualQuantizer(nn.Module):
         return f"p={self.p.item():.4g}, bin_ratio={self.bin_ratio.item():.4g}, nested={self.nested}"
 
 
+def parse_scale_init(text: str) -> float | None:
+    """'mean_abs' -> None (per channel mean|w_c|); 'constant:VALUE' -> VALUE (> 0, finite)."""
+    if text == "mean_abs":
+        return None
+    kind, _, value = text.partition(":")
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if kind != "constant" or not math.isfinite(number) or number <= 0:
+        raise ValueError(f"scale_init must be 'mean_abs' or 'constant:VALUE' with VALUE > 0, got {text!r}")
+    return number
+
+
 class SignQuantizer(GradualQuantizer):
     """Binary weights: ``sign(w) * s_c`` with a per-output-channel scale ``s_c``.
 
-    ``scale="learned"`` (the reference) makes ``s_c`` a parameter, initialised at mean|w_c|;
-    ``scale="analytic"`` recomputes ``s_c = mean|w_c|`` every forward (XNOR-Net style).
+    ``scale="learned"`` makes ``s_c`` a parameter, initialised by ``scale_init``: ``"mean_abs"``
+    (mean|w_c|, so the binary weights start at the magnitude of the real ones) or
+    ``"constant:VALUE"`` (the reference initialises every channel at 0.01). ``scale="analytic"``
+    recomputes ``s_c = mean|w_c|`` every forward (XNOR-Net style).
     """
 
     role = "weights"
@@ -119,13 +141,17 @@ class SignQuantizer(GradualQuantizer):
         weight: torch.Tensor,
         scale: Literal["learned", "analytic"] = "learned",
         nested: bool = False,
+        scale_init: str = "mean_abs",
     ) -> None:
         super().__init__(weight.shape if nested else None)
         if scale not in ("learned", "analytic"):
             raise ValueError(f"scale must be 'learned' or 'analytic', got {scale!r}")
+        constant = parse_scale_init(scale_init)
         self.analytic = scale == "analytic"
         if not self.analytic:
             init = self.mean_abs(weight.detach()).clone()
+            if constant is not None:
+                init.fill_(constant)
             self.scale = nn.Parameter(init)
 
     @staticmethod
@@ -146,6 +172,11 @@ class Int8Quantizer(GradualQuantizer):
     scale = running_max / 127; in training, running_max <- (1 - m) * running_max + m * max|x|
     (the first batch initialises it). Values round with a straight-through gradient and clamp
     to [-127, 127].
+
+    The arithmetic runs in float32 whatever the autocast dtype, and the output is float32: under
+    bf16 a code can land a whole step away from ``round(x / step)``, and then the network trained
+    and evaluated is not the integer network that ``export`` writes. Sprinkling happens in
+    training only (see the module docstring).
     """
 
     role = "activations"
@@ -176,9 +207,15 @@ class Int8Quantizer(GradualQuantizer):
     def hard(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             self.observe(x)
-        step = self.step_for(x).to(x.dtype)
-        q = torch.clamp(round_ste(x / step), -self.levels, self.levels)
+        step = self.step_for(x)
+        q = torch.clamp(round_ste(x.float() / step), -self.levels, self.levels)
         return q * step
+
+    def sprinkle(self, x: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        return super().sprinkle(x, hard) if self.training else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float())
 
     def integer(self, x: torch.Tensor) -> torch.Tensor:
         """The int8 codes of x at the current scale (no running-max update)."""
@@ -195,6 +232,7 @@ class QuantConfig:
     scale: Literal["learned", "analytic"] = "learned"
     nested: bool = False
     momentum: float = 0.1
+    scale_init: str = "mean_abs"  # or "constant:0.01", the reference's
 
 
 def _quantize_input(module: nn.Module, args: tuple) -> tuple:
@@ -216,7 +254,7 @@ def binarize_(model: nn.Module, config: QuantConfig | None = None) -> nn.Module:
         raise ValueError("model has no Conv2d or Linear layer to binarize")
     for layer in layers:
         if config.weights:
-            quantizer = SignQuantizer(layer.weight, config.scale, config.nested)
+            quantizer = SignQuantizer(layer.weight, config.scale, config.nested, config.scale_init)
             parametrize.register_parametrization(layer, "weight", quantizer)
         if config.activations:
             layer.input_quant = Int8Quantizer(config.momentum)
@@ -258,15 +296,21 @@ def get_controls(model: nn.Module) -> dict[str, float]:
 
 @contextlib.contextmanager
 def hard_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily the deployable view: p = bin_ratio = 1 everywhere, restored on exit."""
-    saved = [(q, q.p.item(), q.bin_ratio.item()) for q in quantizers(model)]
+    """Temporarily the deployable view: p = bin_ratio = 1 everywhere, restored on exit.
+
+    The quantizers run in eval mode meanwhile, even in a model that is training: a look at the
+    deployable network must not move the activations' running maxes (it would change the model).
+    """
+    saved = [(q, q.p.item(), q.bin_ratio.item(), q.training) for q in quantizers(model)]
     try:
-        for q, _, _ in saved:
+        for q, _, _, _ in saved:
             q.set_controls(1.0, 1.0)
+            q.train(False)
         yield model
     finally:
-        for q, p, r in saved:
+        for q, p, r, training in saved:
             q.set_controls(p, r)
+            q.train(training)
 
 
 def is_fully_binary(model: nn.Module) -> bool:

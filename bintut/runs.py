@@ -66,7 +66,7 @@ def _locked(path: Path):
 def _finished(out: Path, cfg: TrainConfig) -> bool:
     if not (out / CHECKPOINT).is_file():
         return False
-    return load_checkpoint(out / CHECKPOINT)["epoch"] >= cfg.epochs
+    return load_checkpoint(out / CHECKPOINT, required=("epoch",))["epoch"] >= cfg.epochs
 
 
 def load_or_train(cfg: TrainConfig, label: str | None = None) -> Run:
@@ -82,7 +82,7 @@ def load_or_train(cfg: TrainConfig, label: str | None = None) -> Run:
 def load_run(out: str | os.PathLike) -> Run:
     """A run folder's model (controls set to their values at the end of training) and metrics."""
     out = Path(out)
-    state = load_checkpoint(out / CHECKPOINT)
+    state = load_checkpoint(out / CHECKPOINT, required=("model", "config", "epoch"))
     cfg = TrainConfig(**state["config"])
     model = build_model(cfg.replace(pretrained=False, init_from=None))
     model.load_state_dict(state["model"])

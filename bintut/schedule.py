@@ -2,7 +2,9 @@
 
 A phase is ``[end_t, kind, start_value, end_value]``; phase i covers (end of phase i-1, end_t]
 with local progress u in [0, 1]. Kinds (GUIDE §1): ``stay`` (start value), ``linear``,
-``cosine`` ((1 - cos(pi u)) / 2) and ``circle`` (1 - (1 - sqrt(u))^2).
+``cosine`` ((1 - cos(pi u)) / 2) and ``circle`` (1 - (1 - sqrt(u))^2). A bare number is a
+constant schedule. Every kind is monotone in u, so a phase's values lie between its values at
+u = 0 and u = 1: checking those bounds a schedule over the whole run (:meth:`Schedule.check_range`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ SHAPES: dict[str, Callable[[float], float]] = {
     "circle": lambda u: 1.0 - (1.0 - math.sqrt(u)) ** 2,
 }
 
-PhaseList = Sequence[Sequence]
+PhaseList = Sequence[Sequence] | float
+
+
+def constant(value: float) -> list[list]:
+    """The phase list of a schedule that stays at ``value`` for the whole run."""
+    return [[1.0, "stay", value, value]]
 
 # The reference recipe (GUIDE §1).
 REFERENCE_LR: list[list] = [[0.05, "linear", 1e-5, 1e-3], [1.0, "cosine", 1e-3, 1e-5]]
@@ -46,12 +53,14 @@ class Schedule:
 
     @staticmethod
     def _validate(phases: PhaseList, name: str) -> tuple[Phase, ...]:
-        if isinstance(phases, (str, bytes)) or not phases:
+        if isinstance(phases, (int, float)) and not isinstance(phases, bool):
+            phases = constant(phases)
+        if isinstance(phases, (str, bytes, bool, int, float)) or not phases:
             raise ValueError(f"{name}: expected a non-empty list of [end_t, kind, start, end] phases")
         out: list[Phase] = []
         previous = 0.0
         for i, phase in enumerate(phases):
-            if len(phase) != 4:
+            if isinstance(phase, (str, bytes)) or not isinstance(phase, Sequence) or len(phase) != 4:
                 raise ValueError(f"{name}: phase {i} {list(phase)!r} is not [end_t, kind, start, end]")
             end, kind, start, stop = phase
             if kind not in SHAPES:
@@ -84,6 +93,23 @@ class Schedule:
                 return phase.start + (phase.stop - phase.start) * SHAPES[phase.kind](u)
             begin = phase.end
         raise AssertionError("unreachable: the last phase ends at 1.0")
+
+    def extremes(self) -> list[tuple[float, float]]:
+        """(t, value) at both ends of every phase: the schedule's smallest and largest values are among them."""
+        points, begin = [], 0.0
+        for phase in self.phases:
+            for t, u in ((begin, 0.0), (phase.end, 1.0)):
+                points.append((t, phase.start + (phase.stop - phase.start) * SHAPES[phase.kind](u)))
+            begin = phase.end
+        return points
+
+    def check_range(self, low: float, high: float = math.inf) -> None:
+        """Raise, naming the schedule and the t, if it leaves [low, high] anywhere in the run."""
+        for t, value in self.extremes():
+            if not low <= value <= high:
+                allowed = f"at least {low}" if high == math.inf else f"within [{low}, {high}]"
+                raise ValueError(f"{self.name}: reaches {value:g} at t = {t:g}; it must stay {allowed} "
+                                 "over the whole run")
 
     def as_list(self) -> list[list]:
         return [[p.end, p.kind, p.start, p.stop] for p in self.phases]

@@ -20,6 +20,7 @@ import torch
 from .config import TrainConfig, preset
 from .runs import Run, load_or_train, run_name, runs_dir
 from .schedule import REFERENCE_BINARIZATION
+from .tracking import read_metrics
 
 MODE_ENV = "BINTUT_MODE"
 MODES = ("smoke", "workshop", "full")
@@ -32,8 +33,12 @@ RAMP = [[0.125, "cosine", 0.0, 0.5], [1.0, "cosine", 0.5, 1.0]]
 # In seconds-long smoke runs the binary network gets a quarter of the steps at p = 1 to recover.
 SMOKE_RAMP = [[0.75, "cosine", 0.0, 1.0], [1.0, "stay", 1.0, 1.0]]
 
+# Smoke stages are sized for a notebook that trains three of them in under a minute on one slow CPU core
+# (each ~10 s): 32 synthetic training and 16 test images, two epochs of two steps. They prove that the
+# machinery runs end to end; with fewer training images than classes their accuracies stay near chance.
 MODE_SETTINGS: dict[str, dict[str, Any]] = {
-    "smoke": dict(preset="smoke", synthetic_train=256, synthetic_test=100, epochs=2, batch_size=16, progress=False),
+    "smoke": dict(preset="smoke", synthetic_train=32, synthetic_test=16, epochs=2, batch_size=16,
+                  eval_batch_size=16),
     "workshop": dict(preset="workshop", epochs=4),
     "full": dict(preset="seed"),
 }
@@ -61,7 +66,7 @@ def stage_config(stage: str, mode: str | None = None, **overrides: Any) -> Train
     if stage == "reference":
         if mode == "smoke":
             ref = [[0.2, "stay", 0.0, 0.0], [0.7, "cosine", 0.0, 1.0], [1.0, "stay", 1.0, 1.0]]
-            settings |= dict(epochs=3, weight_p=ref, weight_ratio=ref, act_p=ref, act_ratio=ref)
+            settings |= dict(weight_p=ref, weight_ratio=ref, act_p=ref, act_ratio=ref)
         elif mode == "workshop":
             settings |= dict(weight_p=REFERENCE_BINARIZATION, weight_ratio=REFERENCE_BINARIZATION,
                              act_p=REFERENCE_BINARIZATION, act_ratio=REFERENCE_BINARIZATION)
@@ -75,35 +80,118 @@ def stage_config(stage: str, mode: str | None = None, **overrides: Any) -> Train
     return preset(name, **{**settings, **overrides})
 
 
-def run_stage(stage: str, mode: str | None = None, **overrides: Any) -> Run:
-    """Load the stage's finished run, or train it (and the baseline it starts from) first."""
+# What each stage trains, in words (rows of results_table).
+STAGE_TITLES = {
+    "baseline": "full precision",
+    "weights": "binary weights, fp activations",
+    "activations": "fp weights, int8 activations",
+    "both": "binary weights + int8 activations",
+    "reference": "the reference recipe as one run",
+}
+# The published reference (github.com/SebastianFia/binary_resnet18): CIFAR-100, one 300-epoch run.
+PUBLISHED = {"fp": (76.7, 60, "full precision, end of the first 60 epochs"),
+             "binary": (74.3, 300, "fully binary (±1·scale weights, int8 activations), epoch 300")}
+NOTEBOOK_HINT = ('In a notebook: set mode = "smoke" in the parameters cell (synthetic data generated offline, '
+                 "random initial weights) to run everything without downloads.")
+
+
+def run_stage(stage: str, mode: str | None = None, *, verbose: bool = True, **overrides: Any) -> Run:
+    """Load the stage's finished run, or train it (and the baseline it starts from) first.
+
+    Says which of the two happens (loading only when ``verbose``); a missing data set or weights file
+    raises the library's error with one more line for notebook readers (how to switch to smoke mode).
+    """
+    from .data import DataNotFoundError
+    from .model import WeightsUnavailableError
+
     if stage not in ("baseline", "reference"):
-        run_stage("baseline", mode)
-    return load_or_train(stage_config(stage, mode, **overrides), label=stage)
+        run_stage("baseline", mode, verbose=False)
+    cfg = stage_config(stage, mode, **overrides)
+    out = runs_dir() / run_name(cfg, stage)
+    done = read_metrics(out)
+    if done and done[-1]["epoch"] >= cfg.epochs:
+        if verbose:
+            print(f"{stage}: loading the finished run {out} (delete the folder to train again)")
+    else:
+        print(f"{stage}: training {cfg.epochs} epochs on {_data_words(cfg)} -> {out}", flush=True)
+    try:
+        return load_or_train(cfg, label=stage)
+    except (DataNotFoundError, WeightsUnavailableError) as err:
+        raise type(err)(f"{err}\n{NOTEBOOK_HINT}") from err
+
+
+def _data_words(cfg: TrainConfig) -> str:
+    if cfg.data == "synthetic":
+        return f"synthetic data generated offline ({cfg.synthetic_train} training images)"
+    return f"CIFAR-100 ({cfg.train_subset} training images)" if cfg.train_subset else "CIFAR-100"
+
+
+def test_images(run: Run, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The first n test images of a run's data (normalised, as the model sees them), their labels and the
+    class names: what the notebooks feed the integer engine."""
+    from .data import ImageDataset
+    from .train import load_data
+
+    _, test_set = load_data(run.config)
+    data = ImageDataset(test_set)
+    n = len(data) if n is None else min(n, len(data))
+    images = torch.stack([data[i][0] for i in range(n)])
+    return images, torch.as_tensor(test_set.labels[:n]), list(test_set.classes)
 
 
 def describe(run: Run, label: str) -> str:
     """One honest line: what was run, in which mode and on which data, and what it reached."""
     cfg, last = run.config, run.final
-    data = "synthetic data generated offline" if cfg.data == "synthetic" else "CIFAR-100"
-    if cfg.train_subset:
-        data += f" ({cfg.train_subset} training images)"
     return (f"{label}: {100 * last['hard_acc']:.1f} % hard / {100 * last['soft_acc']:.1f} % soft test accuracy "
-            f"after {last['epoch']} epochs on {data} (preset {cfg.preset}, run {run.out.name})")
+            f"after {last['epoch']} epochs on {_data_words(cfg)} (preset {cfg.preset}, run {run.out.name})")
+
+
+def comparable(stage: str, run: Run) -> str:
+    """Whether a run can stand beside the published numbers, and if not, why not (one phrase)."""
+    cfg = run.config
+    if stage != "reference":
+        return "no: a tutorial stage (its own LR schedule and restart)"
+    if cfg.data != "cifar100":
+        return "no: synthetic data"
+    if cfg.train_subset or cfg.epochs != PUBLISHED["binary"][1]:
+        return f"no: {cfg.preset} preset ({cfg.train_subset or 'all'} images, {cfg.epochs} epochs)"
+    return "yes: the reference recipe (README lists the remaining differences)"
 
 
 def results_table(runs: dict[str, Run]) -> list[dict[str, Any]]:
-    """Rows of (stage, data, epochs, hard %, soft %, weights p, activations p) from finished runs."""
+    """One row per finished run, keyed by stage name: what it trains, hard and soft accuracy, and
+    whether it is comparable to the published numbers (only the ``reference`` stage in full mode is).
+
+    "hard" evaluates with every quantizer at p = bin_ratio = 1 (the deployable binary network);
+    "soft" with the controls at the end of the run, i.e. the network this stage trained.
+    """
     rows = []
-    for label, run in runs.items():
+    for stage, run in runs.items():
         last = run.final
         rows.append({
-            "stage": label, "data": run.config.data, "epochs": last["epoch"],
+            "stage": stage, "trains": STAGE_TITLES.get(stage, stage), "data": run.config.data,
+            "epochs": last["epoch"],
             "hard %": round(100 * last["hard_acc"], 1), "soft %": round(100 * last["soft_acc"], 1),
             "weights p": round(last.get("weights.p", 0.0), 3),
             "activations p": round(last.get("activations.p", 0.0), 3),
-            "run": run.out.name,
+            "comparable to published": comparable(stage, run),
         })
+    return rows
+
+
+def reference_comparison(run: Run) -> list[dict[str, Any]]:
+    """The reference stage beside the published numbers: its full-precision accuracy at the end of the
+    fp phase (the last epoch with both controls at 0, i.e. t <= 0.2) and its final hard accuracy."""
+    fp_rows = [r for r in run.metrics if r.get("weights.p", 0) == 0 and r.get("activations.p", 0) == 0]
+    fp = fp_rows[-1] if fp_rows else None
+    verdict = comparable("reference", run)
+    rows = []
+    for key, (value, epoch, what) in PUBLISHED.items():
+        row = fp if key == "fp" else run.final
+        acc = "soft_acc" if key == "fp" else "hard_acc"
+        ours = f"{100 * row[acc]:.1f} % (epoch {row['epoch']})" if row else "no epoch with both controls at 0"
+        rows.append({"what": what, "published (epoch)": f"{value} % ({epoch})", f"this run ({run.out.name})": ours,
+                     "comparable": verdict})
     return rows
 
 

@@ -8,6 +8,8 @@ quantizers' business. One run = one output folder holding ``config.json``,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import math
 import os
 import random
@@ -28,7 +30,7 @@ from torch.utils.data import DataLoader, Sampler
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
-from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, save_checkpoint
 from .config import SCHEDULE_FIELDS, TrainConfig
 from .data import ImageDataset, ImageSet, data_root, load_cifar100, train_transform, write_synthetic_cifar100
 from .device_data import DeviceBatches
@@ -36,16 +38,22 @@ from .distributed import any_rank
 from .model import resnet18_cifar
 from .plots import plot_run
 from .quant import QuantConfig, binarize_, hard_mode, set_controls
-from .tracking import METRICS, MetricsLog, WandbRun
+from .runfolder import RunFolderError, RunLock, folder_contents, replacing
+from .tracking import METRICS, MetricsLog, WandbRun, read_metrics
 
 NUM_CLASSES = 100
 FIGURE = "results.png"
+CONFIG = "config.json"
+RESULTS = (METRICS, FIGURE, "model_int.npz")  # what a finished run holds (export writes model_int.npz)
+RUN_FILES = {CONFIG, CHECKPOINT, "wandb", *RESULTS}  # what a run folder may hold; anything else is not ours
+RESUME_KEYS = ("model", "optimizer", "scaler", "epoch", "batch", "global_step", "config", "rng")
+WEIGHT_LIMIT = 1e4  # a parameter beyond this magnitude has exploded (trained ResNet18 weights stay below ~10)
 # Fields that may differ between a run and its resumption without changing what is computed.
 MACHINERY = {"resume", "progress", "num_workers", "wandb", "compile", "out", "device", "data_root", "download"}
 
 
 class Diverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the weights became NaN, infinite or huge; the last good checkpoint is kept."""
 
 
 # ----------------------------------------------------------------------------- set-up helpers
@@ -64,8 +72,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The training autocast dtype: 'auto' is fp16 on a GPU (the reference, with a GradScaler), off on a CPU."""
     if amp == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
+        return torch.float16 if device.type == "cuda" else None
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
 
 
@@ -96,8 +105,8 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     With ``cfg.init_from`` the weights (quantizer state included) come from that run's checkpoint.
     """
     pretrained = cfg.pretrained and cfg.init_from is None
-    model = resnet18_cifar(NUM_CLASSES, pretrained=pretrained, progress=cfg.progress)
-    quant = QuantConfig(cfg.quant_weights, cfg.quant_activations, cfg.scale, cfg.nested)
+    model = resnet18_cifar(NUM_CLASSES, pretrained=pretrained, progress=cfg.progress, weights=cfg.weights)
+    quant = QuantConfig(cfg.quant_weights, cfg.quant_activations, cfg.scale, cfg.nested, scale_init=cfg.scale_init)
     model = binarize_(model, quant)
     if cfg.init_from is not None:
         source = Path(cfg.init_from) / CHECKPOINT
@@ -105,8 +114,11 @@ def build_model(cfg: TrainConfig) -> nn.Module:
             raise FileNotFoundError(f"init_from: no checkpoint at {source}")
         try:
             model.load_state_dict(load_checkpoint(source)["model"])
-        except RuntimeError as err:
-            raise ValueError(f"init_from: {source} holds a model of another layout ({err})") from err
+        except CheckpointError as err:
+            raise CheckpointError(f"init_from: {err}") from err
+        except (RuntimeError, TypeError, AttributeError) as err:
+            reason = str(err).strip().splitlines()[0]
+            raise ValueError(f"init_from: {source} holds a model of another layout ({reason})") from err
     return model
 
 
@@ -168,13 +180,21 @@ def worker_count(requested: int, device: torch.device) -> int:
 
 
 def mixer(cfg: TrainConfig) -> v2.Transform | None:
-    """Mixup (alpha 0.2) or cutmix (alpha 0.5), 50/50, on whole batches; None if off."""
+    """Mixup or cutmix on whole batches, chosen 50/50; None if mixing is off.
+
+    ``mix_draw='reference'``: as the reference, one coin picks the Beta parameter (mixup_alpha or
+    cutmix_alpha) and an independent coin the operation -- four equally likely pairs, so each
+    operation gets either alpha half the time. ``'independent'``: mixup always draws from
+    Beta(mixup_alpha), cutmix from Beta(cutmix_alpha).
+    """
     if cfg.mix_prob == 0:
         return None
-    return v2.RandomChoice([
-        v2.MixUp(alpha=cfg.mixup_alpha, num_classes=NUM_CLASSES),
-        v2.CutMix(alpha=cfg.cutmix_alpha, num_classes=NUM_CLASSES),
-    ])
+    if cfg.mix_draw == "reference":
+        alphas = (cfg.mixup_alpha, cfg.cutmix_alpha)
+        pairs = [(op, alpha) for op in (v2.MixUp, v2.CutMix) for alpha in alphas]
+    else:
+        pairs = [(v2.MixUp, cfg.mixup_alpha), (v2.CutMix, cfg.cutmix_alpha)]
+    return v2.RandomChoice([op(alpha=alpha, num_classes=NUM_CLASSES) for op, alpha in pairs])
 
 
 def loss_fn(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -206,21 +226,40 @@ def train_step(
 # ----------------------------------------------------------------------------- evaluation
 
 
+@contextlib.contextmanager
+def ieee_float32() -> Iterator[None]:
+    """cuDNN convolutions in IEEE float32 for the duration, not TF32 (PyTorch's default for them on a GPU)."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9
+        saved, conv.fp32_precision = conv.fp32_precision, "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = saved
+    else:
+        saved, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = saved
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dtype: torch.dtype | None = None,
-             hard: bool = False, channels_last: bool = False) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, hard: bool = False,
+             channels_last: bool = False) -> dict[str, float]:
     """Top-1 accuracy and mean loss; ``hard=True`` evaluates the deployable p = bin_ratio = 1 view.
 
+    Always in float32 -- no autocast, no TF32 -- whatever the training used: the hard accuracy is then
+    the accuracy of the integer network that ``export`` writes (a small share of the epoch's time).
     Under torch.distributed the counts are summed across ranks, so each test image counts once.
     """
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, device=device, dtype=torch.float64)  # correct, loss sum, count
-    with hard_mode(model) if hard else contextlib.nullcontext():
+    with hard_mode(model) if hard else contextlib.nullcontext(), ieee_float32():
         for x, y in loader:
             x, y = _to_device(x, y, device, channels_last)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = model(x)
+            logits = model(x.float())
             totals[0] += (logits.argmax(1) == y).sum()
             totals[1] += F.cross_entropy(logits.float(), y, reduction="sum")
             totals[2] += y.numel()
@@ -255,168 +294,329 @@ def _check_resume(cfg: TrainConfig, saved: dict[str, Any]) -> None:
         raise ValueError("cannot resume: the configuration differs from the saved run (" + "; ".join(diff) + ")")
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run (or resume) a training run; returns a summary with the final hard/soft accuracy."""
+@dataclass
+class Session:
+    """What a run holds while it trains: set up by :func:`open_session`, advanced epoch by epoch."""
+
+    cfg: TrainConfig
+    out: Path
+    rank: int
+    world: int
+    device: torch.device
+    dtype: torch.dtype | None
+    net: nn.Module  # the model itself: its state_dict is what checkpoints hold
+    model: nn.Module  # what runs the batches: net, or net wrapped by DDP and/or torch.compile
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    train_data: ImageDataset | DeviceBatches
+    test_loader: Any
+    recipe: Recipe
+    mix: v2.Transform | None
+    workers: int
+    steps_per_epoch: int
+    total_steps: int
+    lock: RunLock | None = None  # rank 0's exclusive lock on the run folder
+    metrics: MetricsLog | None = None
+    tracker: WandbRun | None = None
+    epoch: int = 0  # epochs completed
+    batch_done: int = 0  # batches completed in the current epoch
+    global_step: int = 0
+    loss_sum: torch.Tensor = dataclasses.field(default_factory=lambda: torch.zeros(()))
+    seen: int = 0  # training images of the current epoch
+    last_row: dict[str, Any] | None = None  # metrics of the last completed epoch
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / CHECKPOINT
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything --resume needs to continue after the last completed step."""
+        return {
+            "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "epoch": self.epoch, "batch": self.batch_done,
+            "global_step": self.global_step, "config": self.cfg.to_dict(),
+            "wandb_id": self.tracker.id if self.tracker else None, "rng": torch.get_rng_state(), "version": 1,
+            "epoch_loss_sum": self.loss_sum.item(), "epoch_seen": self.seen, "last_row": self.last_row,
+        }
+
+    def save(self) -> None:
+        """Write the checkpoint -- only after :func:`check_health` passes, on every device, for every write."""
+        check_health(self)
+        save_checkpoint(self.ckpt_path, self.snapshot())
+
+
+def _resume_state(cfg: TrainConfig, out: Path, rank: int, created: bool = False) -> dict[str, Any] | None:
+    """The checkpoint to continue from, None for a new run; refuses a folder whose files a run would clobber."""
+    names = folder_contents(out)
+    if CHECKPOINT in names:
+        if not cfg.resume:
+            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        state = load_checkpoint(out / CHECKPOINT, required=RESUME_KEYS)
+        _check_resume(cfg, state["config"])
+        return state
+    results = [n for n in names if n in RESULTS and not _empty_metrics(out / n)]
+    if results:
+        raise FileExistsError(f"{out} holds results ({', '.join(results)}) but no {CHECKPOINT} to continue from; a "
+                              "new run there would overwrite them: move them away or choose another --out")
+    foreign = [n for n in names if n not in RUN_FILES]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FileExistsError(f"{out} is not empty and holds no bintut run (it holds {shown}); "
+                              "choose an empty or new folder for --out")
+    if CONFIG in names:  # a run that stopped before its first checkpoint: the same recipe may start over
+        _check_resume(cfg, _read_config(out / CONFIG))
+    if names and rank == 0:
+        print(f"bintut: {out} holds a run that completed no epoch; starting it over")
+    elif cfg.resume and rank == 0 and not created:
+        print(f"bintut: nothing to resume in {out}; starting a new run")
+    return None
+
+
+def _empty_metrics(path: Path) -> bool:
+    return path.name == METRICS and not read_metrics(path)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a run configuration ({err}); move it away or choose another --out") from err
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} is not a run configuration; move it away or choose another --out")
+    return saved
+
+
+def _lock_folder(out: Path, rank: int, device: torch.device) -> RunLock | None:
+    """Rank 0 takes the run folder's lock (a second process on the folder stops here); all ranks agree."""
+    lock, error = (RunLock(out), None) if rank == 0 else (None, None)
+    if lock is not None:
+        try:
+            lock.acquire()
+        except RunFolderError as err:
+            error = err
+    if any_rank(error is not None, device):
+        raise error or RunFolderError(f"rank 0 could not lock {out}")
+    return lock
+
+
+def open_session(cfg: TrainConfig) -> tuple[Session, dict[str, Any] | None]:
+    """Set-up: lock the folder, check it against the config, load data, build the model and optimizer.
+
+    Returns the session (counters restored from the checkpoint when resuming) and that checkpoint.
+    Nothing is written before every check and every load has passed: on a failure the lock is
+    released and a folder this call created is removed again.
+    """
     rank, world = _distributed()
-    out = Path(cfg.out)
-    ckpt_path = out / CHECKPOINT
     if cfg.batch_size % world:
         raise ValueError(
             f"batch_size {cfg.batch_size} does not split across {world} processes; use a multiple of {world}"
         )
-    state: dict[str, Any] | None = None
-    if ckpt_path.is_file():
-        if not cfg.resume:
-            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        state = load_checkpoint(ckpt_path)
-        _check_resume(cfg, state["config"])
-    elif cfg.resume and rank == 0 and out.exists():
-        print(f"bintut: nothing to resume in {out}; starting a new run")
     device = resolve_device(cfg.device)
-    dtype = autocast_dtype(cfg.amp, device)
+    lock = _lock_folder(Path(cfg.out), rank, device)
+    try:
+        return _set_up(cfg, rank, world, device, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release(remove_created=True)
+        raise
+
+
+def _set_up(
+    cfg: TrainConfig, rank: int, world: int, device: torch.device, lock: RunLock | None
+) -> tuple[Session, dict[str, Any] | None]:
+    out = Path(cfg.out)
+    state = _resume_state(cfg, out, rank, created=bool(lock and lock.created))
     if rank != 0:
         dist.barrier()  # rank 0 first: it generates or downloads the data once
-    train_set, test_set = load_data(cfg)  # fails fast: before the model download, before writing anything
+    train_set, test_set = load_data(cfg)  # fails fast: before the model download
     if rank == 0 and world > 1:
         dist.barrier()
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(cfg.to_json())
     seed_everything(cfg.seed)
     net = build_model(cfg).to(device)
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.schedule("lr")(0.0), weight_decay=cfg.weight_decay)
+    dtype = autocast_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    epoch, batch_done, global_step = 0, 0, 0
     if state is not None:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        epoch, batch_done, global_step = state["epoch"], state["batch"], state["global_step"]
-        if rank == 0:
-            print(f"bintut: resuming {out} at epoch {epoch + 1}, batch {batch_done}")
     model: nn.Module = net
     if world > 1:
         model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)
-
-    per_rank_batch = cfg.batch_size // world
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    recipe = Recipe(cfg)
-    mix = mixer(cfg)
     workers = worker_count(cfg.num_workers, device)
+    train_data, test_loader = _data_sources(cfg, device, train_set, test_set, workers, rank, world)
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    s = Session(cfg, out, rank, world, device, dtype, net, model, optimizer, scaler, train_data, test_loader,
+                Recipe(cfg), mixer(cfg), workers, steps_per_epoch, cfg.epochs * steps_per_epoch, lock)
+    if state is not None:
+        s.epoch, s.batch_done, s.global_step = state["epoch"], state["batch"], state["global_step"]
+        s.last_row = state.get("last_row")
+        if rank == 0:
+            print(f"bintut: resuming {out} at epoch {s.epoch + 1}, batch {s.batch_done}")
+    if rank == 0:  # the first writes of the run
+        if state is None:
+            with replacing(out / CONFIG) as tmp:
+                tmp.write_text(cfg.to_json())
+        s.metrics = MetricsLog(out / METRICS, epochs_done=s.epoch, last_row=s.last_row)
+        s.tracker = WandbRun(cfg.wandb, cfg.to_dict(), out, state.get("wandb_id") if state else None)
+    return s, state
+
+
+def _data_sources(
+    cfg: TrainConfig, device: torch.device, train_set: ImageSet, test_set: ImageSet, workers: int, rank: int,
+    world: int,
+) -> tuple[ImageDataset | DeviceBatches, Any]:
+    """The training data (per-image dataset or device-resident batches) and the test batches of this rank."""
     test_shard = list(range(rank, len(test_set), world))  # each test image on exactly one rank
     if use_device_data(cfg, device):
         train_data = DeviceBatches(train_set, device, cfg.augment)
-        test_loader = DeviceBatches(test_set, device, None).loader(test_shard, cfg.eval_batch_size)
+        return train_data, DeviceBatches(test_set, device, None).loader(test_shard, cfg.eval_batch_size)
+    test_loader = DataLoader(ImageDataset(test_set), batch_size=cfg.eval_batch_size, sampler=test_shard,
+                             num_workers=min(workers, 2), pin_memory=device.type == "cuda")
+    return ImageDataset(train_set, train_transform(cfg.augment)), test_loader
+
+
+def _epoch_batches(s: Session) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This epoch's training batches from where it stands (a seeded order, resumable mid-epoch)."""
+    cfg = s.cfg
+    sampler = EpochSampler(len(s.train_data), cfg.seed, s.epoch, s.batch_done * cfg.batch_size, s.rank, s.world)
+    per_rank_batch = cfg.batch_size // s.world
+    if isinstance(s.train_data, DeviceBatches):
+        return s.train_data.batches(sampler.indices, per_rank_batch)
+    return iter(DataLoader(
+        s.train_data, batch_size=per_rank_batch, sampler=sampler, num_workers=s.workers,
+        pin_memory=s.device.type == "cuda", drop_last=False,
+        generator=torch.Generator().manual_seed(cfg.seed * 7919 + s.epoch),
+    ))
+
+
+def train_epoch(s: Session, stop: StopRequest, resumed: dict[str, Any] | None = None) -> float:
+    """One epoch of optimisation steps (the rest of it, after a mid-epoch resume); returns its seconds."""
+    cfg = s.cfg
+    s.loss_sum = torch.zeros((), device=s.device, dtype=torch.float64)
+    s.seen = 0
+    if resumed is not None and s.batch_done:  # mid-epoch resume: continue the same streams
+        torch.set_rng_state(resumed["rng"])
+        s.loss_sum += resumed["epoch_loss_sum"]
+        s.seen = resumed["epoch_seen"]
     else:
-        train_data = ImageDataset(train_set, train_transform(cfg.augment))
-        test_loader = DataLoader(ImageDataset(test_set), batch_size=cfg.eval_batch_size, sampler=test_shard,
-                                 num_workers=min(workers, 2), pin_memory=device.type == "cuda")
-    metrics = MetricsLog(out / METRICS, keep_epochs_below=epoch) if rank == 0 else None
-    tracker = WandbRun(cfg.wandb, cfg.to_dict(), out, state.get("wandb_id") if state else None) if rank == 0 else None
+        seed_everything(cfg.seed, s.epoch, s.rank)
+    s.model.train()
+    started = time.perf_counter()
+    bar = tqdm(_epoch_batches(s), desc=f"epoch {s.epoch + 1}/{cfg.epochs}", leave=False,
+               disable=not cfg.progress or s.rank != 0, initial=s.batch_done, total=s.steps_per_epoch)
+    for x, y in bar:
+        Recipe.apply(s.recipe.at(s.global_step / s.total_steps), s.net, s.optimizer)
+        x, y = _to_device(x, y, s.device, cfg.channels_last)
+        loss = train_step(s.model, s.optimizer, s.scaler, x, y, cfg, s.dtype, s.mix)
+        s.loss_sum += loss * y.shape[0]
+        s.seen += y.shape[0]
+        s.global_step += 1
+        s.batch_done += 1
+        if _syncs_every_step(s.device):  # on a GPU: no host sync in the loop; checked at epoch end and on save
+            check_health(s, weights=False)
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if s.world == 1:  # under DDP all ranks must stop together: at the epoch's end
+            stop.check()
+    bar.close()
+    check_health(s)
+    return time.perf_counter() - started
 
-    def snapshot(epoch_: int, batch_: int) -> dict[str, Any]:
-        return {
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "epoch": epoch_, "batch": batch_, "global_step": global_step, "config": cfg.to_dict(),
-            "wandb_id": tracker.id if tracker else None, "rng": torch.get_rng_state(), "version": 1,
-            "epoch_loss_sum": loss_sum.item(), "epoch_seen": seen,
-        }
 
+def evaluate_epoch(s: Session, train_seconds: float) -> dict[str, Any]:
+    """The epoch's metrics row: hard and soft test accuracy (float32), the controls, loss and speed."""
+    # Soft evaluation uses the controls at the end of this epoch (t = 1 after the last).
+    values = s.recipe.at((s.epoch + 1) * s.steps_per_epoch / s.total_steps)
+    Recipe.apply(values, s.net)
+    hard = evaluate(s.model, s.test_loader, s.device, hard=True, channels_last=s.cfg.channels_last)
+    soft = evaluate(s.model, s.test_loader, s.device, hard=False, channels_last=s.cfg.channels_last)
+    totals = torch.tensor([s.loss_sum.item(), s.seen], dtype=torch.float64, device=s.device)
+    if s.world > 1:
+        dist.all_reduce(totals)
+    return {
+        "epoch": s.epoch + 1, "t": (s.epoch + 1) / s.cfg.epochs, "step": s.global_step, **values,
+        "train_loss": totals[0].item() / max(totals[1].item(), 1),
+        "hard_acc": hard["acc"], "soft_acc": soft["acc"], "hard_loss": hard["loss"],
+        "soft_loss": soft["loss"], "test_images": hard["count"],
+        "epoch_seconds": train_seconds, "train_images_per_s": totals[1].item() / train_seconds,
+    }
+
+
+def finish_epoch(s: Session, row: dict[str, Any]) -> None:
+    """The epoch counts as done; on rank 0 the book-keeping: checkpoint (carrying the row), metrics row, wandb.
+
+    The checkpoint comes first: a crash after it loses no row (the resumed run appends the row
+    the checkpoint carries), a crash before it leaves the folder as the previous epoch left it.
+    """
+    s.epoch, s.batch_done, s.last_row = s.epoch + 1, 0, row
+    if s.rank != 0:
+        return
+    s.save()
+    s.metrics.append(row)
+    s.tracker.log(row, step=s.global_step)
+    if s.cfg.progress:
+        print(f"epoch {row['epoch']}/{s.cfg.epochs}: loss {row['train_loss']:.3f}  "
+              f"hard {100 * row['hard_acc']:.2f}%  soft {100 * row['soft_acc']:.2f}%  "
+              f"({row['epoch_seconds']:.1f} s)")
+
+
+def _summary(s: Session) -> dict[str, Any]:
+    summary: dict[str, Any] = {"epochs": s.epoch, "out": str(s.out)}
+    if s.rank == 0:
+        rows = read_metrics(s.out / METRICS)
+        if rows:
+            summary |= {"hard_acc": rows[-1]["hard_acc"], "soft_acc": rows[-1]["soft_acc"]}
+            with replacing(s.out / FIGURE) as tmp:
+                plot_run(rows, tmp)
+    return summary
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run (or resume) a training run; returns a summary with the final hard/soft accuracy.
+
+    The steps, in order: :func:`open_session` (set-up), then per epoch :func:`train_epoch`,
+    :func:`evaluate_epoch` and :func:`finish_epoch`. The run holds its folder's lock throughout.
+    Ctrl-C/SIGTERM stops at a step boundary and writes a checkpoint that ``--resume`` continues
+    exactly -- unless the run has diverged meanwhile, then it raises :class:`Diverged` and keeps
+    the last good checkpoint.
+    """
+    s, resumed = open_session(cfg)
     stop = StopRequest()
-    loss_sum, seen = torch.zeros(()), 0
-    summary: dict[str, Any] = {}
     try:
         stop.install()
-        while epoch < cfg.epochs:
-            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-            seen = 0
-            if state is not None and batch_done:  # mid-epoch resume: continue the same streams
-                torch.set_rng_state(state["rng"])
-                loss_sum += state["epoch_loss_sum"]
-                seen = state["epoch_seen"]
-            else:
-                seed_everything(cfg.seed, epoch, rank)
-            state = None
-            sampler = EpochSampler(len(train_data), cfg.seed, epoch, batch_done * cfg.batch_size, rank, world)
-            if isinstance(train_data, DeviceBatches):
-                loader = train_data.batches(sampler.indices, per_rank_batch)
-            else:
-                loader = DataLoader(
-                    train_data, batch_size=per_rank_batch, sampler=sampler, num_workers=workers,
-                    pin_memory=device.type == "cuda", drop_last=False,
-                    generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch),
-                )
-            model.train()
-            started = time.perf_counter()
-            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                       disable=not cfg.progress or rank != 0, initial=batch_done, total=steps_per_epoch)
-            for x, y in bar:
-                Recipe.apply(recipe.at(global_step / total_steps), net, optimizer)
-                x, y = _to_device(x, y, device, cfg.channels_last)
-                loss = train_step(model, optimizer, scaler, x, y, cfg, dtype, mix)
-                loss_sum += loss * y.shape[0]
-                seen += y.shape[0]
-                global_step += 1
-                batch_done += 1
-                if device.type == "cpu":  # on a GPU: no host sync in the loop; checked at epoch end
-                    _check_finite(loss_sum, epoch, batch_done, ckpt_path)
-                    bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-                if world == 1:  # under DDP all ranks must stop together: at the epoch's end
-                    stop.check()
-            bar.close()
-            _check_finite(loss_sum, epoch, batch_done, ckpt_path)
-            train_seconds = time.perf_counter() - started
-            # Soft evaluation uses the controls at the end of this epoch (t = 1 after the last).
-            values = recipe.at((epoch + 1) * steps_per_epoch / total_steps)
-            Recipe.apply(values, net)
-            hard = evaluate(model, test_loader, device, dtype, hard=True, channels_last=cfg.channels_last)
-            soft = evaluate(model, test_loader, device, dtype, hard=False, channels_last=cfg.channels_last)
-            totals = torch.tensor([loss_sum.item(), seen], dtype=torch.float64, device=device)
-            if world > 1:
-                dist.all_reduce(totals)
-            row = {
-                "epoch": epoch + 1, "t": (epoch + 1) / cfg.epochs, "step": global_step, **values,
-                "train_loss": totals[0].item() / max(totals[1].item(), 1),
-                "hard_acc": hard["acc"], "soft_acc": soft["acc"], "hard_loss": hard["loss"],
-                "soft_loss": soft["loss"], "test_images": hard["count"],
-                "epoch_seconds": train_seconds, "train_images_per_s": totals[1].item() / train_seconds,
-            }
-            if rank == 0:
-                metrics.append(row)
-                tracker.log(row, step=global_step)
-                save_checkpoint(ckpt_path, snapshot(epoch + 1, 0))
-                if cfg.progress:
-                    print(f"epoch {epoch + 1}/{cfg.epochs}: loss {row['train_loss']:.3f}  "
-                          f"hard {100 * hard['acc']:.2f}%  soft {100 * soft['acc']:.2f}%  ({train_seconds:.1f} s)")
-            # Only now is the epoch done: an interrupt before this line redoes its evaluation.
-            epoch, batch_done = epoch + 1, 0
-            stop.check(device)
-        summary = {"epochs": epoch, "out": str(out)}
-        if rank == 0:
-            from .tracking import read_metrics
-
-            rows = read_metrics(out / METRICS)
-            if rows:
-                summary |= {"hard_acc": rows[-1]["hard_acc"], "soft_acc": rows[-1]["soft_acc"]}
-                plot_run(rows, out / FIGURE)
+        while s.epoch < cfg.epochs:
+            seconds = train_epoch(s, stop, resumed)
+            resumed = None
+            finish_epoch(s, evaluate_epoch(s, seconds))
+            # Only after finish_epoch is the epoch done: an interrupt before it redoes its evaluation.
+            stop.check(s.device)
+        return _summary(s)
     except KeyboardInterrupt:
-        if rank == 0 and stop.at_boundary:
-            save_checkpoint(ckpt_path, snapshot(epoch, batch_done))
-            print(f"\nbintut: stopped; checkpoint saved at epoch {epoch + 1}, batch {batch_done}. "
-                  f"Continue with --resume --out {out}")
-        elif rank == 0:
-            print(f"\nbintut: stopped at once; the last epoch checkpoint in {out} is kept")
+        if s.rank == 0 and stop.at_boundary:
+            s.save()
+            print(f"\nbintut: stopped; checkpoint saved at epoch {s.epoch + 1}, batch {s.batch_done}. "
+                  f"Continue with --resume --out {s.out}")
+        elif s.rank == 0:
+            print(f"\nbintut: stopped at once; the last epoch checkpoint in {s.out} is kept")
         raise
     finally:
         stop.uninstall()
-        if tracker is not None:
-            tracker.finish()
-    return summary
+        if s.tracker is not None:
+            s.tracker.finish()
+        if s.lock is not None:
+            s.lock.release()
+
+
+class Stopped(KeyboardInterrupt):
+    """Training stopped on a signal; ``signum`` says which (the CLI exits with 128 + signum)."""
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        super().__init__(message or f"signal {signum}")
+        self.signum = signum
 
 
 class StopRequest:
@@ -435,7 +635,7 @@ class StopRequest:
 
     def __call__(self, signum: int, frame: object) -> None:
         if self.signum is not None:
-            raise KeyboardInterrupt(f"signal {signum} again")
+            raise Stopped(signum, f"signal {signum} again")
         self.signum = signum
         print(f"\nbintut: signal {signum} received; stopping after this step (send it again to stop at once)")
 
@@ -455,13 +655,43 @@ class StopRequest:
             asked = any_rank(asked, device)
         if asked:
             self.at_boundary = True
-            raise KeyboardInterrupt(f"signal {self.signum}")
+            raise Stopped(self.signum if self.signum is not None else signal.SIGINT)
 
 
-def _check_finite(loss_sum: torch.Tensor, epoch: int, batch: int, ckpt_path: Path) -> None:
-    if not torch.isfinite(loss_sum):
-        kept = f"the last good checkpoint is {ckpt_path}" if ckpt_path.is_file() else "no checkpoint was written yet"
-        raise Diverged(
-            f"training diverged: the loss became {loss_sum.item()} by epoch {epoch + 1}, batch {batch}; "
-            f"{kept}. Try a lower learning rate or a slower binarization schedule."
-        )
+def _syncs_every_step(device: torch.device) -> bool:
+    """Whether the loop may read the loss on the host every step (on a CPU it costs nothing)."""
+    return device.type == "cpu"
+
+
+def check_health(s: Session, weights: bool = True) -> None:
+    """Raise :class:`Diverged` if the epoch's loss so far -- or any weight or buffer -- is not finite, or a
+    weight has exploded past ``WEIGHT_LIMIT``. One host sync; called before every checkpoint write."""
+    problem = None
+    if not torch.isfinite(s.loss_sum):
+        problem = f"the loss became {s.loss_sum.item()}"
+    elif weights:
+        problem = _weights_problem(s.net)
+    if problem is None:
+        return
+    kept = (f"the last good checkpoint is {s.ckpt_path}" if s.ckpt_path.is_file()
+            else "no checkpoint was written yet")
+    raise Diverged(
+        f"training diverged: {problem} by epoch {s.epoch + 1}, batch {s.batch_done}; {kept}. "
+        "Try a lower learning rate or a slower binarization schedule."
+    )
+
+
+@torch.no_grad()
+def _weights_problem(net: nn.Module) -> str | None:
+    tensors = [(n, t, True) for n, t in net.named_parameters()]
+    tensors += [(n, t, False) for n, t in net.named_buffers() if t.is_floating_point()]
+    tensors = [(n, t, is_param) for n, t, is_param in tensors if t.numel()]
+    if not tensors:
+        return None
+    peaks = torch.stack([t.detach().abs().amax().float() for _, t, _ in tensors]).tolist()
+    for (name, _, is_param), peak in zip(tensors, peaks, strict=True):
+        if not math.isfinite(peak):
+            return f"{name} became non-finite"
+        if is_param and peak > WEIGHT_LIMIT:
+            return f"{name} exploded (|w| up to {peak:.3g}, beyond {WEIGHT_LIMIT:g})"
+    return None

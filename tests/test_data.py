@@ -69,14 +69,15 @@ def test_real_data_is_still_checksummed(tmp_path):
 def test_offline_download_fails_clearly(tmp_path, monkeypatch):
     import urllib.error
 
-    from torchvision.datasets import cifar
+    from bintut import download
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(cifar, "download_and_extract_archive", offline)
-    with pytest.raises(DataNotFoundError, match="could not be downloaded"):
+    monkeypatch.setattr(download.urllib.request, "urlopen", offline)
+    with pytest.raises(DataNotFoundError, match="could not be downloaded.*Name or service not known"):
         load_cifar100(tmp_path, download=True)
+    assert not list(tmp_path.glob("**/*.tmp*"))  # no partial file left behind
 
 
 def test_data_root_from_environment(tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ def test_pretrained_loads_imagenet_weights_except_stem_and_head(monkeypatch):
 
     torch.manual_seed(0)
     fake = resnet18().state_dict()
-    monkeypatch.setattr(model_mod, "imagenet_state_dict", lambda progress=True: fake)
+    monkeypatch.setattr(model_mod, "imagenet_state_dict", lambda progress=True, source="torchvision": fake)
     m = resnet18_cifar(pretrained=True)
     assert torch.equal(m.layer3[0].conv1.weight, fake["layer3.0.conv1.weight"])
     assert torch.equal(m.bn1.running_var, fake["bn1.running_var"])

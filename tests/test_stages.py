@@ -25,3 +25,51 @@ def test_mode_switch(monkeypatch):
         resolve_mode("turbo")
     with pytest.raises(ValueError, match="stage must be one of"):
         stage_config("finetune", "smoke")
+
+
+def _run(stage, mode, tmp_path, metrics):
+    from bintut.runs import Run
+
+    return Run(model=None, metrics=metrics, out=tmp_path / f"{stage}-run", config=stage_config(stage, mode))
+
+
+ROW = {"hard_acc": 0.5, "soft_acc": 0.6, "weights.p": 1.0, "activations.p": 1.0, "train_loss": 1.0, "lr": 1e-5}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_only_the_full_reference_stage_is_comparable_with_the_published_numbers(mode, tmp_path, monkeypatch):
+    from bintut.stages import results_table
+
+    monkeypatch.setenv("BINTUT_RUNS", str(tmp_path))
+    runs = {s: _run(s, mode, tmp_path, [{**ROW, "epoch": stage_config(s, mode).epochs}]) for s in STAGES}
+    rows = {r["stage"]: r for r in results_table(runs)}
+    for stage in ("baseline", "weights", "activations", "both"):
+        assert rows[stage]["comparable to published"].startswith("no: a tutorial stage")
+    assert rows["reference"]["comparable to published"].startswith("yes" if mode == "full" else "no")
+    assert rows["activations"]["trains"] == "fp weights, int8 activations"
+
+
+def test_reference_comparison_reads_the_end_of_the_fp_phase(tmp_path, monkeypatch):
+    from bintut.stages import reference_comparison
+
+    monkeypatch.setenv("BINTUT_RUNS", str(tmp_path))
+    metrics = [{**ROW, "epoch": e, "soft_acc": e / 1000, "weights.p": 0.0 if e <= 60 else 0.5,
+                "activations.p": 0.0 if e <= 60 else 0.5} for e in range(1, 301)]
+    fp, binary = reference_comparison(_run("reference", "full", tmp_path, metrics))
+    ours = [k for k in fp if k.startswith("this run")][0]
+    assert fp["published (epoch)"] == "76.7 % (60)" and fp[ours] == "6.0 % (epoch 60)"
+    assert binary["published (epoch)"] == "74.3 % (300)" and binary[ours] == "50.0 % (epoch 300)"
+    assert binary["comparable"].startswith("yes")
+    smoke = reference_comparison(_run("reference", "smoke", tmp_path, [{**ROW, "epoch": 1}, {**ROW, "epoch": 2}]))
+    assert "no epoch with both controls at 0" in smoke[0][[k for k in smoke[0] if k.startswith("this run")][0]]
+    assert smoke[0]["comparable"] == "no: synthetic data"
+
+
+def test_a_missing_data_set_tells_notebook_readers_about_smoke_mode(tmp_path, monkeypatch):
+    from bintut.data import DataNotFoundError
+    from bintut.stages import run_stage
+
+    monkeypatch.setenv("BINTUT_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("BINTUT_DATA", str(tmp_path / "nothing"))
+    with pytest.raises(DataNotFoundError, match='set mode = "smoke" in the parameters cell'):
+        run_stage("baseline", "workshop")
