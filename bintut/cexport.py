@@ -237,14 +237,12 @@ def golden_vectors(export: ResNetExport, images: np.ndarray) -> tuple[np.ndarray
 def run_test_images(run, n: int) -> tuple[np.ndarray, str]:
     """The first ``n`` test images of a run's data (normalised float, (n, 3, H, W)) and where they came from;
     seeded random images when that data is not on this machine (bit-exactness does not need real images)."""
-    from .data import DataNotFoundError, ImageDataset
-    from .train import load_data
+    from .data import DataNotFoundError
+    from .stages import test_images
 
     try:
-        _, test = load_data(run.config)
-        dataset = ImageDataset(test)
-        images = np.stack([dataset[i][0].numpy() for i in range(min(n, len(dataset)))])
-        return images, f"the first {len(images)} test images of the run's {run.config.data} data"
+        images, _, _ = test_images(run, n)
+        return images.numpy(), f"the first {len(images)} test images of the run's {run.config.data} data"
     except DataNotFoundError:
         rng = np.random.default_rng(0)
         return rng.standard_normal((n, 3, 32, 32)).astype(np.float32), "seeded random images (no test data here)"

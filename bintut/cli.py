@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "int8 activation steps, BN-folded epilogues and the integer-only fixed-point constants; print the "
         "per-layer op table and the sizes on disk. With --c DIR also write a self-contained C99 library "
         "with golden test vectors (see DIR/README.md). A run that never reached p = bin_ratio = 1 is "
-        "refused unless --force.",
+        "refused unless --force.", allow_abbrev=False,
     )
     export.add_argument("run", help="a run folder holding checkpoint.pt")
     export.add_argument("--out", help="the .npz to write (default: RUN/model_int.npz)")
@@ -150,6 +150,7 @@ def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int 
     """Export a run: the .npz (always) and, with ``c_dir``, the C library; one-line errors, exit 2."""
     from pathlib import Path
 
+    from .checkpoint import CheckpointError
     from .export import ExportError, export_resnet, fp32_state_dict_bytes
     from .opcount import layer_costs, summary_table
     from .quant import get_controls, hard_mode
@@ -173,7 +174,7 @@ def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int 
         with hard_mode(loaded.model):
             export = export_resnet(loaded.model)
             fp32 = fp32_state_dict_bytes(loaded.model)
-    except (FileNotFoundError, ExportError) as err:
+    except (FileNotFoundError, CheckpointError, ExportError) as err:
         return fail(str(err))
     path = Path(out) if out else Path(run) / "model_int.npz"
     try:

@@ -391,3 +391,47 @@ def plot_prediction(image: torch.Tensor, torch_logits: np.ndarray, engine_logits
     right.set_title(f"top-{k} classes")
     right.legend(fontsize="small")
     return fig
+
+
+# ----------------------------------------------------------------------------- 07: integer only, then C
+
+
+def plot_code_differences(rows: list[dict]):
+    """Per binary layer (bintut.engine.code_differences): the share of int8 input codes the integer-only engine
+    gives the same as the float-epilogue engine, one step apart, or further."""
+    names = [r["layer"].replace(".conv", ".c").replace("downsample.0", "down") for r in rows]
+    x = np.arange(len(rows))
+    equal = np.array([r["equal %"] for r in rows])
+    one = np.array([r["off by 1 %"] for r in rows])
+    more = np.array([r["off by more %"] for r in rows])
+    fig, (ax,) = _figure(width=9, height=2.8)
+    ax.bar(x, equal, label="equal", color="tab:green")
+    ax.bar(x, one, bottom=equal, label="off by 1", color="tab:orange")
+    ax.bar(x, more, bottom=equal + one, label="off by more", color="tab:red")
+    ax.set_ylim(max(0.0, float(equal.min()) - 5), 100)
+    ax.set_xticks(x, names, rotation=60, fontsize="x-small")
+    ax.set_ylabel("% of the codes a layer reads")
+    ax.set_title("integer-only vs float-epilogue engine, end to end")
+    ax.legend(fontsize="small", ncols=3, loc="lower left")
+    return fig
+
+
+def plot_memory(rows: list[dict]):
+    """Flash and RAM of the exported C library (bintut.cexport.sizes_table rows) as stacked bars, in KiB."""
+    fig, (ax,) = _figure(width=8, height=2.6)
+    colours = iter(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    for y, memory in enumerate(("flash", "RAM")):
+        left = 0.0
+        for row in (r for r in rows if r["memory"] == memory):
+            kib = row["bytes"] / 1024
+            ax.barh(y, kib, left=left, color=next(colours), edgecolor="white",
+                    label=f"{memory}: {row['what']} ({kib:,.0f} KiB)")
+            left += kib
+        ax.text(left, y, f"  {left:,.0f} KiB", va="center", fontsize="small")
+    ax.set_yticks([0, 1], ["flash", "RAM"])
+    ax.set_xlabel("KiB")
+    ax.set_xlim(0, sum(r["bytes"] for r in rows if r["memory"] == "flash") / 1024 * 1.15)
+    ax.invert_yaxis()
+    ax.set_title("what the C library needs on a microcontroller")
+    ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
