@@ -42,3 +42,52 @@ def tiny(data_dir, out, **overrides):
     )
     values.update(overrides)
     return preset("smoke", **values)
+
+
+def quantizer_outputs_exact(device: str, dtype, batch: int) -> list[bool]:
+    """Under autocast, whether each Int8Quantizer of a fully binary ResNet18 returned exactly
+    round(x / step) * step of its input in float32 -- for every call, in training and in eval mode."""
+    import torch
+
+    from bintut.model import resnet18_cifar
+    from bintut.quant import Int8Quantizer, binarize_, set_controls
+
+    torch.manual_seed(0)
+    model = binarize_(resnet18_cifar(pretrained=False)).to(device)
+    set_controls(model, 1.0, 1.0)
+    seen: list[bool] = []
+
+    def check(q: Int8Quantizer, inputs: tuple, output: torch.Tensor) -> None:
+        x = inputs[0].float()
+        step = q.step_for(x)  # after the forward: the running max this forward used
+        expected = torch.clamp(torch.round(x / step), -127, 127) * step
+        seen.append(output.dtype == torch.float32 and torch.equal(output, expected))
+
+    for q in model.modules():
+        if isinstance(q, Int8Quantizer):
+            q.register_forward_hook(check)
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    for training in (True, False):
+        model.train(training)
+        with torch.autocast(device, dtype=dtype):
+            model(x)
+    return seen
+
+
+def engine_and_torch_predictions(out):
+    """For a finished run folder: the numpy engine's and torch's (float32, hard mode) top-1 predictions on the
+    run's whole test set, and the labels."""
+    import torch
+
+    from bintut.engine import IntegerResNet
+    from bintut.export import export_resnet
+    from bintut.quant import hard_mode
+    from bintut.runs import load_run
+    from bintut.stages import test_images
+
+    run = load_run(out)
+    images, labels, _ = test_images(run)
+    with torch.no_grad(), hard_mode(run.model):
+        torch_pred = run.model(images).argmax(1).numpy()
+        engine_pred = IntegerResNet(export_resnet(run.model))(images.numpy()).argmax(1)
+    return engine_pred, torch_pred, labels.numpy()

@@ -9,36 +9,14 @@ import json
 import pytest
 import torch
 
-from bintut.data import ImageDataset
-from bintut.model import resnet18_cifar
-from bintut.quant import Int8Quantizer, binarize_, hard_mode, set_controls
-from bintut.train import load_data
-
-from .conftest import tiny
+from .conftest import engine_and_torch_predictions, quantizer_outputs_exact, tiny
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none is visible)")
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_int8_quantizer_is_float32_exact_under_cuda_autocast(dtype):
-    torch.manual_seed(0)
-    model = binarize_(resnet18_cifar(pretrained=False)).cuda()
-    seen = []
-
-    def check(q: Int8Quantizer, inputs: tuple, output: torch.Tensor) -> None:
-        x = inputs[0].float()
-        step = q.step_for(x)
-        expected = torch.clamp(torch.round(x / step), -127, 127) * step
-        seen.append(output.dtype == torch.float32 and torch.equal(output, expected))
-
-    for q in model.modules():
-        if isinstance(q, Int8Quantizer):
-            q.register_forward_hook(check)
-    x = torch.randn(16, 3, 32, 32, device="cuda")
-    for training in (True, False):
-        model.train(training)
-        with hard_mode(model), torch.autocast("cuda", dtype=dtype):
-            model(x)
+    seen = quantizer_outputs_exact("cuda", dtype, batch=16)
     assert len(seen) == 2 * 21 and all(seen)
 
 
@@ -51,9 +29,6 @@ def test_fp16_run_on_the_gpu_reports_the_integer_models_accuracy(data_dir, tmp_p
     can flip. Measured on an H100 (2026-11-27): agreement 1.000 (loader) and 0.978 (device); the
     strict >= 99.5 % check is the CPU test in test_reference_fidelity.py (a deterministic run).
     """
-    from bintut.engine import IntegerResNet
-    from bintut.export import export_resnet
-    from bintut.runs import load_run
     from bintut.train import train
 
     cfg = tiny(data_dir, tmp_path / data_path, device="cuda", amp="auto", data_path=data_path, epochs=6,
@@ -62,16 +37,9 @@ def test_fp16_run_on_the_gpu_reports_the_integer_models_accuracy(data_dir, tmp_p
     train(cfg)
     rows = [json.loads(line) for line in (tmp_path / data_path / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["activations.p"] == 1.0 and rows[-1]["hard_acc"] == rows[-1]["soft_acc"]
-    model = load_run(tmp_path / data_path).model
-    set_controls(model, 1.0, 1.0)
-    _, test_set = load_data(cfg)
-    data = ImageDataset(test_set)
-    images = torch.stack([data[i][0] for i in range(len(data))])
-    with torch.no_grad():
-        torch_pred = model(images).argmax(1).numpy()
-    engine_pred = IntegerResNet(export_resnet(model))(images.numpy()).argmax(1)
+    engine_pred, torch_pred, labels = engine_and_torch_predictions(tmp_path / data_path)
     agreement = (engine_pred == torch_pred).mean()
-    engine_acc = (engine_pred == data.labels.numpy()).mean()
+    engine_acc = (engine_pred == labels).mean()
     print(f"{data_path}: hard {rows[-1]['hard_acc']:.4f}, engine {engine_acc:.4f}, agreement {agreement:.4f}")
     assert agreement >= 0.97
     assert abs(engine_acc - rows[-1]["hard_acc"]) <= 1 - agreement + 1e-9

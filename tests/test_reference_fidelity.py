@@ -15,14 +15,13 @@ from torchvision.transforms import v2
 
 from bintut import model as model_mod
 from bintut.config import preset
-from bintut.data import ImageDataset
 from bintut.device_data import BatchAugment
 from bintut.model import WeightsUnavailableError, resnet18_cifar, timm_state_dict
-from bintut.quant import Int8Quantizer, QuantConfig, SignQuantizer, binarize_, hard_mode, set_controls
+from bintut.quant import Int8Quantizer, QuantConfig, SignQuantizer, binarize_
 from bintut.schedule import REFERENCE_BINARIZATION, REFERENCE_LR
-from bintut.train import autocast_dtype, load_data, loss_fn, mixer, use_device_data
+from bintut.train import autocast_dtype, loss_fn, mixer, use_device_data
 
-from .conftest import tiny
+from .conftest import engine_and_torch_predictions, quantizer_outputs_exact, tiny
 
 CUDA = torch.device("cuda")  # only its type is read: no GPU needed
 
@@ -108,24 +107,7 @@ def test_label_smoothing_only_on_mixed_batches():
 
 def test_int8_quantizer_is_float32_exact_under_bf16_autocast():
     """Each layer's quantizer returns exactly round(x / step) * step of its (float32) input, under autocast."""
-    torch.manual_seed(0)
-    model = binarize_(resnet18_cifar(pretrained=False))
-    seen = []
-
-    def check(q: Int8Quantizer, inputs: tuple, output: torch.Tensor) -> None:
-        x = inputs[0].float()
-        step = q.step_for(x)  # after the forward: the running max this forward used
-        expected = torch.clamp(torch.round(x / step), -127, 127) * step
-        seen.append(output.dtype == torch.float32 and torch.equal(output, expected))
-
-    for q in model.modules():
-        if isinstance(q, Int8Quantizer):
-            q.register_forward_hook(check)
-    x = torch.randn(4, 3, 32, 32)
-    for training in (True, False):
-        model.train(training)
-        with hard_mode(model), torch.autocast("cpu", dtype=torch.bfloat16):
-            model(x)
+    seen = quantizer_outputs_exact("cpu", torch.bfloat16, batch=4)
     assert len(seen) == 2 * 21 and all(seen)
 
 
@@ -190,9 +172,6 @@ def test_hard_accuracy_of_a_bf16_run_is_the_integer_models(data_dir, tmp_path, s
     It starts from the trained smoke model: an untrained one's logits nearly tie, and any two
     float implementations then disagree on the argmax.
     """
-    from bintut.engine import IntegerResNet
-    from bintut.export import export_resnet
-    from bintut.runs import load_run
     from bintut.train import train
 
     # one bf16 step (bf16 autocast is ~8x slower than float32 on CPUs without bf16 units), then p = 1
@@ -201,14 +180,7 @@ def test_hard_accuracy_of_a_bf16_run_is_the_integer_models(data_dir, tmp_path, s
                lr=[[1.0, "stay", 1e-5, 1e-5]])
     train(cfg)
     reported = json.loads((tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()[-1])
-    model = load_run(tmp_path / "bf16").model
-    set_controls(model, 1.0, 1.0)
-    _, test_set = load_data(cfg)
-    data = ImageDataset(test_set)
-    images = torch.stack([data[i][0] for i in range(len(data))])
-    labels = data.labels.numpy()
-    with torch.no_grad():
-        torch_pred = model(images).argmax(1).numpy()
-    engine_pred = IntegerResNet(export_resnet(model))(images.numpy()).argmax(1)
+    engine_pred, torch_pred, labels = engine_and_torch_predictions(tmp_path / "bf16")
+    assert len(labels) == reported["test_images"] == 100
     assert (engine_pred == torch_pred).mean() >= 0.995
     assert (engine_pred == labels).mean() == pytest.approx(reported["hard_acc"])
