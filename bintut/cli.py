@@ -141,8 +141,10 @@ def run_training(cfg: TrainConfig) -> int:
         print(f"bintut: error: {text}", file=sys.stderr)
         return 2
     if "hard_acc" in summary:
+        deployed = summary.get("deployed_acc")
         print(f"bintut: done. final hard accuracy {100 * summary['hard_acc']:.2f}%, soft "
-              f"{100 * summary['soft_acc']:.2f}%; results in {summary['out']}")
+              f"{100 * summary['soft_acc']:.2f}%, deployed (integer-only) "
+              f"{'n/a' if deployed is None else f'{100 * deployed:.2f}%'}; results in {summary['out']}")
     return 0
 
 

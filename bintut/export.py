@@ -201,6 +201,11 @@ def _quantizers(layer: nn.Module, name: str) -> tuple[SignQuantizer, Int8Quantiz
         )
     if not bool(aq.initialized):
         raise ExportError(f"layer {name}: the int8 input range was never calibrated (train or run the model first)")
+    if not float(aq.running_max) > 0:
+        raise ExportError(
+            f"layer {name}: the int8 input range is zero (running max {float(aq.running_max)!r}: the layer saw "
+            "only zeros while calibrating), so its step is undefined; calibrate on real images"
+        )
     return wq, aq
 
 

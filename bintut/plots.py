@@ -9,7 +9,7 @@ from .tracking import read_metrics
 
 
 def plot_run(metrics: str | os.PathLike | list[dict[str, Any]], path: str | os.PathLike | None = None):
-    """Hard and soft test accuracy, training loss, p, bin_ratio and LR against epochs; saved as PNG if path."""
+    """Hard, soft and deployed test accuracy, training loss, p, bin_ratio and LR against epochs; PNG if path."""
     import matplotlib
 
     if path is not None and matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
@@ -24,11 +24,15 @@ def plot_run(metrics: str | os.PathLike | list[dict[str, Any]], path: str | os.P
     # No constrained layout: it costs a second per figure, and train() draws one per run.
     fig, (acc, ctl) = plt.subplots(2, 1, figsize=(7.5, 5.2), sharex=True, dpi=80)
     fig.subplots_adjust(left=0.1, right=0.86, top=0.93, bottom=0.1, hspace=0.12)
-    for key, label, style in (("hard_acc", "hard (p = bin_ratio = 1: deployable)", "o-"),
-                              ("soft_acc", "soft (current controls)", "s--")):
-        acc.plot(epochs, [100 * (r[key] or 0) for r in rows], style, label=label, clip_on=False)
+    series = (("hard_acc", "hard (p = bin_ratio = 1, float fake-quant)", "o-"),
+              ("soft_acc", "soft (current controls)", "s--"),
+              ("deployed_acc", "deployed (integer-only network, as the C library)", "^:"))
+    for key, label, style in series:
+        if any(r.get(key) is not None for r in rows):  # runs recorded before deployed_acc existed lack it
+            acc.plot(epochs, [100 * r[key] if r.get(key) is not None else float("nan") for r in rows], style,
+                     label=label, clip_on=False, markerfacecolor="none" if key == "deployed_acc" else None)
     acc.set_ylabel("test accuracy (%)")
-    acc.set_ylim(0, max([5.0] + [115 * (r[k] or 0) for r in rows for k in ("hard_acc", "soft_acc")]))
+    acc.set_ylim(0, max([5.0] + [115 * (r.get(k) or 0) for r in rows for k, _, _ in series]))
     acc.set_title(f"{len(rows)} epochs: test accuracy, training loss and the controls")
     acc.grid(alpha=0.3)
     loss = acc.twinx()

@@ -39,6 +39,7 @@ from .model import resnet18_cifar
 from .plots import plot_run
 from .quant import QuantConfig, binarize_, hard_mode, set_controls
 from .runfolder import RunFolderError, RunLock, folder_contents, replacing
+from .torch_engine import deployed_accuracy
 from .tracking import METRICS, MetricsLog, WandbRun, read_metrics
 
 NUM_CLASSES = 100
@@ -528,21 +529,27 @@ def train_epoch(s: Session, stop: StopRequest, resumed: dict[str, Any] | None = 
 
 
 def evaluate_epoch(s: Session, train_seconds: float) -> dict[str, Any]:
-    """The epoch's metrics row: hard and soft test accuracy (float32), the controls, loss and speed."""
+    """The epoch's metrics row: hard and soft test accuracy (float32), deployed accuracy (the integer-only
+    network exported from the current weights, bintut.torch_engine; None while it cannot be exported),
+    the controls, loss and speed."""
     # Soft evaluation uses the controls at the end of this epoch (t = 1 after the last).
     values = s.recipe.at((s.epoch + 1) * s.steps_per_epoch / s.total_steps)
     Recipe.apply(values, s.net)
     hard = evaluate(s.model, s.test_loader, s.device, hard=True, channels_last=s.cfg.channels_last)
     soft = evaluate(s.model, s.test_loader, s.device, hard=False, channels_last=s.cfg.channels_last)
+    deployed = deployed_accuracy(s.net, s.test_loader, s.device)
+    if deployed["acc"] is None and s.rank == 0:
+        print(f"bintut: no deployed accuracy this epoch: {deployed['why']}")
     totals = torch.tensor([s.loss_sum.item(), s.seen], dtype=torch.float64, device=s.device)
     if s.world > 1:
         dist.all_reduce(totals)
     return {
         "epoch": s.epoch + 1, "t": (s.epoch + 1) / s.cfg.epochs, "step": s.global_step, **values,
         "train_loss": totals[0].item() / max(totals[1].item(), 1),
-        "hard_acc": hard["acc"], "soft_acc": soft["acc"], "hard_loss": hard["loss"],
+        "hard_acc": hard["acc"], "soft_acc": soft["acc"], "deployed_acc": deployed["acc"], "hard_loss": hard["loss"],
         "soft_loss": soft["loss"], "test_images": hard["count"],
         "epoch_seconds": train_seconds, "train_images_per_s": totals[1].item() / train_seconds,
+        "deployed_seconds": deployed["seconds"],
     }
 
 
@@ -561,7 +568,12 @@ def finish_epoch(s: Session, row: dict[str, Any]) -> None:
     if s.cfg.progress:
         print(f"epoch {row['epoch']}/{s.cfg.epochs}: loss {row['train_loss']:.3f}  "
               f"hard {100 * row['hard_acc']:.2f}%  soft {100 * row['soft_acc']:.2f}%  "
+              f"deployed {_percent(row.get('deployed_acc'))}  "
               f"({row['epoch_seconds']:.1f} s)")
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
 def _summary(s: Session) -> dict[str, Any]:
@@ -569,7 +581,7 @@ def _summary(s: Session) -> dict[str, Any]:
     if s.rank == 0:
         rows = read_metrics(s.out / METRICS)
         if rows:
-            summary |= {"hard_acc": rows[-1]["hard_acc"], "soft_acc": rows[-1]["soft_acc"]}
+            summary |= {k: rows[-1].get(k) for k in ("hard_acc", "soft_acc", "deployed_acc")}
             with replacing(s.out / FIGURE) as tmp:
                 plot_run(rows, tmp)
     return summary

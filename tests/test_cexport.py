@@ -89,3 +89,27 @@ def test_mcu_golden_under_qemu(c_library):
     assert run.unit == "instructions" and run.images[0]["counter"] > 555_000_000  # at least one per add/sub
     size = cexport.mcu_size(lib / "golden.elf")
     assert 1_400_000 < size["flash"] < 1_600_000 and 131_072 < size["ram"] < 200_000, size
+
+
+def _golden_array(text: str, name: str) -> list[int]:
+    body = re.search(rf"{name}\[\d+\]\[\d+\] = \{{(.*?)\n\}};", text, re.S).group(1)
+    return [int(v) for v in re.findall(r"-?\d+", body)]
+
+
+def test_torch_integer_network_computes_the_c_librarys_logits(c_library):
+    """torch = C, bit for bit: the logits the host-compiled C library reproduces for the golden images
+    are exactly what bintut.torch_engine computes for the same int8 codes."""
+    import numpy as np
+    import torch
+
+    from bintut.torch_engine import TorchIntegerResNet
+
+    _compiler_or_skip()
+    lib = c_library / "lib"
+    assert cexport.run_host_golden(lib).passed
+    text = (lib / "golden.h").read_text()
+    export = load_export(c_library / "model.npz")
+    size = export.image_size
+    codes = np.array(_golden_array(text, "bintut_golden_images"), dtype=np.int8).reshape(-1, size, size, 3)
+    logits = TorchIntegerResNet(export).integer_logits(torch.from_numpy(codes).permute(0, 3, 1, 2).contiguous())
+    assert logits.reshape(-1).tolist() == _golden_array(text, "bintut_golden_logits")
