@@ -23,7 +23,7 @@ PY=${PYTHON:-python}
 if [ "${BINTUT_TINY:-0}" = 1 ]; then
     TINY=--tiny; LIMITS=(0 0 0)   # 0: no time limit
 else
-    TINY=; LIMITS=(240 120 200)
+    TINY=; LIMITS=(220 100 240)
 fi
 
 stage() {  # stage NUMBER NAME LIMIT COMMAND...
