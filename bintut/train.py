@@ -152,11 +152,16 @@ class Recipe:
 
 
 class EpochSampler(Sampler[int]):
-    """A seeded permutation per epoch, resumable mid-epoch, sharded across ranks."""
+    """A seeded permutation per epoch, resumable mid-epoch, sharded across ranks.
 
-    def __init__(self, n: int, seed: int, epoch: int, start: int = 0, rank: int = 0, world: int = 1) -> None:
+    ``keep``: only the permutation's first ``keep`` entries (``drop_last``: whole global batches only).
+    """
+
+    def __init__(
+        self, n: int, seed: int, epoch: int, start: int = 0, rank: int = 0, world: int = 1, keep: int | None = None
+    ) -> None:
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        self.indices = torch.randperm(n, generator=g)[start:][rank::world].tolist()
+        self.indices = torch.randperm(n, generator=g)[:keep][start:][rank::world].tolist()
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
@@ -205,6 +210,38 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> tor
     return F.cross_entropy(logits.float(), target)
 
 
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
+    """Optimizer steps per epoch over n training images; ``drop_last`` counts whole batches only.
+
+    Raises ValueError when ``drop_last`` leaves no step (fewer images than one batch).
+    """
+    if drop_last and n < batch_size:
+        raise ValueError(f"drop_last: {n} training images make no whole batch of {batch_size}; "
+                         "lower --batch-size or use --no-drop-last")
+    return n // batch_size if drop_last else math.ceil(n / batch_size)
+
+
+def compile_backend() -> str:
+    """The torch.compile backend: $BINTUT_COMPILE_BACKEND, default 'inductor'.
+
+    'aot_eager' traces and recompiles exactly when inductor would (the guards are dynamo's) but
+    generates no code: seconds instead of minutes on a CPU, for tests and for diagnosing recompiles.
+    """
+    return os.environ.get("BINTUT_COMPILE_BACKEND", "inductor")
+
+
+def compile_model(model: nn.Module) -> nn.Module:
+    """``torch.compile`` with static shapes: one graph per input shape, never a dynamic-shape one.
+
+    The training step sees one batch shape (``drop_last``; otherwise a second static graph for the
+    epoch's last batch) and evaluation one more (its last batch is padded, see :func:`evaluate`).
+    ``dynamic=False`` stops dynamo from turning the batch dimension symbolic when a second shape
+    appears: on a 2-core CPU that dynamic recompile took longer than the first compile (176 s against
+    109 s, docs/fast_training.md), and it would also cover the evaluation graph.
+    """
+    return torch.compile(model, backend=compile_backend(), dynamic=False)
+
+
 def train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, x: torch.Tensor,
     y: torch.Tensor, cfg: TrainConfig, dtype: torch.dtype | None, mix: v2.Transform | None,
@@ -247,20 +284,31 @@ def ieee_float32() -> Iterator[None]:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, hard: bool = False,
-             channels_last: bool = False) -> dict[str, float]:
+             channels_last: bool = False, pad: bool = False) -> dict[str, float]:
     """Top-1 accuracy and mean loss; ``hard=True`` evaluates the deployable p = bin_ratio = 1 view.
 
     Always in float32 -- no autocast, no TF32 -- whatever the training used: the hard accuracy is then
     the accuracy of the integer network that ``export`` writes (a small share of the epoch's time).
     Under torch.distributed the counts are summed across ranks, so each test image counts once.
+    ``pad=True`` (for a compiled model: one graph) fills a smaller last batch up to the first batch's
+    size with copies of its own images and scores only the real ones -- the same results, since in
+    eval mode every image's logits depend on that image alone (BatchNorm and the activation
+    quantizers use their running statistics; an activation quantizer never trained uses the batch's
+    max|x|, which copies leave unchanged).
     """
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, device=device, dtype=torch.float64)  # correct, loss sum, count
+    size = None  # the first batch's size, which a padded last batch is filled up to
     with hard_mode(model) if hard else contextlib.nullcontext(), ieee_float32():
         for x, y in loader:
             x, y = _to_device(x, y, device, channels_last)
-            logits = model(x.float())
+            size = size or len(x)
+            if pad and len(x) < size:
+                fill = torch.arange(size, device=x.device) % len(x)
+                logits = model(x[fill].float().contiguous(memory_format=_memory_format(channels_last)))[: len(x)]
+            else:
+                logits = model(x.float())
             totals[0] += (logits.argmax(1) == y).sum()
             totals[1] += F.cross_entropy(logits.float(), y, reduction="sum")
             totals[2] += y.numel()
@@ -271,10 +319,14 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, hard: b
     return {"acc": correct / max(count, 1), "loss": loss / max(count, 1), "count": int(count)}
 
 
+def _memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def _to_device(
     x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    memory_format = _memory_format(channels_last)
     return x.to(device, non_blocking=True, memory_format=memory_format), y.to(device, non_blocking=True)
 
 
@@ -289,6 +341,8 @@ def _distributed() -> tuple[int, int]:
 
 def _check_resume(cfg: TrainConfig, saved: dict[str, Any]) -> None:
     now = cfg.to_dict()
+    # A field newer than the run (e.g. drop_last) had its default's behaviour then.
+    saved = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING} | saved
     changed = [k for k in now if k not in MACHINERY and saved.get(k) != now[k]]
     diff = [f"{k}: run has {saved.get(k)!r}, now {now[k]!r}" for k in changed]
     if diff:
@@ -447,12 +501,12 @@ def _set_up(
     if world > 1:
         model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
-        model = torch.compile(model)
+        model = compile_model(model)
     workers = worker_count(cfg.num_workers, device)
     train_data, test_loader = _data_sources(cfg, device, train_set, test_set, workers, rank, world)
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    steps = steps_per_epoch(len(train_set), cfg.batch_size, cfg.drop_last)
     s = Session(cfg, out, rank, world, device, dtype, net, model, optimizer, scaler, train_data, test_loader,
-                Recipe(cfg), mixer(cfg), workers, steps_per_epoch, cfg.epochs * steps_per_epoch, lock)
+                Recipe(cfg), mixer(cfg), workers, steps, cfg.epochs * steps, lock)
     if state is not None:
         s.epoch, s.batch_done, s.global_step = state["epoch"], state["batch"], state["global_step"]
         s.last_row = state.get("last_row")
@@ -484,7 +538,8 @@ def _data_sources(
 def _epoch_batches(s: Session) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """This epoch's training batches from where it stands (a seeded order, resumable mid-epoch)."""
     cfg = s.cfg
-    sampler = EpochSampler(len(s.train_data), cfg.seed, s.epoch, s.batch_done * cfg.batch_size, s.rank, s.world)
+    sampler = EpochSampler(len(s.train_data), cfg.seed, s.epoch, s.batch_done * cfg.batch_size, s.rank, s.world,
+                           keep=s.steps_per_epoch * cfg.batch_size)
     per_rank_batch = cfg.batch_size // s.world
     if isinstance(s.train_data, DeviceBatches):
         return s.train_data.batches(sampler.indices, per_rank_batch)
@@ -535,9 +590,9 @@ def evaluate_epoch(s: Session, train_seconds: float) -> dict[str, Any]:
     # Soft evaluation uses the controls at the end of this epoch (t = 1 after the last).
     values = s.recipe.at((s.epoch + 1) * s.steps_per_epoch / s.total_steps)
     Recipe.apply(values, s.net)
-    hard = evaluate(s.model, s.test_loader, s.device, hard=True, channels_last=s.cfg.channels_last)
-    soft = evaluate(s.model, s.test_loader, s.device, hard=False, channels_last=s.cfg.channels_last)
-    deployed = deployed_accuracy(s.net, s.test_loader, s.device)
+    hard = evaluate(s.model, s.test_loader, s.device, hard=True, channels_last=s.cfg.channels_last, pad=s.cfg.compile)
+    soft = evaluate(s.model, s.test_loader, s.device, hard=False, channels_last=s.cfg.channels_last, pad=s.cfg.compile)
+    deployed = deployed_accuracy(s.net, s.test_loader, s.device)  # not compiled: runs on the module itself
     if deployed["acc"] is None and s.rank == 0:
         print(f"bintut: no deployed accuracy this epoch: {deployed['why']}")
     totals = torch.tensor([s.loss_sum.item(), s.seen], dtype=torch.float64, device=s.device)
