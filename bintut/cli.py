@@ -199,7 +199,7 @@ def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bo
     from .export import ExportError, export_resnet, fp32_state_dict_bytes
     from .opcount import layer_costs, summary_table
     from .quant import get_controls, hard_mode
-    from .runfolder import RunFolderError, StorageFullError, check_name_lengths, full_message, storage_error
+    from .runfolder import RunFolderError, check_name_lengths
     from .runs import load_run
 
     def fail(message: str) -> int:
@@ -236,9 +236,6 @@ def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bo
     try:
         export.save(path)
     except OSError as err:
-        full = storage_error(err)
-        if full is not None:
-            return fail(str(full) if isinstance(full, StorageFullError) else full_message(path, full))
         return fail(f"could not write {path} ({err.strerror or err}); nothing was changed there")
     print(summary_table(layer_costs(export)))
     size = path.stat().st_size
