@@ -320,6 +320,8 @@ def write_c_library(export: ResNetExport, folder: str | os.PathLike, images: np.
     from .runfolder import remove_stale_temporaries, temporary_path
 
     folder = check_c_folder(folder)
+    if folder.is_symlink():  # replace what the link points at, not the link
+        folder = folder.resolve()
     if export.image_size != images.shape[-1]:
         raise ValueError(f"golden images must be {export.image_size} x {export.image_size}, got {images.shape}")
     if not 1 <= len(images) <= MAX_GOLDEN:
