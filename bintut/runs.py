@@ -3,7 +3,8 @@
 ``load_or_train(cfg)`` returns the trained model of ``cfg``; the first call trains (or resumes
 an interrupted run), later calls load the checkpoint. Runs live under ``$BINTUT_RUNS`` (default
 ``./runs``) in a folder named after the preset and a hash of the config, so a changed recipe
-never picks up a stale model. A file lock lets parallel processes share one training.
+never picks up a stale model. A file lock lets parallel processes share one training; a finished
+run is read without writing anything, so a shared, read-only cache of trained runs works.
 """
 
 from __future__ import annotations
