@@ -243,9 +243,10 @@ def run_test_images(run, n: int) -> tuple[np.ndarray, str]:
     try:
         images, _, _ = test_images(run, n)
         return images.numpy(), f"the first {len(images)} test images of the run's {run.config.data} data"
-    except DataNotFoundError:
+    except (DataNotFoundError, OSError) as err:  # OSError: synthetic data that cannot be regenerated here
         rng = np.random.default_rng(0)
-        return rng.standard_normal((n, 3, 32, 32)).astype(np.float32), "seeded random images (no test data here)"
+        why = "no test data here" if isinstance(err, DataNotFoundError) else f"the run's data cannot be read ({err})"
+        return rng.standard_normal((n, 3, 32, 32)).astype(np.float32), f"seeded random images ({why})"
 
 
 @dataclass
@@ -257,49 +258,147 @@ class CLibrary:
     golden: int
 
 
+EXPORT_MARK = ".bintut-export"  # in every folder write_c_library made: the names it wrote, one a line
+BUILD_PRODUCTS = ("bintut.o", "golden_host", "golden.elf")  # what building the golden test adds
+MAX_GOLDEN = 1000  # golden images in golden.h (each 3 KB of int8 codes, 400 bytes of logits)
+
+
+class CFolderError(ValueError):
+    """The folder given for the C library cannot take it: not empty and not an earlier bintut export."""
+
+
+def _export_names(folder: Path) -> set[str] | None:
+    """The names an earlier bintut export wrote in ``folder`` (its mark, else this version's list); None if
+    ``folder`` does not look like one."""
+    if not (folder / "bintut_model.h").is_file():
+        return None
+    try:
+        return set((folder / EXPORT_MARK).read_text().split()) | {EXPORT_MARK}
+    except OSError:
+        return {"bintut.h", "bintut_model.h", "golden.h", "README.md", "mcu", *STATIC_SOURCES}
+
+
+def check_c_folder(folder: str | os.PathLike) -> Path:
+    """Refuse, before any work, a folder for the C library that is empty-named, a file, or holds anything but
+    an earlier bintut export (:class:`CFolderError` naming what is there); returns it as a Path."""
+    from .runfolder import RunFolderError, check_name_lengths
+
+    if not str(folder).strip():
+        raise CFolderError("--c is empty: name the folder for the C library")
+    folder = Path(folder)
+    try:
+        check_name_lengths(folder, "--c")
+    except RunFolderError as err:
+        raise CFolderError(str(err)) from None
+    if folder.exists() and not folder.is_dir():
+        raise CFolderError(f"--c {folder} is a file, not a folder: choose a folder for the C library")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return folder
+    names = sorted(os.listdir(folder))
+    ours = _export_names(folder)
+    foreign = names if ours is None else [n for n in names if n not in ours | set(BUILD_PRODUCTS)]
+    if "mcu" in names and ours is not None and not foreign:
+        mcu = folder / "mcu"
+        foreign = [f"mcu/{n}" for n in sorted(os.listdir(mcu)) if n not in MCU_SOURCES] if mcu.is_dir() else ["mcu"]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        what = "is not an earlier bintut export" if ours is None else "holds files that are not bintut's"
+        raise CFolderError(f"--c {folder} {what} (it holds {shown}); an export replaces the whole folder: "
+                           "move them away or choose an empty or new folder")
+    return folder
+
+
 def write_c_library(export: ResNetExport, folder: str | os.PathLike, images: np.ndarray,
                     source: str = "a bintut export") -> CLibrary:
-    """Write the C library, its golden test (``images``: normalised float (N, 3, H, W)) and README."""
-    folder = Path(folder)
+    """Write the C library, its golden test (``images``: normalised float (N, 3, H, W)) and README.
+
+    The library is written as one unit: into a temporary folder beside ``folder``, which then takes
+    its place (atomically where the system can exchange two names), so ``folder`` holds either the
+    earlier export or the new one, whatever fails or interrupts the writing. A ``folder`` holding
+    anything but an earlier bintut export is refused (:class:`CFolderError`) before any work.
+    """
+    from .runfolder import remove_stale_temporaries, temporary_path
+
+    folder = check_c_folder(folder)
+    if folder.is_symlink():  # replace what the link points at, not the link
+        folder = folder.resolve()
     if export.image_size != images.shape[-1]:
         raise ValueError(f"golden images must be {export.image_size} x {export.image_size}, got {images.shape}")
+    if not 1 <= len(images) <= MAX_GOLDEN:
+        raise ValueError(f"golden images: between 1 and {MAX_GOLDEN}, got {len(images)}")
     final_size(export)
     codes, logits = golden_vectors(export, images)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "mcu").mkdir(exist_ok=True)
-    written = {
-        "bintut.h": api_header(export, source),
-        "bintut_model.h": model_header(export, source),
-        "golden.h": golden_header(codes, logits),
-    }
-    for name, text in written.items():
-        _write_text(folder / name, text)
-    files = [folder / name for name in written]
-    src = c_sources()
-    for name in STATIC_SOURCES:
-        shutil.copyfile(src / name, folder / name)
-        files.append(folder / name)
-    for name in MCU_SOURCES:
-        shutil.copyfile(src / "mcu" / name, folder / "mcu" / name)
-        files.append(folder / "mcu" / name)
-    flash = flash_bytes(export) | {"golden images and logits (test only)": codes.nbytes + logits.nbytes}
-    plan = memory_plan(export)
-    ram = {"activation buffer A": plan["buffer_a"], "activation buffer B": plan["buffer_b"],
-           "accumulator, output and pool rows": plan["scratch"]}
-    library = CLibrary(folder, files, flash, ram, len(codes))
-    _write_text(folder / "README.md", readme(export, library, source))
-    files.append(folder / "README.md")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder)  # what an export killed outright (SIGKILL) left beside it
+    tmp = temporary_path(folder)
+    try:
+        (tmp / "mcu").mkdir(parents=True)
+        written = {
+            "bintut.h": api_header(export, source),
+            "bintut_model.h": model_header(export, source),
+            "golden.h": golden_header(codes, logits),
+        }
+        for name, text in written.items():
+            (tmp / name).write_text(text)
+        names = list(written)
+        src = c_sources()
+        for name in STATIC_SOURCES:
+            shutil.copyfile(src / name, tmp / name)
+            names.append(name)
+        for name in MCU_SOURCES:
+            shutil.copyfile(src / "mcu" / name, tmp / "mcu" / name)
+            names.append(f"mcu/{name}")
+        flash = flash_bytes(export) | {"golden images and logits (test only)": codes.nbytes + logits.nbytes}
+        plan = memory_plan(export)
+        ram = {"activation buffer A": plan["buffer_a"], "activation buffer B": plan["buffer_b"],
+               "accumulator, output and pool rows": plan["scratch"]}
+        names.append("README.md")
+        library = CLibrary(folder, [folder / name for name in names], flash, ram, len(codes))
+        (tmp / "README.md").write_text(readme(export, library, source))
+        (tmp / EXPORT_MARK).write_text("".join(f"{name.split('/')[0]}\n" for name in names))
+        _put_in_place(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return library
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def _put_in_place(new: Path, folder: Path) -> None:
+    """Make ``new`` (a complete folder) take the name ``folder``; the folder it replaces is removed."""
+    if not folder.exists():
+        os.rename(new, folder)
+        return
+    if _exchange(new, folder):  # folder is the new export now; new holds the old one
+        shutil.rmtree(new, ignore_errors=True)
+        return
+    from .runfolder import temporary_path
+
+    old = temporary_path(folder)  # no atomic exchange here: two renames, the old export kept until both passed
+    os.rename(folder, old)
     try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        os.rename(new, folder)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        os.rename(old, folder)
         raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two names atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where that is unavailable."""
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
 
 
 def readme(export: ResNetExport, library: CLibrary, source: str) -> str:
@@ -394,16 +493,32 @@ def parse_golden(command: list[str], returncode: int, output: str) -> GoldenRun:
     if failed:
         run.failure = failed[0]
     elif returncode != 0:
-        run.failure = f"exit status {returncode}: {output.strip()[-300:]}"
+        run.failure = f"exit status {returncode}: {_printable(output.strip()[-300:])}"
+    elif not run.images:
+        run.failure = "the golden test ran no image"
     return run
 
 
-def host_compiler() -> str:
-    """The host C compiler: $CC, else cc, gcc or clang; CompilerNotFound if none is installed."""
-    for name in filter(None, (os.environ.get("CC"), "cc", "gcc", "clang")):
+def host_compiler() -> list[str]:
+    """The host C compiler command: ``$CC`` split as a shell would (``"gcc -m32"`` keeps its flags), else cc,
+    gcc or clang; CompilerNotFound if ``$CC`` names no installed program or no compiler is installed."""
+    import shlex
+
+    wanted = os.environ.get("CC", "").strip()
+    if wanted:
+        try:
+            command = shlex.split(wanted)
+        except ValueError as err:
+            raise CompilerNotFound(f"$CC={wanted!r} cannot be read as a command ({err})") from None
+        path = shutil.which(command[0])
+        if path is None:
+            raise CompilerNotFound(f"$CC names {command[0]!r}, which is not installed (not on PATH): install it, "
+                                   "or unset CC to use cc, gcc or clang")
+        return [path, *command[1:]]
+    for name in ("cc", "gcc", "clang"):
         path = shutil.which(name)
         if path:
-            return path
+            return [path]
     raise CompilerNotFound("no C compiler found (tried $CC, cc, gcc, clang)")
 
 
@@ -411,8 +526,26 @@ def _compile(command: list[str], cwd: Path) -> str:
     """Run a compiler command; returns its diagnostics (warnings), raises RuntimeError on failure."""
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"compiling failed: {' '.join(command)}\n{result.stderr[-3000:]}")
+        raise RuntimeError(f"compiling failed: {' '.join(command)}\n{_printable(result.stderr[-3000:])}")
     return result.stderr
+
+
+class LibraryIncomplete(RuntimeError):
+    """The folder lacks files of an exported C library."""
+
+
+def check_library(folder: Path, sources: tuple[str, ...]) -> None:
+    """Raise :class:`LibraryIncomplete` naming the files of an export that ``folder`` lacks."""
+    needed = ("bintut.h", "bintut_model.h", "golden.h", "platform.h", *sources)
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if missing:
+        raise LibraryIncomplete(f"{folder} lacks {', '.join(missing)} of an exported C library: export it again "
+                                "with `python -m bintut export RUN --c DIR`")
+
+
+def _printable(text: str) -> str:
+    """``text`` without control characters (but newlines and tabs): what a program printed, safe to show."""
+    return "".join(c if c in "\n\t" or c.isprintable() else "?" for c in text)
 
 
 def build_host(folder: str | os.PathLike, limit: int | None = None) -> tuple[Path, str]:
@@ -422,15 +555,16 @@ def build_host(folder: str | os.PathLike, limit: int | None = None) -> tuple[Pat
     reused while it is newer than its sources.
     """
     folder = Path(folder)
+    check_library(folder, HOST_FILES)
     cc = host_compiler()
     obj = folder / "bintut.o"
     sources = max((folder / name).stat().st_mtime for name in ("bintut.c", "bintut.h", "bintut_model.h"))
     warnings = ""
     if not obj.exists() or obj.stat().st_mtime <= sources:
-        warnings += _compile([cc, *HOST_CFLAGS, "-c", "bintut.c", "-o", "bintut.o"], folder)
+        warnings += _compile([*cc, *HOST_CFLAGS, "-c", "bintut.c", "-o", "bintut.o"], folder)
     extra = [f"-DBINTUT_GOLDEN_LIMIT={limit}"] if limit else []
     rest = [name for name in HOST_FILES if name != "bintut.c"]
-    warnings += _compile([cc, *HOST_CFLAGS, *extra, *rest, "bintut.o", "-o", "golden_host"], folder)
+    warnings += _compile([*cc, *HOST_CFLAGS, *extra, *rest, "bintut.o", "-o", "golden_host"], folder)
     return folder / "golden_host", warnings
 
 
@@ -451,6 +585,7 @@ def missing_mcu_tools() -> list[str]:
 def build_mcu(folder: str | os.PathLike, limit: int | None = None) -> tuple[Path, str]:
     """Cross-compile the golden test for QEMU's mps2-an386 (Cortex-M4); returns the ELF and the warnings."""
     folder = Path(folder)
+    check_library(folder, (*MCU_FILES, "mcu/mps2_an386.ld"))
     if missing_mcu_tools():
         raise CompilerNotFound(f"missing {', '.join(missing_mcu_tools())}: run `make mcu` (installs "
                                f"{' '.join(MCU_PACKAGES)} with apt-get)")
@@ -505,14 +640,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", help="a folder written by `python -m bintut export RUN --c DIR`")
     parser.add_argument("--limit", type=int, help="run only the first N golden images")
     args = parser.parse_args(argv)
-    if not (Path(args.folder) / "bintut_model.h").is_file():
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit must be at least 1 (the number of golden images to run), got {args.limit}")
+    if not Path(args.folder).is_dir() or not (Path(args.folder) / "bintut_model.h").is_file():
         print(f"bintut: error: {args.folder} holds no exported C library (bintut_model.h)", file=sys.stderr)
         return 2
     try:
         run = (run_host_golden if args.target == "host" else run_mcu_golden)(args.folder, args.limit)
-    except (CompilerNotFound, RuntimeError, subprocess.TimeoutExpired) as err:
+    except (CompilerNotFound, LibraryIncomplete, RuntimeError, subprocess.TimeoutExpired, OSError) as err:
         print(f"bintut: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("bintut: stopped", file=sys.stderr)
+        return 130
     print("$ " + " ".join(run.command))
     print(run.output.rstrip())
     if run.warnings:

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import signal
 import sys
+import threading
 
 from .config import PRESETS, SCHEDULE_FIELDS, TrainConfig, preset
 
@@ -90,13 +91,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop: unwinds like Ctrl-C, so that every temporary file is removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line; SIGTERM unwinds like Ctrl-C (temporaries removed, exit 143) for the whole command."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
     if command == "export":
-        if args["golden"] < 1:
-            parser.error(f"--golden must be at least 1, got {args['golden']}")
+        from .cexport import MAX_GOLDEN
+
+        if not 1 <= args["golden"] <= MAX_GOLDEN:
+            parser.error(f"--golden must be between 1 and {MAX_GOLDEN}, got {args['golden']}")
+        for flag, key in (("--out", "out"), ("--c", "c_dir")):
+            if args[key] is not None and not args[key].strip():
+                parser.error(f"{flag} is empty: name a {'file' if key == 'out' else 'folder'}, or leave {flag} out")
         return run_export(args["run"], args["out"], args["c_dir"], args["golden"], args["force"])
     if command == "reproduce":
         import torch
@@ -132,7 +161,10 @@ def run_training(cfg: TrainConfig) -> int:
         print(f"bintut: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
-        return 128 + getattr(err, "signum", signal.SIGINT)
+        signum = getattr(err, "signum", signal.SIGINT)
+        if isinstance(err, Terminated):  # before or after the training loop, which says what it kept
+            print(f"bintut: stopped by signal {signum}", file=sys.stderr)
+        return 128 + signum
     except Exception as err:
         full = storage_error(err)
         if full is None:
@@ -149,21 +181,46 @@ def run_training(cfg: TrainConfig) -> int:
 
 
 def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int = 8, force: bool = False) -> int:
-    """Export a run: the .npz (always) and, with ``c_dir``, the C library; one-line errors, exit 2."""
+    """Export a run: the .npz (always) and, with ``c_dir``, the C library; one-line errors, exit 2.
+
+    Ctrl-C or SIGTERM stops it quietly (exit 130 or 143): each file and the C folder is replaced whole
+    or not at all, so what was there before stays.
+    """
+    try:
+        return _export(run, out, c_dir, golden, force)
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"\nbintut: export stopped (signal {signum}); files not yet replaced are as they were", file=sys.stderr)
+        return 128 + signum
+
+
+def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bool) -> int:
     from pathlib import Path
 
     from .checkpoint import CheckpointError
     from .export import ExportError, export_resnet, fp32_state_dict_bytes
     from .opcount import layer_costs, summary_table
     from .quant import get_controls, hard_mode
+    from .runfolder import RunFolderError, check_name_lengths
     from .runs import load_run
 
     def fail(message: str) -> int:
         print(f"bintut: error: {message}", file=sys.stderr)
         return 2
 
+    path = Path(out) if out else Path(run) / "model_int.npz"
     try:
-        loaded = load_run(run)
+        check_name_lengths(path, "--out")
+        if path.is_dir():
+            return fail(f"--out {path} is a folder: name the .npz file to write")
+        if c_dir is not None:
+            from .cexport import CFolderError, check_c_folder
+
+            try:
+                check_c_folder(c_dir)
+            except CFolderError as err:
+                return fail(str(err))
+        loaded = load_run(run, metrics=False)
         controls = get_controls(loaded.model)
         if not controls or any(value != 1.0 for value in controls.values()):
             last = ", ".join(f"{k} = {v:.4g}" for k, v in controls.items()) or "no quantizers"
@@ -176,9 +233,8 @@ def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int 
         with hard_mode(loaded.model):
             export = export_resnet(loaded.model)
             fp32 = fp32_state_dict_bytes(loaded.model)
-    except (FileNotFoundError, CheckpointError, ExportError) as err:
+    except (FileNotFoundError, CheckpointError, ExportError, RunFolderError, ValueError) as err:
         return fail(str(err))
-    path = Path(out) if out else Path(run) / "model_int.npz"
     try:
         export.save(path)
     except OSError as err:
@@ -192,8 +248,9 @@ def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int 
         images, origin = run_test_images(loaded, golden)
         try:
             library = write_c_library(export, c_dir, images, source=f"run {Path(run).name}")
-        except OSError as err:
-            return fail(f"could not write the C library to {c_dir} ({err.strerror or err})")
+        except (OSError, ValueError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+            return fail(f"could not write the C library to {c_dir} ({reason}); the folder is as it was")
         flash, ram = sum(library.flash.values()), sum(library.ram.values())
         print(f"{c_dir}: C99 library and golden test ({library.golden} images: {origin}); constant data "
               f"{flash:,} bytes (flash), static buffers {ram:,} bytes (RAM); build and run: {c_dir}/README.md")

@@ -26,7 +26,7 @@ from torchvision.datasets.utils import check_integrity, extract_archive
 from torchvision.transforms import v2
 
 from .download import DownloadError, download
-from .runfolder import replacing
+from .runfolder import remove_stale_temporaries, replacing
 
 DATA_ENV = "BINTUT_DATA"
 FOLDER = "cifar-100-python"
@@ -233,6 +233,7 @@ def write_synthetic_cifar100(
 
 def _write_atomically(path: Path, data: bytes) -> str:
     """Write under a private temporary name, then rename (a concurrent reader never sees half a file); its sha256."""
+    remove_stale_temporaries(path)  # what a writer killed outright (SIGKILL) left behind
     with replacing(path) as tmp:
         tmp.write_bytes(data)
     return hashlib.sha256(data).hexdigest()
