@@ -35,7 +35,8 @@ from .engine import IntegerResNet
 from .export import ExportError, ResNetExport, final_size
 from .intkernels import conv_output_size, unpack_signs
 
-STATIC_SOURCES = ("bintut.c", "golden_main.c", "platform.h", "host_platform.c")
+STATIC_SOURCES = ("bintut.c", "bintut_fast.c", "layer_check.c", "golden_main.c", "platform.h", "host_platform.c")
+KERNELS = ("fast", "reference")  # bintut.c's BINTUT_FAST default: bintut_fast.c, or the readable reference loop
 MCU_SOURCES = ("mps2_platform.c", "mps2_an386.ld")
 # -Wno-overlength-strings: the sign bits are string literals longer than the 4,095 characters C99 asks
 # every compiler to accept (gcc, clang and arm-none-eabi-gcc take any length)
@@ -156,7 +157,9 @@ def _identifier(name: str) -> str:
     return re.sub(r"[^0-9a-zA-Z]", "_", name)
 
 
-def api_header(export: ResNetExport, source: str) -> str:
+def api_header(export: ResNetExport, source: str, kernel: str = "fast") -> str:
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
     size, classes = export.image_size, export.num_classes
     mean = ", ".join(f"{v}" for v in CIFAR100_MEAN)
     std = ", ".join(f"{v}" for v in CIFAR100_STD)
@@ -180,6 +183,12 @@ def api_header(export: ResNetExport, source: str) -> str:
  */
 #define BINTUT_INPUT_STEP {export.input_step!r}
 
+/* 1: the fast kernels (bintut_fast.c), 0: the readable reference loop; both give the same logits.
+ * Override when compiling: -DBINTUT_FAST=0 or -DBINTUT_FAST=1. */
+#ifndef BINTUT_FAST
+#define BINTUT_FAST {int(kernel == "fast")}
+#endif
+
 /* Writes BINTUT_NUM_CLASSES int32 logits; argmax is the predicted class. Returns 0 (-1 on NULL).
  * Not reentrant: it uses static buffers. */
 int bintut_infer(const int8_t *image, int32_t *logits);
@@ -197,7 +206,7 @@ def model_header(export: ResNetExport, source: str) -> str:
              f"#define BINTUT_NUM_LAYERS {len(names)}\n#define BINTUT_NUM_BLOCKS {len(export.blocks)}\n",
              f"#define BINTUT_FRACTION_BITS {export.fraction_bits}\n",
              f"#define BINTUT_BUFFER_A_BYTES {plan['buffer_a']}\n#define BINTUT_BUFFER_B_BYTES {plan['buffer_b']}\n",
-             f"#define BINTUT_MAX_CHANNELS {plan['max_channels']}\n\n"]
+             f"#define BINTUT_MAX_CHANNELS {plan['max_channels']}\n", fast_kernel_defines(export), "\n"]
     table = []
     for name, layer in export.layers.items():
         ident = _identifier(name)
@@ -217,6 +226,57 @@ def model_header(export: ResNetExport, source: str) -> str:
                       f"{block['identity_m'] or 0}, {block['identity_shift'] or 0}}}")
     parts.append("\nstatic const bintut_block bintut_blocks[BINTUT_NUM_BLOCKS] = {\n" + ",\n".join(blocks) + "\n};\n")
     return "".join(parts)
+
+
+def fast_kernel_plan(export: ResNetExport, check: bool = True) -> dict[str, int]:
+    """Sizes bintut_fast.c needs, checking the shapes it supports.
+
+    * ``weight_bytes``: the int8 +-1 weights the x86 AVX-512 VNNI path unpacks once (every layer but the
+      head; the stem's 27 taps x channels padded to 32);
+    * ``tap_bytes``: one output channel's byte masks (kernel^2 x in_channels) on the portable path;
+    * ``positions``: the most output positions of a layer (window sums, the stem's rows);
+    * ``buffer_b_tail``: a block with a shortcut conv writes its output behind conv1's in buffer B,
+      so buffer B must hold both (ExportError otherwise).
+
+    With ``check``, raises ExportError for a layer between stem and head whose input channels are not a
+    multiple of 8 or whose output channels are not a multiple of 64, and for the cases above (the
+    reference kernel runs such a network).
+    """
+    layers = list(export.layers.values())
+    for layer in layers[1:-1] if check else []:
+        if layer.in_channels % 8 or layer.out_channels % 64:
+            raise ExportError(f"layer {layer.name}: the fast C kernel needs input channels in multiples of 8 and "
+                              f"output channels in multiples of 64, found {layer.in_channels} -> "
+                              f"{layer.out_channels}; export with the reference kernel")
+    stem = layers[0]
+    if check and (stem.in_channels * stem.kernel**2 > 32 or stem.out_channels % 64):
+        raise ExportError(f"the fast C kernel needs a stem of at most 32 inputs per window and output channels "
+                          f"in multiples of 64, found {stem.in_channels} x {stem.kernel}^2 -> {stem.out_channels}")
+    weight_bytes = stem.out_channels * 32 + sum(layer.out_channels * layer.kernel**2 * layer.in_channels
+                                                for layer in layers[1:-1])
+    tap_bytes = max(layer.kernel**2 * layer.in_channels for layer in layers[1:-1])
+    plan = memory_plan(export)
+    size = conv_output_size(export.image_size, stem.kernel, stem.stride, stem.padding)
+    positions, tail = size * size, 0
+    for block in export.blocks:
+        conv1, conv2 = export.layers[block["conv1"]], export.layers[block["conv2"]]
+        h = conv_output_size(size, conv1.kernel, conv1.stride, conv1.padding)
+        out = conv_output_size(h, conv2.kernel, conv2.stride, conv2.padding)
+        positions = max(positions, h * h)
+        if block["shortcut"] is not None:
+            tail = max(tail, h * h * conv1.out_channels + out * out * conv2.out_channels)
+            if check and tail > plan["buffer_b"]:
+                raise ExportError(f"block with {block['conv2']}: its output does not fit behind conv1's in buffer B "
+                                  "(the fast C kernel); export with the reference kernel")
+        size = out
+    return {"weight_bytes": weight_bytes, "tap_bytes": tap_bytes, "positions": positions, "buffer_b_tail": tail}
+
+
+def fast_kernel_defines(export: ResNetExport) -> str:
+    """The ``#define``s of bintut_model.h that size bintut_fast.c's static buffers."""
+    plan = fast_kernel_plan(export, check=False)
+    return (f"#define BINTUT_MAX_POSITIONS {plan['positions']}\n#define BINTUT_MAX_TAP_BYTES {plan['tap_bytes']}\n"
+            f"#define BINTUT_FAST_WEIGHT_BYTES {plan['weight_bytes']} /* x86 AVX-512 VNNI path only */\n")
 
 
 def golden_header(codes: np.ndarray, logits: np.ndarray) -> str:
@@ -258,9 +318,17 @@ class CLibrary:
 
 
 def write_c_library(export: ResNetExport, folder: str | os.PathLike, images: np.ndarray,
-                    source: str = "a bintut export") -> CLibrary:
-    """Write the C library, its golden test (``images``: normalised float (N, 3, H, W)) and README."""
+                    source: str = "a bintut export", kernel: str = "fast") -> CLibrary:
+    """Write the C library, its golden test (``images``: normalised float (N, 3, H, W)) and README.
+
+    ``kernel``: ``"fast"`` (bintut_fast.c; ExportError for a shape it does not support) or ``"reference"``
+    (the readable loop of bintut.c) as the default of ``bintut_infer``; both are written either way.
+    """
     folder = Path(folder)
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+    if kernel == "fast":
+        fast_kernel_plan(export)
     if export.image_size != images.shape[-1]:
         raise ValueError(f"golden images must be {export.image_size} x {export.image_size}, got {images.shape}")
     final_size(export)
@@ -268,7 +336,7 @@ def write_c_library(export: ResNetExport, folder: str | os.PathLike, images: np.
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "mcu").mkdir(exist_ok=True)
     written = {
-        "bintut.h": api_header(export, source),
+        "bintut.h": api_header(export, source, kernel),
         "bintut_model.h": model_header(export, source),
         "golden.h": golden_header(codes, logits),
     }

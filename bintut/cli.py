@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--c", dest="c_dir", metavar="DIR", help="also write the C99 library and golden test here")
     export.add_argument("--golden", type=int, default=8, metavar="N",
                         help="golden test images in the C library (default: 8)")
+    export.add_argument("--c-kernel", choices=("fast", "reference"), default="fast",
+                        help="the C library's default kernel: fast (SIMD where the CPU has it, portable C "
+                        "elsewhere) or the readable reference loop; same logits (default: fast)")
     export.add_argument("--force", action="store_true",
                         help="export the fully binary view of a run that never reached p = bin_ratio = 1")
     commands.add_parser(
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "export":
         if args["golden"] < 1:
             parser.error(f"--golden must be at least 1, got {args['golden']}")
-        return run_export(args["run"], args["out"], args["c_dir"], args["golden"], args["force"])
+        return run_export(args["run"], args["out"], args["c_dir"], args["golden"], args["force"], args["c_kernel"])
     if command == "reproduce":
         import torch
 
@@ -146,7 +149,8 @@ def run_training(cfg: TrainConfig) -> int:
     return 0
 
 
-def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int = 8, force: bool = False) -> int:
+def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int = 8, force: bool = False,
+               c_kernel: str = "fast") -> int:
     """Export a run: the .npz (always) and, with ``c_dir``, the C library; one-line errors, exit 2."""
     from pathlib import Path
 
@@ -189,7 +193,9 @@ def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int 
 
         images, origin = run_test_images(loaded, golden)
         try:
-            library = write_c_library(export, c_dir, images, source=f"run {Path(run).name}")
+            library = write_c_library(export, c_dir, images, source=f"run {Path(run).name}", kernel=c_kernel)
+        except ExportError as err:
+            return fail(str(err))
         except OSError as err:
             return fail(f"could not write the C library to {c_dir} ({err.strerror or err})")
         flash, ram = sum(library.flash.values()), sum(library.ram.values())

@@ -1,0 +1,462 @@
+/*
+ * bintut_fast.c -- the fast kernels (included by bintut.c when BINTUT_FAST is 1). They compute the
+ * integers of the reference kernel in bintut.c, in another order; layer_check.c compares the two
+ * layer by layer on random inputs, and the golden test end to end.
+ *
+ * What makes them fast (notebook 08 tells the story):
+ *   1. Output-channel blocks outermost: the sign bits of a few output channels are unpacked once
+ *      into byte masks (0x00 / 0xFF) and reused at every output position, instead of testing one
+ *      bit per add.
+ *   2. The masked-sum identity acc = 2 * sum(x & mask) - sum(x): sum(x) over a window is computed
+ *      once per position and shared by all output channels.
+ *   3. Four bytes at a time: activations after a ReLU are in [0, 127], so sum(x & mask) over four
+ *      bytes is one AND and one USADA8 (unsigned sum of absolute differences with 0, accumulated)
+ *      on a Cortex-M4 with the DSP extension (ACLE __usada8, __ARM_FEATURE_SIMD32), or a SWAR
+ *      sum of byte lanes in portable C.
+ *   4. On x86-64 with AVX-512 VNNI (checked at run time; built with gcc's or clang's target
+ *      attribute, so the library runs on any x86-64): the weights as int8 +-1, unpacked once
+ *      on the first call into a static table, and VPDPBUSD, 64 int8 multiply-adds per
+ *      instruction, 4 positions x 64 output channels per register tile.
+ * The stem (3 signed input channels) and the head (one position) are small: on the portable path
+ * they use the reference kernel, on the x86 path the stem is one VNNI GEMM over 27 taps.
+ *
+ * Compile with -DBINTUT_NO_SIMD to use only the portable C path on any machine.
+ * No malloc, no float. RAM beyond the reference kernel: the masks of two output channels for a
+ * conv and its shortcut (4 x BINTUT_MAX_TAP_BYTES) and two rows of window sums; on x86-64 the
+ * unpacked int8 weights (BINTUT_FAST_WEIGHT_BYTES).
+ */
+#include <string.h>
+
+#if !defined(BINTUT_NO_SIMD) && defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define BINTUT_X86_VNNI 1
+#include <immintrin.h>
+#else
+#define BINTUT_X86_VNNI 0
+#endif
+#if !defined(BINTUT_NO_SIMD) && defined(__ARM_FEATURE_SIMD32)
+#define BINTUT_ARM_SIMD32 1
+#include <arm_acle.h>
+#else
+#define BINTUT_ARM_SIMD32 0
+#endif
+
+#ifdef __GNUC__
+#define COPY4(dst, src) __builtin_memcpy((dst), (src), 4) /* stays inline under -ffreestanding */
+#else
+#define COPY4(dst, src) memcpy((dst), (src), 4)
+#endif
+
+#define PORTABLE_CHANNELS 2  /* output channels per block (portable path) */
+#define PORTABLE_POSITIONS 2 /* output positions per tile (portable path) */
+#define MAX_TAPS (9 * 9)
+
+static const uint8_t zero_page[BINTUT_MAX_CHANNELS]; /* what a padded tap reads: zeros */
+static uint8_t masks[2][PORTABLE_CHANNELS][BINTUT_MAX_TAP_BYTES]; /* [conv, shortcut][channel][tap * cin + c] */
+static int32_t window_sums[2][BINTUT_MAX_POSITIONS];              /* sum of x over each window */
+
+static uint32_t load32(const uint8_t *p)
+{
+    uint32_t v;
+    COPY4(&v, p);
+    return v;
+}
+
+/* Pointers to the input rows (cin bytes, channels last) under each tap of output position p;
+ * padded taps point at zeros. Returns the number of taps. */
+static int gather_taps(const bintut_layer *layer, const int8_t *in, int size, int o, int p, const uint8_t **taps)
+{
+    const int k = layer->kernel, oy = p / o, ox = p % o;
+    int dy, dx, t = 0;
+    for (dy = 0; dy < k; dy++) {
+        const int iy = oy * layer->stride - layer->padding + dy;
+        for (dx = 0; dx < k; dx++, t++) {
+            const int ix = ox * layer->stride - layer->padding + dx;
+            if (iy < 0 || iy >= size || ix < 0 || ix >= size)
+                taps[t] = zero_page;
+            else
+                taps[t] = (const uint8_t *)in + ((size_t)iy * size + ix) * layer->in_channels;
+        }
+    }
+    return t;
+}
+
+/* ------------------------------------------------------------------ portable path (and Cortex-M4) */
+
+/* byte masks of the 16 nibbles, most significant bit first (the order of the packed sign bits) */
+static const uint8_t nibble_masks[16][4] = {
+    {0, 0, 0, 0}, {0, 0, 0, 255}, {0, 0, 255, 0}, {0, 0, 255, 255},
+    {0, 255, 0, 0}, {0, 255, 0, 255}, {0, 255, 255, 0}, {0, 255, 255, 255},
+    {255, 0, 0, 0}, {255, 0, 0, 255}, {255, 0, 255, 0}, {255, 0, 255, 255},
+    {255, 255, 0, 0}, {255, 255, 0, 255}, {255, 255, 255, 0}, {255, 255, 255, 255}};
+
+/* Output channel oc's sign bits as byte masks: dst[tap * cin + c] = 0xFF where the weight is +1. */
+static void unpack_masks(const bintut_layer *layer, int oc, uint8_t *dst)
+{
+    const int cin = layer->in_channels, taps = layer->kernel * layer->kernel, tap_bytes = cin / 8;
+    const uint8_t *bits = layer->bits + (size_t)oc * taps * tap_bytes;
+    int i;
+    for (i = 0; i < taps * tap_bytes; i++, dst += 8) {
+        COPY4(dst, nibble_masks[bits[i] >> 4]);
+        COPY4(dst + 4, nibble_masks[bits[i] & 15]);
+    }
+}
+
+#if BINTUT_ARM_SIMD32
+/* USADA8(v, 0, s) = s + the four unsigned bytes of v: four additions in one instruction */
+#define SUM_BYTES(s, v) ((s) = __usada8((v), 0u, (s)))
+#define FINISH_SUM(s) ((int32_t)(s))
+#else
+/* SWAR: two 16-bit lanes, each gets two bytes (<= 2 * 255) per word; safe for 128 words (cin <= 512) */
+#define SUM_BYTES(s, v) ((s) += ((v) & 0x00FF00FFu) + (((v) >> 8) & 0x00FF00FFu))
+#define FINISH_SUM(s) ((int32_t)(((s) & 0xFFFFu) + ((s) >> 16)))
+#endif
+
+/* sum of n bytes (n a multiple of 4, at most 512) */
+static int32_t byte_sum(const uint8_t *x, int n)
+{
+    uint32_t s = 0;
+    int i;
+    for (i = 0; i < n; i += 4) {
+        const uint32_t v = load32(x + i);
+        SUM_BYTES(s, v);
+    }
+    return FINISH_SUM(s);
+}
+
+/* s[2 * p + j] += sum over n bytes of (x_p & m_j), for two positions and two output channels: per
+ * four bytes, four loads, four ANDs and four byte sums serve 16 additions */
+static void masked_sums_2x2(const uint8_t *x0, const uint8_t *x1, const uint8_t *m0, const uint8_t *m1, int n,
+                            int32_t *s)
+{
+    uint32_t s00 = 0, s01 = 0, s10 = 0, s11 = 0;
+    int i;
+    for (i = 0; i < n; i += 4) {
+        const uint32_t a = load32(x0 + i), b = load32(x1 + i), u = load32(m0 + i), v = load32(m1 + i);
+        const uint32_t au = a & u, av = a & v, bu = b & u, bv = b & v;
+        SUM_BYTES(s00, au);
+        SUM_BYTES(s01, av);
+        SUM_BYTES(s10, bu);
+        SUM_BYTES(s11, bv);
+    }
+    s[0] += FINISH_SUM(s00);
+    s[1] += FINISH_SUM(s01);
+    s[2] += FINISH_SUM(s10);
+    s[3] += FINISH_SUM(s11);
+}
+
+/* window sums of every output position: sum over the taps of all cin input bytes */
+static void portable_window_sums(const bintut_layer *layer, const int8_t *in, int size, int o, int32_t *sums)
+{
+    const uint8_t *taps[MAX_TAPS];
+    int p, t;
+    for (p = 0; p < o * o; p++) {
+        const int n = gather_taps(layer, in, size, o, p, taps);
+        int32_t s = 0;
+        for (t = 0; t < n; t++) s += byte_sum(taps[t], layer->in_channels);
+        sums[p] = s;
+    }
+}
+
+/* acc[p * 2 + j] for positions p0, p0 + 1 (np of them) and output channels oc0, oc0 + 1 */
+static void portable_tile(const bintut_layer *layer, int slot, const int8_t *in, int size, int o, int p0, int np,
+                          int32_t *acc)
+{
+    const uint8_t *taps[PORTABLE_POSITIONS][MAX_TAPS];
+    const int cin = layer->in_channels;
+    int32_t s[4] = {0, 0, 0, 0};
+    int t, p, n = 0;
+    for (p = 0; p < np; p++) n = gather_taps(layer, in, size, o, p0 + p, taps[p]);
+    for (t = 0; t < n; t++)
+        masked_sums_2x2(taps[0][t], taps[np - 1][t], masks[slot][0] + t * cin, masks[slot][1] + t * cin, cin, s);
+    for (p = 0; p < PORTABLE_POSITIONS; p++) {
+        const int32_t total = window_sums[slot][p0 + (p < np ? p : 0)];
+        acc[2 * p] = s[2 * p] + s[2 * p] - total;
+        acc[2 * p + 1] = s[2 * p + 1] + s[2 * p + 1] - total;
+    }
+}
+
+/* ------------------------------------------------------------------ x86-64: AVX-512 VNNI */
+#if BINTUT_X86_VNNI
+#define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#define VNNI_CHANNELS 64 /* four registers of 16 int32 accumulators */
+#define VNNI_POSITIONS 4
+#define STEM_K 32 /* the stem's 27 taps x channels, padded to a multiple of 4 */
+
+static int8_t vnni_weights[BINTUT_FAST_WEIGHT_BYTES]; /* per layer: [oc / 64][tap][c / 4][64 oc][4 c], +-1 */
+static size_t vnni_offset[BINTUT_NUM_LAYERS];
+static int32_t stem_weight_sum[BINTUT_MAX_CHANNELS];
+static uint8_t stem_rows[BINTUT_MAX_POSITIONS][STEM_K];
+static int vnni_state; /* 0: not checked yet, 1: weights unpacked, -1: this CPU has no AVX-512 VNNI */
+
+static int sign_bit(const bintut_layer *layer, int oc, int tap, int c)
+{
+    const int tap_bytes = (layer->in_channels + 7) / 8;
+    const uint8_t byte = layer->bits[((size_t)oc * layer->kernel * layer->kernel + tap) * tap_bytes + c / 8];
+    return (byte >> (7 - c % 8)) & 1;
+}
+
+/* Run once: check the CPU, then write every layer's weights as int8 +-1 in the order the tiles read. */
+static int vnni_ready(void)
+{
+    size_t at = 0;
+    int i, oc, t, c;
+    if (vnni_state) return vnni_state > 0;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512vnni")) {
+        vnni_state = -1;
+        return 0;
+    }
+    for (i = 0; i < BINTUT_NUM_LAYERS - 1; i++) {
+        const bintut_layer *layer = &bintut_layers[i];
+        const int taps = i == 0 ? 1 : layer->kernel * layer->kernel, cin = i == 0 ? STEM_K : layer->in_channels;
+        vnni_offset[i] = at;
+        for (oc = 0; oc < layer->out_channels; oc++) {
+            int32_t sum = 0;
+            for (t = 0; t < taps; t++)
+                for (c = 0; c < cin; c++) {
+                    int w;
+                    if (i == 0) /* the stem: k = tap * 3 + channel, zero weights beyond the 27th */
+                        w = c < layer->kernel * layer->kernel * 3 ? 2 * sign_bit(layer, oc, c / 3, c % 3) - 1 : 0;
+                    else
+                        w = 2 * sign_bit(layer, oc, t, c) - 1;
+                    sum += w;
+                    vnni_weights[at + ((((size_t)oc / VNNI_CHANNELS) * taps + t) * (cin / 4) + c / 4) * 4 *
+                                          VNNI_CHANNELS + (oc % VNNI_CHANNELS) * 4 + c % 4] = (int8_t)w;
+                }
+            if (i == 0) stem_weight_sum[oc] = sum;
+        }
+        at += (size_t)layer->out_channels * taps * cin;
+    }
+    vnni_state = 1;
+    return 1;
+}
+
+/* acc[p * 64 + j] = sum over taps and c of x_p[tap][c] * w[j][tap][c] for NP positions and 64 channels */
+static inline __attribute__((always_inline)) VNNI_TARGET void vnni_tile_n(const int8_t *w, const uint8_t *const *taps,
+                                                                          int n, int cin, int32_t *acc, const int NP)
+{
+    __m512i a[VNNI_POSITIONS][4];
+    const int quads = cin / 4;
+    int p, t, q;
+    for (p = 0; p < NP; p++) a[p][0] = a[p][1] = a[p][2] = a[p][3] = _mm512_setzero_si512();
+    for (t = 0; t < n; t++) {
+        for (q = 0; q < quads; q++, w += 4 * VNNI_CHANNELS) {
+            const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
+            const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
+            for (p = 0; p < NP; p++) {
+                int32_t v;
+                __m512i x;
+                COPY4(&v, taps[p * MAX_TAPS + t] + 4 * q);
+                x = _mm512_set1_epi32(v); /* four input bytes, to every lane: VPDPBUSD's unsigned operand */
+                a[p][0] = _mm512_dpbusd_epi32(a[p][0], x, w0);
+                a[p][1] = _mm512_dpbusd_epi32(a[p][1], x, w1);
+                a[p][2] = _mm512_dpbusd_epi32(a[p][2], x, w2);
+                a[p][3] = _mm512_dpbusd_epi32(a[p][3], x, w3);
+            }
+        }
+    }
+    for (p = 0; p < NP; p++) {
+        _mm512_storeu_si512(acc + p * VNNI_CHANNELS, a[p][0]);
+        _mm512_storeu_si512(acc + p * VNNI_CHANNELS + 16, a[p][1]);
+        _mm512_storeu_si512(acc + p * VNNI_CHANNELS + 32, a[p][2]);
+        _mm512_storeu_si512(acc + p * VNNI_CHANNELS + 48, a[p][3]);
+    }
+}
+
+static VNNI_TARGET void vnni_tile_4(const int8_t *w, const uint8_t *const *taps, int n, int cin, int32_t *acc)
+{
+    vnni_tile_n(w, taps, n, cin, acc, 4);
+}
+
+static VNNI_TARGET void vnni_tile_1(const int8_t *w, const uint8_t *const *taps, int n, int cin, int32_t *acc)
+{
+    vnni_tile_n(w, taps, n, cin, acc, 1);
+}
+
+/* acc[p * 64 + j] for positions p0 .. p0 + np - 1 and output channels oc0 .. oc0 + 63 of layer i */
+static void vnni_tile(int i, const int8_t *in, int size, int o, int p0, int np, int oc0, int32_t *acc)
+{
+    const bintut_layer *layer = &bintut_layers[i];
+    const uint8_t *taps[VNNI_POSITIONS][MAX_TAPS];
+    const int cin = layer->in_channels;
+    const int8_t *w;
+    int p, n = 0;
+    for (p = 0; p < np; p++) n = gather_taps(layer, in, size, o, p0 + p, taps[p]);
+    w = vnni_weights + vnni_offset[i] + (size_t)(oc0 / VNNI_CHANNELS) * n * cin * VNNI_CHANNELS;
+    if (np == VNNI_POSITIONS)
+        vnni_tile_4(w, taps[0], n, cin, acc);
+    else
+        for (p = 0; p < np; p++) vnni_tile_1(w, taps[p], n, cin, acc + p * VNNI_CHANNELS);
+}
+
+/* The stem as one GEMM: each position's 27 inputs (x + 128, unsigned; 128 where padded, i.e. x = 0)
+ * times the +-1 weights, minus 128 * (sum of the weights). */
+static int vnni_stem(const int8_t *image, int8_t *out)
+{
+    const bintut_layer *layer = &bintut_layers[0];
+    const int k = layer->kernel, o = output_size(layer, BINTUT_IMAGE_SIZE), cout = layer->out_channels;
+    int32_t acc[VNNI_POSITIONS * VNNI_CHANNELS];
+    const uint8_t *rows[VNNI_POSITIONS][MAX_TAPS];
+    int p, p0, oc0, j, dy, dx, c;
+    for (p = 0; p < o * o; p++) {
+        uint8_t *row = stem_rows[p];
+        int at = 0;
+        for (dy = 0; dy < k; dy++)
+            for (dx = 0; dx < k; dx++) {
+                const int iy = (p / o) * layer->stride - layer->padding + dy;
+                const int ix = (p % o) * layer->stride - layer->padding + dx;
+                const int inside = iy >= 0 && iy < BINTUT_IMAGE_SIZE && ix >= 0 && ix < BINTUT_IMAGE_SIZE;
+                for (c = 0; c < 3; c++)
+                    row[at++] = (uint8_t)(128 + (inside ? image[((size_t)iy * BINTUT_IMAGE_SIZE + ix) * 3 + c] : 0));
+            }
+        while (at < STEM_K) row[at++] = 0;
+    }
+    for (oc0 = 0; oc0 < cout; oc0 += VNNI_CHANNELS)
+        for (p0 = 0; p0 < o * o; p0 += VNNI_POSITIONS) {
+            const int np = o * o - p0 < VNNI_POSITIONS ? o * o - p0 : VNNI_POSITIONS;
+            const int8_t *w = vnni_weights + vnni_offset[0] + (size_t)(oc0 / VNNI_CHANNELS) * STEM_K * VNNI_CHANNELS;
+            for (p = 0; p < np; p++) rows[p][0] = stem_rows[p0 + p];
+            if (np == VNNI_POSITIONS)
+                vnni_tile_4(w, rows[0], 1, STEM_K, acc);
+            else
+                for (p = 0; p < np; p++) vnni_tile_1(w, rows[p], 1, STEM_K, acc + p * VNNI_CHANNELS);
+            for (p = 0; p < np; p++)
+                for (j = 0; j < VNNI_CHANNELS; j++) {
+                    const int oc = oc0 + j;
+                    const int32_t a = acc[p * VNNI_CHANNELS + j] - 128 * stem_weight_sum[oc];
+                    out[(size_t)(p0 + p) * cout + oc] = clamp_code(fixed_point(a, layer->m[oc], layer->bias[oc],
+                                                                               layer->shift[oc]));
+                }
+        }
+    return o;
+}
+#else
+static int vnni_ready(void)
+{
+    return 0;
+}
+#endif
+
+/* ------------------------------------------------------------------ one layer, either path */
+
+/* What to do with a layer's accumulators. */
+typedef struct {
+    int8_t *out;          /* int8 codes (requantize, residual) */
+    int32_t *raw;         /* the accumulators themselves (layer_check.c) */
+    const bintut_block *block; /* residual: the block (its identity multiplier) */
+    int shortcut;         /* residual: index of the shortcut layer, or -1 for the identity */
+    const int8_t *x;      /* residual: the block input */
+    int x_size;
+    int last;             /* residual: the last block, summed into the pool */
+} fast_sink;
+
+/* Layer i (a binary conv reading nonnegative codes) on `in` (size x size x cin); returns its output size. */
+static int fast_conv(int i, const int8_t *in, int size, const fast_sink *sink)
+{
+    const bintut_layer *layer = &bintut_layers[i];
+    const bintut_layer *shortcut = sink->shortcut >= 0 ? &bintut_layers[sink->shortcut] : NULL;
+    const int o = output_size(layer, size), positions = o * o, cout = layer->out_channels;
+    const int vnni = vnni_ready();
+    const int channels = vnni ? 64 : PORTABLE_CHANNELS, step = vnni ? 4 : PORTABLE_POSITIONS;
+    const int64_t half = (int64_t)1 << (BINTUT_FRACTION_BITS - 1);
+    int32_t acc[2][4 * 64];
+    int oc0, p0, p, j;
+    if (!vnni) {
+        portable_window_sums(layer, in, size, o, window_sums[0]);
+        if (shortcut) portable_window_sums(shortcut, sink->x, sink->x_size, o, window_sums[1]);
+    }
+    for (oc0 = 0; oc0 < cout; oc0 += channels) {
+        if (!vnni)
+            for (j = 0; j < channels; j++) {
+                unpack_masks(layer, oc0 + j, masks[0][j]);
+                if (shortcut) unpack_masks(shortcut, oc0 + j, masks[1][j]);
+            }
+        for (p0 = 0; p0 < positions; p0 += step) {
+            const int np = positions - p0 < step ? positions - p0 : step;
+#if BINTUT_X86_VNNI
+            if (vnni) {
+                vnni_tile(i, in, size, o, p0, np, oc0, acc[0]);
+                if (shortcut) vnni_tile(sink->shortcut, sink->x, sink->x_size, o, p0, np, oc0, acc[1]);
+            } else
+#endif
+            {
+                portable_tile(layer, 0, in, size, o, p0, np, acc[0]);
+                if (shortcut) portable_tile(shortcut, 1, sink->x, sink->x_size, o, p0, np, acc[1]);
+            }
+            for (p = 0; p < np; p++)
+                for (j = 0; j < channels; j++) {
+                    const int c = oc0 + j;
+                    const size_t at = (size_t)(p0 + p) * cout + c;
+                    const int32_t a = acc[0][p * channels + j];
+                    int64_t t;
+                    if (sink->raw) {
+                        sink->raw[at] = a;
+                        continue;
+                    }
+                    t = fixed_point(a, layer->m[c], layer->bias[c], layer->shift[c]);
+                    if (!sink->block) {
+                        sink->out[at] = clamp_code(t);
+                        continue;
+                    }
+                    if (shortcut)
+                        t += fixed_point(acc[1][p * channels + j], shortcut->m[c], shortcut->bias[c],
+                                         shortcut->shift[c]);
+                    else
+                        t += fixed_point(sink->x[at], sink->block->identity_m, 0, sink->block->identity_shift);
+                    if (sink->last)
+                        pool[c] += t > 0 ? t : 0;
+                    else
+                        sink->out[at] = clamp_code(floor_shift(t + half, BINTUT_FRACTION_BITS));
+                }
+        }
+    }
+    return o;
+}
+
+static int fast_infer(const int8_t *image, int32_t *logits)
+{
+    const int64_t half = (int64_t)1 << (BINTUT_FRACTION_BITS - 1);
+    const bintut_layer *fc = &bintut_layers[BINTUT_NUM_LAYERS - 1];
+    int size, b, c;
+    for (c = 0; c < BINTUT_MAX_CHANNELS; c++) pool[c] = 0;
+#if BINTUT_X86_VNNI
+    if (vnni_ready())
+        size = vnni_stem(image, buffer_a);
+    else
+#endif
+        size = conv_requantize(&bintut_layers[0], image, BINTUT_IMAGE_SIZE, buffer_a);
+    for (b = 0; b < BINTUT_NUM_BLOCKS; b++) {
+        const bintut_block *block = &bintut_blocks[b];
+        const bintut_layer *conv1 = &bintut_layers[block->conv1], *conv2 = &bintut_layers[block->conv2];
+        fast_sink sink = {NULL, NULL, NULL, -1, NULL, 0, 0};
+        size_t h_bytes, y_bytes, n;
+        int h_size, o;
+        sink.out = buffer_b;
+        h_size = fast_conv(block->conv1, buffer_a, size, &sink);
+        o = output_size(conv2, h_size);
+        h_bytes = (size_t)h_size * h_size * conv1->out_channels;
+        y_bytes = (size_t)o * o * conv2->out_channels;
+        sink.block = block;
+        sink.shortcut = block->shortcut;
+        sink.x = buffer_a;
+        sink.x_size = size;
+        sink.last = b == BINTUT_NUM_BLOCKS - 1;
+        /* the identity block updates its input in place (each output reads only its own input code);
+         * a block with a shortcut conv writes behind conv1's output in buffer B, then copies back */
+        if (block->shortcut < 0) {
+            sink.out = buffer_a;
+        } else {
+            if (h_bytes + y_bytes > BINTUT_BUFFER_B_BYTES) return -1; /* cexport.py checks this at export */
+            sink.out = buffer_b + h_bytes;
+        }
+        size = fast_conv(block->conv2, buffer_b, h_size, &sink);
+        if (block->shortcut >= 0 && !sink.last)
+            for (n = 0; n < y_bytes; n++) buffer_a[n] = buffer_b[h_bytes + n];
+    }
+    for (c = 0; c < fc->in_channels; c++) row[c] = clamp_code(floor_shift(pool[c] + half, BINTUT_FRACTION_BITS));
+    accumulate(fc, row, 1, 0, 0, acc_main);
+    for (c = 0; c < BINTUT_NUM_CLASSES; c++)
+        logits[c] = (int32_t)fixed_point(acc_main[c], fc->m[c], fc->bias[c], fc->shift[c]);
+    return 0;
+}
