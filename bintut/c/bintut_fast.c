@@ -80,6 +80,17 @@ static int gather_taps(const bintut_layer *layer, const int8_t *in, int size, in
     return t;
 }
 
+/* What to do with a layer's accumulators. */
+typedef struct {
+    int8_t *out;          /* int8 codes (requantize, residual) */
+    int32_t *raw;         /* the accumulators themselves (layer_check.c) */
+    const bintut_block *block; /* residual: the block (its identity multiplier) */
+    int shortcut;         /* residual: index of the shortcut layer, or -1 for the identity */
+    const int8_t *x;      /* residual: the block input */
+    int x_size;
+    int last;             /* residual: the last block, summed into the pool */
+} fast_sink;
+
 /* ------------------------------------------------------------------ portable path (and Cortex-M4) */
 
 /* byte masks of the 16 nibbles, most significant bit first (the order of the packed sign bits) */
@@ -232,46 +243,111 @@ static int vnni_ready(void)
     return 1;
 }
 
-/* acc[p * 64 + j] = sum over taps and c of x_p[tap][c] * w[j][tap][c] for NP positions and 64 channels */
-static inline __attribute__((always_inline)) VNNI_TARGET void vnni_tile_n(const int8_t *w, const uint8_t *const *taps,
-                                                                          int n, int cin, int32_t *acc, const int NP)
-{
-    __m512i a[VNNI_POSITIONS][4];
-    const int quads = cin / 4;
-    int p, t, q;
-    for (p = 0; p < NP; p++) a[p][0] = a[p][1] = a[p][2] = a[p][3] = _mm512_setzero_si512();
-    for (t = 0; t < n; t++) {
-        for (q = 0; q < quads; q++, w += 4 * VNNI_CHANNELS) {
-            const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
-            const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
-            for (p = 0; p < NP; p++) {
-                int32_t v;
-                __m512i x;
-                COPY4(&v, taps[p * MAX_TAPS + t] + 4 * q);
-                x = _mm512_set1_epi32(v); /* four input bytes, to every lane: VPDPBUSD's unsigned operand */
-                a[p][0] = _mm512_dpbusd_epi32(a[p][0], x, w0);
-                a[p][1] = _mm512_dpbusd_epi32(a[p][1], x, w1);
-                a[p][2] = _mm512_dpbusd_epi32(a[p][2], x, w2);
-                a[p][3] = _mm512_dpbusd_epi32(a[p][3], x, w3);
-            }
-        }
-    }
-    for (p = 0; p < NP; p++) {
-        _mm512_storeu_si512(acc + p * VNNI_CHANNELS, a[p][0]);
-        _mm512_storeu_si512(acc + p * VNNI_CHANNELS + 16, a[p][1]);
-        _mm512_storeu_si512(acc + p * VNNI_CHANNELS + 32, a[p][2]);
-        _mm512_storeu_si512(acc + p * VNNI_CHANNELS + 48, a[p][3]);
-    }
-}
+/* Four input bytes to every lane (VPDPBUSD's unsigned operand), then 4 x 16 channels of one position. */
+#define VNNI_STEP(x, a0, a1, a2, a3)                                     \
+    do {                                                                 \
+        const __m512i b_ = _mm512_set1_epi32((int32_t)load32((x) + q)); \
+        a0 = _mm512_dpbusd_epi32(a0, b_, w0);                            \
+        a1 = _mm512_dpbusd_epi32(a1, b_, w1);                            \
+        a2 = _mm512_dpbusd_epi32(a2, b_, w2);                            \
+        a3 = _mm512_dpbusd_epi32(a3, b_, w3);                            \
+    } while (0)
+#define VNNI_STORE(dst, a0, a1, a2, a3)              \
+    do {                                             \
+        _mm512_storeu_si512((dst), a0);              \
+        _mm512_storeu_si512((dst) + 16, a1);         \
+        _mm512_storeu_si512((dst) + 32, a2);         \
+        _mm512_storeu_si512((dst) + 48, a3);         \
+    } while (0)
 
+/* acc[p * 64 + j] = sum over the n taps and cin channels of x_p[tap][c] * w[j][tap][c], for 4 positions
+ * (taps[p * MAX_TAPS + tap]) and 64 channels: 16 registers of accumulators, 4 of weights */
 static VNNI_TARGET void vnni_tile_4(const int8_t *w, const uint8_t *const *taps, int n, int cin, int32_t *acc)
 {
-    vnni_tile_n(w, taps, n, cin, acc, 4);
+    __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00;
+    __m512i a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+    int t, q;
+    for (t = 0; t < n; t++) {
+        const uint8_t *x0 = taps[t], *x1 = taps[MAX_TAPS + t], *x2 = taps[2 * MAX_TAPS + t];
+        const uint8_t *x3 = taps[3 * MAX_TAPS + t];
+        for (q = 0; q < cin; q += 4, w += 4 * VNNI_CHANNELS) {
+            const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
+            const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
+            VNNI_STEP(x0, a00, a01, a02, a03);
+            VNNI_STEP(x1, a10, a11, a12, a13);
+            VNNI_STEP(x2, a20, a21, a22, a23);
+            VNNI_STEP(x3, a30, a31, a32, a33);
+        }
+    }
+    VNNI_STORE(acc, a00, a01, a02, a03);
+    VNNI_STORE(acc + 64, a10, a11, a12, a13);
+    VNNI_STORE(acc + 128, a20, a21, a22, a23);
+    VNNI_STORE(acc + 192, a30, a31, a32, a33);
 }
 
+/* the same for one position */
 static VNNI_TARGET void vnni_tile_1(const int8_t *w, const uint8_t *const *taps, int n, int cin, int32_t *acc)
 {
-    vnni_tile_n(w, taps, n, cin, acc, 1);
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    int t, q;
+    for (t = 0; t < n; t++)
+        for (q = 0; q < cin; q += 4, w += 4 * VNNI_CHANNELS) {
+            const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
+            const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
+            VNNI_STEP(taps[t], a0, a1, a2, a3);
+        }
+    VNNI_STORE(acc, a0, a1, a2, a3);
+}
+
+/* e(x) = (x * m + bias + 2^(shift-1)) >> shift (arithmetic: floor) for 8 channels, in int64 lanes */
+static VNNI_TARGET __m512i vnni_fixed_point(__m256i x, const int32_t *m, const int64_t *bias, const uint8_t *shift)
+{
+    const __m512i one = _mm512_set1_epi64(1);
+    const __m512i s = _mm512_cvtepu8_epi64(_mm_loadl_epi64((const __m128i *)shift));
+    __m512i v = _mm512_mul_epi32(_mm512_cvtepi32_epi64(x), _mm512_cvtepi32_epi64(_mm256_loadu_si256((const void *)m)));
+    v = _mm512_add_epi64(v, _mm512_loadu_si512(bias));
+    v = _mm512_add_epi64(v, _mm512_sllv_epi64(one, _mm512_sub_epi64(s, one)));
+    return _mm512_srav_epi64(v, s);
+}
+
+/* The epilogues of a tile (the scalar loop of fast_conv, 8 channels at a time): requantize, or add the
+ * shortcut at the shared scale and round to codes (or sum into the pool). */
+static VNNI_TARGET void vnni_epilogue(const bintut_layer *layer, const fast_sink *sink, const int32_t *acc0,
+                                      const int32_t *acc1, int p0, int np, int oc0)
+{
+    const bintut_layer *shortcut = sink->shortcut >= 0 ? &bintut_layers[sink->shortcut] : NULL;
+    const int cout = layer->out_channels;
+    const __m512i zero = _mm512_setzero_si512();
+    const __m128i fraction = _mm_cvtsi32_si128(BINTUT_FRACTION_BITS);
+    const __m512i half = _mm512_set1_epi64((int64_t)1 << (BINTUT_FRACTION_BITS - 1));
+    int p, j;
+    for (p = 0; p < np; p++)
+        for (j = 0; j < VNNI_CHANNELS; j += 8) {
+            const int c = oc0 + j;
+            const size_t at = (size_t)(p0 + p) * cout + c;
+            const __m256i a = _mm256_loadu_si256((const void *)(acc0 + p * VNNI_CHANNELS + j));
+            __m512i t = vnni_fixed_point(a, layer->m + c, layer->bias + c, layer->shift + c);
+            if (!sink->block) {
+                _mm_storel_epi64((void *)(sink->out + at), _mm512_cvtsepi64_epi8(_mm512_max_epi64(t, zero)));
+                continue;
+            }
+            if (shortcut) {
+                const __m256i b = _mm256_loadu_si256((const void *)(acc1 + p * VNNI_CHANNELS + j));
+                t = _mm512_add_epi64(t, vnni_fixed_point(b, shortcut->m + c, shortcut->bias + c, shortcut->shift + c));
+            } else {
+                const int s = sink->block->identity_shift;
+                __m512i v = _mm512_cvtepi8_epi64(_mm_loadl_epi64((const void *)(sink->x + at)));
+                v = _mm512_mul_epi32(v, _mm512_set1_epi64(sink->block->identity_m));
+                v = _mm512_add_epi64(v, _mm512_set1_epi64((int64_t)1 << (s - 1)));
+                t = _mm512_add_epi64(t, _mm512_sra_epi64(v, _mm_cvtsi32_si128(s)));
+            }
+            if (sink->last) {
+                _mm512_storeu_si512(pool + c, _mm512_add_epi64(_mm512_loadu_si512(pool + c), _mm512_max_epi64(t, zero)));
+            } else {
+                t = _mm512_sra_epi64(_mm512_add_epi64(t, half), fraction);
+                _mm_storel_epi64((void *)(sink->out + at), _mm512_cvtsepi64_epi8(_mm512_max_epi64(t, zero)));
+            }
+        }
 }
 
 /* acc[p * 64 + j] for positions p0 .. p0 + np - 1 and output channels oc0 .. oc0 + 63 of layer i */
@@ -340,16 +416,6 @@ static int vnni_ready(void)
 
 /* ------------------------------------------------------------------ one layer, either path */
 
-/* What to do with a layer's accumulators. */
-typedef struct {
-    int8_t *out;          /* int8 codes (requantize, residual) */
-    int32_t *raw;         /* the accumulators themselves (layer_check.c) */
-    const bintut_block *block; /* residual: the block (its identity multiplier) */
-    int shortcut;         /* residual: index of the shortcut layer, or -1 for the identity */
-    const int8_t *x;      /* residual: the block input */
-    int x_size;
-    int last;             /* residual: the last block, summed into the pool */
-} fast_sink;
 
 /* Layer i (a binary conv reading nonnegative codes) on `in` (size x size x cin); returns its output size. */
 static int fast_conv(int i, const int8_t *in, int size, const fast_sink *sink)
@@ -378,6 +444,10 @@ static int fast_conv(int i, const int8_t *in, int size, const fast_sink *sink)
             if (vnni) {
                 vnni_tile(i, in, size, o, p0, np, oc0, acc[0]);
                 if (shortcut) vnni_tile(sink->shortcut, sink->x, sink->x_size, o, p0, np, oc0, acc[1]);
+                if (!sink->raw) {
+                    vnni_epilogue(layer, sink, acc[0], acc[1], p0, np, oc0);
+                    continue;
+                }
             } else
 #endif
             {
