@@ -233,19 +233,20 @@ def fast_kernel_plan(export: ResNetExport, check: bool = True) -> dict[str, int]
 
     * ``weight_bytes``: the int8 +-1 weights the x86 AVX-512 VNNI path unpacks once (every layer but the
       head; the stem's 27 taps x channels padded to 32);
-    * ``tap_bytes``: one output channel's byte masks (kernel^2 x in_channels) on the portable path;
+    * ``tap_bytes``, ``shortcut_tap_bytes``: one output channel's byte masks (kernel^2 x in_channels) of
+      a conv and of a shortcut conv on the portable path;
     * ``positions``: the most output positions of a layer (window sums, the stem's rows);
     * ``buffer_b_tail``: a block with a shortcut conv writes its output behind conv1's in buffer B,
       so buffer B must hold both (ExportError otherwise).
 
     With ``check``, raises ExportError for a layer between stem and head whose input channels are not a
-    multiple of 8 or whose output channels are not a multiple of 64, and for the cases above (the
+    multiple of 8 (or above 512) or whose output channels are not a multiple of 64, and for the cases above (the
     reference kernel runs such a network).
     """
     layers = list(export.layers.values())
     for layer in layers[1:-1] if check else []:
-        if layer.in_channels % 8 or layer.out_channels % 64:
-            raise ExportError(f"layer {layer.name}: the fast C kernel needs input channels in multiples of 8 and "
+        if layer.in_channels % 8 or layer.in_channels > 512 or layer.out_channels % 64:
+            raise ExportError(f"layer {layer.name}: the fast C kernel needs input channels in multiples of 8 up to 512 and "
                               f"output channels in multiples of 64, found {layer.in_channels} -> "
                               f"{layer.out_channels}; export with the reference kernel")
     stem = layers[0]
@@ -255,6 +256,8 @@ def fast_kernel_plan(export: ResNetExport, check: bool = True) -> dict[str, int]
     weight_bytes = stem.out_channels * 32 + sum(layer.out_channels * layer.kernel**2 * layer.in_channels
                                                 for layer in layers[1:-1])
     tap_bytes = max(layer.kernel**2 * layer.in_channels for layer in layers[1:-1])
+    shortcuts = [export.layers[block["shortcut"]] for block in export.blocks if block["shortcut"] is not None]
+    shortcut_bytes = max([layer.kernel**2 * layer.in_channels for layer in shortcuts], default=8)
     plan = memory_plan(export)
     size = conv_output_size(export.image_size, stem.kernel, stem.stride, stem.padding)
     positions, tail = size * size, 0
@@ -269,13 +272,15 @@ def fast_kernel_plan(export: ResNetExport, check: bool = True) -> dict[str, int]
                 raise ExportError(f"block with {block['conv2']}: its output does not fit behind conv1's in buffer B "
                                   "(the fast C kernel); export with the reference kernel")
         size = out
-    return {"weight_bytes": weight_bytes, "tap_bytes": tap_bytes, "positions": positions, "buffer_b_tail": tail}
+    return {"weight_bytes": weight_bytes, "tap_bytes": tap_bytes, "shortcut_tap_bytes": shortcut_bytes,
+            "positions": positions, "buffer_b_tail": tail}
 
 
 def fast_kernel_defines(export: ResNetExport) -> str:
     """The ``#define``s of bintut_model.h that size bintut_fast.c's static buffers."""
     plan = fast_kernel_plan(export, check=False)
     return (f"#define BINTUT_MAX_POSITIONS {plan['positions']}\n#define BINTUT_MAX_TAP_BYTES {plan['tap_bytes']}\n"
+            f"#define BINTUT_MAX_SHORTCUT_TAP_BYTES {plan['shortcut_tap_bytes']}\n"
             f"#define BINTUT_FAST_WEIGHT_BYTES {plan['weight_bytes']} /* x86 AVX-512 VNNI path only */\n")
 
 

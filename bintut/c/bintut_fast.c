@@ -4,26 +4,25 @@
  * layer by layer on random inputs, and the golden test end to end.
  *
  * What makes them fast (notebook 08 tells the story):
- *   1. Output-channel blocks outermost: the sign bits of a few output channels are unpacked once
- *      into byte masks (0x00 / 0xFF) and reused at every output position, instead of testing one
- *      bit per add.
- *   2. The masked-sum identity acc = 2 * sum(x & mask) - sum(x): sum(x) over a window is computed
- *      once per position and shared by all output channels.
- *   3. Four bytes at a time: activations after a ReLU are in [0, 127], so sum(x & mask) over four
- *      bytes is one AND and one USADA8 (unsigned sum of absolute differences with 0, accumulated)
- *      on a Cortex-M4 with the DSP extension (ACLE __usada8, __ARM_FEATURE_SIMD32), or a SWAR
- *      sum of byte lanes in portable C.
- *   4. On x86-64 with AVX-512 VNNI (checked at run time; built with gcc's or clang's target
- *      attribute, so the library runs on any x86-64): the weights as int8 +-1, unpacked once
+ *   1. Output-channel blocks outermost: the sign bits of four output channels are unpacked once
+ *      into byte masks (0x00 for +1, 0xFF for -1) and reused at every output position, instead of
+ *      testing one bit per add.
+ *   2. No AND, no branch: activations after a ReLU are in [0, 127], so |x - mask| = x ^ mask is x
+ *      for a +1 weight and 255 - x for a -1 weight; the sum over a window is acc + 255 * (number of
+ *      -1 weights), a constant of the channel. On a Cortex-M4 with the DSP extension one USADA8
+ *      (ACLE __usada8, __ARM_FEATURE_SIMD32: sum of four absolute byte differences, accumulated)
+ *      does four of those additions; portable C sums XORed bytes in 16-bit lanes (SWAR).
+ *   3. On x86-64 with AVX-512 VNNI (checked at run time; built with gcc's or clang's target
+ *      attribute, so the library still runs on any x86-64): the weights as int8 +-1, unpacked once
  *      on the first call into a static table, and VPDPBUSD, 64 int8 multiply-adds per
- *      instruction, 4 positions x 64 output channels per register tile.
+ *      instruction, 4 positions x 64 output channels per register tile; AVX-512 epilogues.
  * The stem (3 signed input channels) and the head (one position) are small: on the portable path
  * they use the reference kernel, on the x86 path the stem is one VNNI GEMM over 27 taps.
  *
  * Compile with -DBINTUT_NO_SIMD to use only the portable C path on any machine.
- * No malloc, no float. RAM beyond the reference kernel: the masks of two output channels for a
- * conv and its shortcut (4 x BINTUT_MAX_TAP_BYTES) and two rows of window sums; on x86-64 the
- * unpacked int8 weights (BINTUT_FAST_WEIGHT_BYTES).
+ * No malloc, no float. RAM beyond the reference kernel: the masks of four output channels of a conv
+ * and of its shortcut (4 x (BINTUT_MAX_TAP_BYTES + BINTUT_MAX_SHORTCUT_TAP_BYTES)); on x86-64 also the
+ * unpacked int8 weights (BINTUT_FAST_WEIGHT_BYTES) and the stem's rows.
  */
 #include <string.h>
 
@@ -46,13 +45,15 @@
 #define COPY4(dst, src) memcpy((dst), (src), 4)
 #endif
 
-#define PORTABLE_CHANNELS 2  /* output channels per block (portable path) */
-#define PORTABLE_POSITIONS 2 /* output positions per tile (portable path) */
+#define PORTABLE_CHANNELS 4 /* output channels per block (portable path) */
 #define MAX_TAPS (9 * 9)
 
 static const uint8_t zero_page[BINTUT_MAX_CHANNELS]; /* what a padded tap reads: zeros */
-static uint8_t masks[2][PORTABLE_CHANNELS][BINTUT_MAX_TAP_BYTES]; /* [conv, shortcut][channel][tap * cin + c] */
-static int32_t window_sums[2][BINTUT_MAX_POSITIONS];              /* sum of x over each window */
+/* sign masks of four output channels of a conv (slot 0) and its shortcut (slot 1), see unpack_masks */
+static uint32_t conv_masks[BINTUT_MAX_TAP_BYTES];          /* PORTABLE_CHANNELS masks of 4 bytes each */
+static uint32_t shortcut_masks[BINTUT_MAX_SHORTCUT_TAP_BYTES];
+static uint32_t *const masks[2] = {conv_masks, shortcut_masks};
+static int32_t minus_weights[2][PORTABLE_CHANNELS];
 
 static uint32_t load32(const uint8_t *p)
 {
@@ -93,97 +94,85 @@ typedef struct {
 
 /* ------------------------------------------------------------------ portable path (and Cortex-M4) */
 
-/* byte masks of the 16 nibbles, most significant bit first (the order of the packed sign bits) */
+/* Sign masks of the 16 nibbles, most significant bit first (the order of the packed sign bits):
+ * 0xFF where the weight is -1, 0x00 where it is +1. */
 static const uint8_t nibble_masks[16][4] = {
-    {0, 0, 0, 0}, {0, 0, 0, 255}, {0, 0, 255, 0}, {0, 0, 255, 255},
-    {0, 255, 0, 0}, {0, 255, 0, 255}, {0, 255, 255, 0}, {0, 255, 255, 255},
-    {255, 0, 0, 0}, {255, 0, 0, 255}, {255, 0, 255, 0}, {255, 0, 255, 255},
-    {255, 255, 0, 0}, {255, 255, 0, 255}, {255, 255, 255, 0}, {255, 255, 255, 255}};
+    {255, 255, 255, 255}, {255, 255, 255, 0}, {255, 255, 0, 255}, {255, 255, 0, 0},
+    {255, 0, 255, 255}, {255, 0, 255, 0}, {255, 0, 0, 255}, {255, 0, 0, 0},
+    {0, 255, 255, 255}, {0, 255, 255, 0}, {0, 255, 0, 255}, {0, 255, 0, 0},
+    {0, 0, 255, 255}, {0, 0, 255, 0}, {0, 0, 0, 255}, {0, 0, 0, 0}};
+static const uint8_t nibble_minus[16] = {4, 3, 3, 2, 3, 2, 2, 1, 3, 2, 2, 1, 2, 1, 1, 0}; /* -1 weights */
 
-/* Output channel oc's sign bits as byte masks: dst[tap * cin + c] = 0xFF where the weight is +1. */
-static void unpack_masks(const bintut_layer *layer, int oc, uint8_t *dst)
+/* Sign masks of output channels oc0 .. oc0 + 3, interleaved four bytes at a time:
+ * dst[16 * q + 4 * j + i] is the mask of channel oc0 + j, input (tap * cin + 4 q + i). Also
+ * minus[j] = the number of -1 weights of channel oc0 + j. */
+static void unpack_masks(const bintut_layer *layer, int oc0, uint32_t *words, int32_t *minus)
 {
-    const int cin = layer->in_channels, taps = layer->kernel * layer->kernel, tap_bytes = cin / 8;
-    const uint8_t *bits = layer->bits + (size_t)oc * taps * tap_bytes;
-    int i;
-    for (i = 0; i < taps * tap_bytes; i++, dst += 8) {
-        COPY4(dst, nibble_masks[bits[i] >> 4]);
-        COPY4(dst + 4, nibble_masks[bits[i] & 15]);
+    const int cin = layer->in_channels, taps = layer->kernel * layer->kernel, row = taps * cin / 8;
+    int j, i;
+    for (j = 0; j < PORTABLE_CHANNELS; j++) {
+        const uint8_t *bits = layer->bits + (size_t)(oc0 + j) * row;
+        uint8_t *d = (uint8_t *)words + 4 * j;
+        int32_t n = 0;
+        for (i = 0; i < row; i++, d += 2 * 4 * PORTABLE_CHANNELS) {
+            COPY4(d, nibble_masks[bits[i] >> 4]);
+            COPY4(d + 4 * PORTABLE_CHANNELS, nibble_masks[bits[i] & 15]);
+            n += nibble_minus[bits[i] >> 4] + nibble_minus[bits[i] & 15];
+        }
+        minus[j] = n;
     }
 }
 
+/* For an activation byte x in [0, 127] and a mask byte m (0x00 for a +1 weight, 0xFF for -1):
+ *     |x - m| = x ^ m = x (weight +1) or 255 - x (weight -1),
+ * so summing |x - m| over a window gives acc + 255 * (the number of -1 weights): no multiply, no
+ * branch, no AND, one instruction per four weights on a Cortex-M4 (USADA8). Padded taps read x = 0
+ * and fit the same formula. */
 #if BINTUT_ARM_SIMD32
-/* USADA8(v, 0, s) = s + the four unsigned bytes of v: four additions in one instruction */
-#define SUM_BYTES(s, v) ((s) = __usada8((v), 0u, (s)))
+/* USADA8(v, m, s) = s + the sum of |v_i - m_i| over the four unsigned bytes */
+#define SUM_BYTES(s, v, m) ((s) = __usada8((v), (m), (s)))
 #define FINISH_SUM(s) ((int32_t)(s))
 #else
-/* SWAR: two 16-bit lanes, each gets two bytes (<= 2 * 255) per word; safe for 128 words (cin <= 512) */
-#define SUM_BYTES(s, v) ((s) += ((v) & 0x00FF00FFu) + (((v) >> 8) & 0x00FF00FFu))
+/* SWAR: two 16-bit lanes, each gets two bytes (<= 2 * 255) per word: safe for 128 words (cin <= 512) */
+#define SUM_BYTES(s, v, m) ((s) += (((v) ^ (m)) & 0x00FF00FFu) + ((((v) ^ (m)) >> 8) & 0x00FF00FFu))
 #define FINISH_SUM(s) ((int32_t)(((s) & 0xFFFFu) + ((s) >> 16)))
 #endif
 
-/* sum of n bytes (n a multiple of 4, at most 512) */
-static int32_t byte_sum(const uint8_t *x, int n)
+/* s[j] += sum over n input bytes of |x - mask_j| for the four channels of interleaved masks m (n a
+ * multiple of 8; eight bytes per step, so that the compiler can pair the loads into LDRD) */
+static void window_sums_4(const uint8_t *x, const uint32_t *m, int n, int32_t *s)
 {
-    uint32_t s = 0;
-    int i;
-    for (i = 0; i < n; i += 4) {
-        const uint32_t v = load32(x + i);
-        SUM_BYTES(s, v);
+    const uint8_t *end = x + n;
+    uint32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#ifdef __GNUC__
+    x = (const uint8_t *)__builtin_assume_aligned(x, 4); /* rows of cin bytes, cin a multiple of 8 */
+#endif
+    for (; x < end; x += 8, m += 8) {
+        const uint32_t u = load32(x), v = load32(x + 4);
+        SUM_BYTES(s0, u, m[0]);
+        SUM_BYTES(s1, u, m[1]);
+        SUM_BYTES(s2, u, m[2]);
+        SUM_BYTES(s3, u, m[3]);
+        SUM_BYTES(s0, v, m[4]);
+        SUM_BYTES(s1, v, m[5]);
+        SUM_BYTES(s2, v, m[6]);
+        SUM_BYTES(s3, v, m[7]);
     }
-    return FINISH_SUM(s);
+    s[0] += FINISH_SUM(s0);
+    s[1] += FINISH_SUM(s1);
+    s[2] += FINISH_SUM(s2);
+    s[3] += FINISH_SUM(s3);
 }
 
-/* s[2 * p + j] += sum over n bytes of (x_p & m_j), for two positions and two output channels: per
- * four bytes, four loads, four ANDs and four byte sums serve 16 additions */
-static void masked_sums_2x2(const uint8_t *x0, const uint8_t *x1, const uint8_t *m0, const uint8_t *m1, int n,
-                            int32_t *s)
-{
-    uint32_t s00 = 0, s01 = 0, s10 = 0, s11 = 0;
-    int i;
-    for (i = 0; i < n; i += 4) {
-        const uint32_t a = load32(x0 + i), b = load32(x1 + i), u = load32(m0 + i), v = load32(m1 + i);
-        const uint32_t au = a & u, av = a & v, bu = b & u, bv = b & v;
-        SUM_BYTES(s00, au);
-        SUM_BYTES(s01, av);
-        SUM_BYTES(s10, bu);
-        SUM_BYTES(s11, bv);
-    }
-    s[0] += FINISH_SUM(s00);
-    s[1] += FINISH_SUM(s01);
-    s[2] += FINISH_SUM(s10);
-    s[3] += FINISH_SUM(s11);
-}
-
-/* window sums of every output position: sum over the taps of all cin input bytes */
-static void portable_window_sums(const bintut_layer *layer, const int8_t *in, int size, int o, int32_t *sums)
+/* acc[j] for output position p and the four channels whose masks are in slot */
+static void portable_tile(const bintut_layer *layer, int slot, const int8_t *in, int size, int o, int p, int32_t *acc)
 {
     const uint8_t *taps[MAX_TAPS];
-    int p, t;
-    for (p = 0; p < o * o; p++) {
-        const int n = gather_taps(layer, in, size, o, p, taps);
-        int32_t s = 0;
-        for (t = 0; t < n; t++) s += byte_sum(taps[t], layer->in_channels);
-        sums[p] = s;
-    }
-}
-
-/* acc[p * 2 + j] for positions p0, p0 + 1 (np of them) and output channels oc0, oc0 + 1 */
-static void portable_tile(const bintut_layer *layer, int slot, const int8_t *in, int size, int o, int p0, int np,
-                          int32_t *acc)
-{
-    const uint8_t *taps[PORTABLE_POSITIONS][MAX_TAPS];
-    const int cin = layer->in_channels;
-    int32_t s[4] = {0, 0, 0, 0};
-    int t, p, n = 0;
-    for (p = 0; p < np; p++) n = gather_taps(layer, in, size, o, p0 + p, taps[p]);
-    for (t = 0; t < n; t++)
-        masked_sums_2x2(taps[0][t], taps[np - 1][t], masks[slot][0] + t * cin, masks[slot][1] + t * cin, cin, s);
-    for (p = 0; p < PORTABLE_POSITIONS; p++) {
-        const int32_t total = window_sums[slot][p0 + (p < np ? p : 0)];
-        acc[2 * p] = s[2 * p] + s[2 * p] - total;
-        acc[2 * p + 1] = s[2 * p + 1] + s[2 * p + 1] - total;
-    }
+    const int cin = layer->in_channels, n = gather_taps(layer, in, size, o, p, taps);
+    int32_t s[PORTABLE_CHANNELS] = {0, 0, 0, 0};
+    int t, j;
+    for (t = 0; t < n; t++) window_sums_4(taps[t], masks[slot] + (size_t)t * cin, cin, s);
+    for (j = 0; j < PORTABLE_CHANNELS; j++) acc[j] = s[j] - 255 * minus_weights[slot][j];
 }
 
 /* ------------------------------------------------------------------ x86-64: AVX-512 VNNI */
@@ -424,20 +413,15 @@ static int fast_conv(int i, const int8_t *in, int size, const fast_sink *sink)
     const bintut_layer *shortcut = sink->shortcut >= 0 ? &bintut_layers[sink->shortcut] : NULL;
     const int o = output_size(layer, size), positions = o * o, cout = layer->out_channels;
     const int vnni = vnni_ready();
-    const int channels = vnni ? 64 : PORTABLE_CHANNELS, step = vnni ? 4 : PORTABLE_POSITIONS;
+    const int channels = vnni ? 64 : PORTABLE_CHANNELS, step = vnni ? 4 : 1;
     const int64_t half = (int64_t)1 << (BINTUT_FRACTION_BITS - 1);
     int32_t acc[2][4 * 64];
     int oc0, p0, p, j;
-    if (!vnni) {
-        portable_window_sums(layer, in, size, o, window_sums[0]);
-        if (shortcut) portable_window_sums(shortcut, sink->x, sink->x_size, o, window_sums[1]);
-    }
     for (oc0 = 0; oc0 < cout; oc0 += channels) {
-        if (!vnni)
-            for (j = 0; j < channels; j++) {
-                unpack_masks(layer, oc0 + j, masks[0][j]);
-                if (shortcut) unpack_masks(shortcut, oc0 + j, masks[1][j]);
-            }
+        if (!vnni) {
+            unpack_masks(layer, oc0, masks[0], minus_weights[0]);
+            if (shortcut) unpack_masks(shortcut, oc0, masks[1], minus_weights[1]);
+        }
         for (p0 = 0; p0 < positions; p0 += step) {
             const int np = positions - p0 < step ? positions - p0 : step;
 #if BINTUT_X86_VNNI
@@ -451,8 +435,8 @@ static int fast_conv(int i, const int8_t *in, int size, const fast_sink *sink)
             } else
 #endif
             {
-                portable_tile(layer, 0, in, size, o, p0, np, acc[0]);
-                if (shortcut) portable_tile(shortcut, 1, sink->x, sink->x_size, o, p0, np, acc[1]);
+                portable_tile(layer, 0, in, size, o, p0, acc[0]);
+                if (shortcut) portable_tile(shortcut, 1, sink->x, sink->x_size, o, p0, acc[1]);
             }
             for (p = 0; p < np; p++)
                 for (j = 0; j < channels; j++) {
