@@ -246,8 +246,8 @@ def fast_kernel_plan(export: ResNetExport, check: bool = True) -> dict[str, int]
     layers = list(export.layers.values())
     for layer in layers[1:-1] if check else []:
         if layer.in_channels % 8 or layer.in_channels > 512 or layer.out_channels % 64:
-            raise ExportError(f"layer {layer.name}: the fast C kernel needs input channels in multiples of 8 up to 512 and "
-                              f"output channels in multiples of 64, found {layer.in_channels} -> "
+            raise ExportError(f"layer {layer.name}: the fast C kernel needs input channels in multiples of 8 up "
+                              f"to 512 and output channels in multiples of 64, found {layer.in_channels} -> "
                               f"{layer.out_channels}; export with the reference kernel")
     stem = layers[0]
     if check and (stem.in_channels * stem.kernel**2 > 32 or stem.out_channels % 64):
@@ -359,6 +359,9 @@ def write_c_library(export: ResNetExport, folder: str | os.PathLike, images: np.
     plan = memory_plan(export)
     ram = {"activation buffer A": plan["buffer_a"], "activation buffer B": plan["buffer_b"],
            "accumulator, output and pool rows": plan["scratch"]}
+    fast = fast_kernel_plan(export, check=False)
+    ram["fast kernel: sign masks of 4 channels (conv and shortcut)"] = 4 * (fast["tap_bytes"] +
+                                                                          fast["shortcut_tap_bytes"])
     library = CLibrary(folder, files, flash, ram, len(codes))
     _write_text(folder / "README.md", readme(export, library, source))
     files.append(folder / "README.md")
@@ -379,6 +382,7 @@ def readme(export: ResNetExport, library: CLibrary, source: str) -> str:
     host = " ".join(["cc", *HOST_CFLAGS, *HOST_FILES, "-o", "golden_host"])
     mcu = " ".join([MCU_CC, *MCU_CFLAGS, "-I.", "-T", "mcu/mps2_an386.ld", *MCU_FILES, "-lgcc", "-o", "golden.elf"])
     qemu = " ".join([QEMU, *QEMU_ARGS, "-kernel", "golden.elf"])
+    fast_weights = fast_kernel_plan(export, check=False)["weight_bytes"]
     flash = "\n".join(f"| {k} | {v:,} |" for k, v in library.flash.items())
     ram = "\n".join(f"| {k} | {v:,} |" for k, v in library.ram.items())
     return f"""# bintut C library
@@ -410,6 +414,16 @@ RAM (static buffers; add a small stack, 16 KB is plenty):
 | what | bytes |
 | --- | ---: |
 {ram}
+
+## Kernels
+
+`bintut_infer` runs the fast kernels of `bintut_fast.c` by default (`#define BINTUT_FAST 1` in
+`bintut.h`; `-DBINTUT_FAST=0` selects the readable reference loop of `bintut.c`, same logits):
+AVX-512 VNNI on an x86-64 that has it (checked at run time; its unpacked weights,
+{fast_weights:,} bytes of RAM, are not in the table above), USADA8 on an Arm core with the DSP
+extension (`__ARM_FEATURE_SIMD32`), portable C elsewhere or with `-DBINTUT_NO_SIMD`.
+`layer_check.c` compares fast and reference kernels layer by layer on random inputs:
+`cc -std=c99 -O2 layer_check.c -o layer_check && ./layer_check`.
 
 ## Golden test ({library.golden} images)
 
@@ -488,32 +502,82 @@ def _compile(command: list[str], cwd: Path) -> str:
     return result.stderr
 
 
-def build_host(folder: str | os.PathLike, limit: int | None = None) -> tuple[Path, str]:
+def kernel_flags(kernel: str | None = None, simd: bool = True) -> list[str]:
+    """Compiler flags choosing bintut.c's kernel: ``None`` keeps bintut.h's default, ``"fast"`` or
+    ``"reference"`` overrides it; ``simd=False`` keeps the fast kernel to its portable C path."""
+    if kernel is not None and kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+    flags = [] if kernel is None else [f"-DBINTUT_FAST={int(kernel == 'fast')}"]
+    return flags + ([] if simd else ["-DBINTUT_NO_SIMD"])
+
+
+def build_host(folder: str | os.PathLike, limit: int | None = None, kernel: str | None = None,
+               simd: bool = True) -> tuple[Path, str]:
     """Compile the golden test with the host compiler; returns the executable and the compiler's warnings.
 
-    The library (bintut.c with the model's constants, the slow part) is compiled to bintut.o once and
-    reused while it is newer than its sources.
+    ``kernel``/``simd``: see :func:`kernel_flags`. The library (bintut.c with the model's constants, the
+    slow part) is compiled once per kernel choice and reused while it is newer than its sources.
     """
     folder = Path(folder)
     cc = host_compiler()
-    obj = folder / "bintut.o"
-    sources = max((folder / name).stat().st_mtime for name in ("bintut.c", "bintut.h", "bintut_model.h"))
+    flags = kernel_flags(kernel, simd)
+    tag = "".join(f.replace("-DBINTUT_", "_").replace("=", "").lower() for f in flags)
+    obj = folder / f"bintut{tag}.o"
+    sources = max((folder / name).stat().st_mtime for name in ("bintut.c", "bintut_fast.c", "bintut.h",
+                                                               "bintut_model.h"))
     warnings = ""
     if not obj.exists() or obj.stat().st_mtime <= sources:
-        warnings += _compile([cc, *HOST_CFLAGS, "-c", "bintut.c", "-o", "bintut.o"], folder)
+        warnings += _compile([cc, *HOST_CFLAGS, *flags, "-c", "bintut.c", "-o", obj.name], folder)
     extra = [f"-DBINTUT_GOLDEN_LIMIT={limit}"] if limit else []
     rest = [name for name in HOST_FILES if name != "bintut.c"]
-    warnings += _compile([cc, *HOST_CFLAGS, *extra, *rest, "bintut.o", "-o", "golden_host"], folder)
-    return folder / "golden_host", warnings
+    exe = f"golden_host{tag}"
+    warnings += _compile([cc, *HOST_CFLAGS, *extra, *rest, obj.name, "-o", exe], folder)
+    return folder / exe, warnings
 
 
-def run_host_golden(folder: str | os.PathLike, limit: int | None = None, timeout: float = 600) -> GoldenRun:
-    """Build and run the golden test on this machine; the counter is CPU time in microseconds."""
-    exe, warnings = build_host(folder, limit)
+def run_host_golden(folder: str | os.PathLike, limit: int | None = None, timeout: float = 600,
+                    kernel: str | None = None, simd: bool = True) -> GoldenRun:
+    """Build and run the golden test on this machine; the counter is CPU time in microseconds.
+    ``kernel``/``simd``: see :func:`kernel_flags` (default: the kernel bintut.h names)."""
+    exe, warnings = build_host(folder, limit, kernel, simd)
     result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=timeout)
     run = parse_golden([str(exe)], result.returncode, result.stdout + result.stderr)
     run.warnings = warnings
     return run
+
+
+@dataclass
+class LayerCheck:
+    """layer_check.c's outcome: the fast kernel against the reference kernel, layer by layer."""
+
+    command: list[str]
+    returncode: int
+    output: str
+    warnings: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.returncode == 0 and "layer check: PASS" in self.output
+
+    @property
+    def path(self) -> str:
+        """Which fast path ran: "x86-64 AVX-512 VNNI", "Arm SIMD32" or "portable C"."""
+        found = re.search(r"kernel: (.+)", self.output)
+        return found[1] if found else "unknown"
+
+
+def run_layer_check(folder: str | os.PathLike, seed: int = 1, images: int = 1, simd: bool = True,
+                    timeout: float = 600) -> LayerCheck:
+    """Compile and run layer_check.c on the host: every conv layer's int32 accumulators from the fast
+    kernel against the reference kernel on random inputs (seeded), the stem's codes, and ``images``
+    random images end to end. ``simd=False`` checks the portable C path."""
+    folder = Path(folder)
+    exe = f"layer_check{'' if simd else '_portable'}"
+    warnings = _compile([host_compiler(), *HOST_CFLAGS, *kernel_flags(None, simd), "layer_check.c", "-o", exe],
+                        folder)
+    command = [str(folder / exe), str(seed), str(images)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return LayerCheck(command, result.returncode, result.stdout + result.stderr, warnings)
 
 
 def missing_mcu_tools() -> list[str]:
@@ -521,15 +585,16 @@ def missing_mcu_tools() -> list[str]:
     return [tool for tool in (MCU_CC, "arm-none-eabi-size", QEMU) if shutil.which(tool) is None]
 
 
-def build_mcu(folder: str | os.PathLike, limit: int | None = None) -> tuple[Path, str]:
-    """Cross-compile the golden test for QEMU's mps2-an386 (Cortex-M4); returns the ELF and the warnings."""
+def build_mcu(folder: str | os.PathLike, limit: int | None = None, kernel: str | None = None) -> tuple[Path, str]:
+    """Cross-compile the golden test for QEMU's mps2-an386 (Cortex-M4); returns the ELF and the warnings.
+    ``kernel``: see :func:`kernel_flags`."""
     folder = Path(folder)
     if missing_mcu_tools():
         raise CompilerNotFound(f"missing {', '.join(missing_mcu_tools())}: run `make mcu` (installs "
                                f"{' '.join(MCU_PACKAGES)} with apt-get)")
     extra = [f"-DBINTUT_GOLDEN_LIMIT={limit}"] if limit else []
-    warnings = _compile([MCU_CC, *MCU_CFLAGS, *extra, "-I.", "-T", "mcu/mps2_an386.ld", *MCU_FILES, "-lgcc",
-                         "-o", "golden.elf"], folder)
+    warnings = _compile([MCU_CC, *MCU_CFLAGS, *kernel_flags(kernel), *extra, "-I.", "-T", "mcu/mps2_an386.ld",
+                         *MCU_FILES, "-lgcc", "-o", "golden.elf"], folder)
     return folder / "golden.elf", warnings
 
 
@@ -540,9 +605,11 @@ def mcu_size(elf: str | os.PathLike) -> dict[str, int]:
     return {"text": text, "data": data, "bss": bss, "flash": text + data, "ram": data + bss}
 
 
-def run_mcu_golden(folder: str | os.PathLike, limit: int | None = None, timeout: float = 1800) -> GoldenRun:
-    """Build and run the golden test on an emulated Cortex-M4; the counter is instructions executed."""
-    elf, warnings = build_mcu(folder, limit)
+def run_mcu_golden(folder: str | os.PathLike, limit: int | None = None, timeout: float = 1800,
+                   kernel: str | None = None) -> GoldenRun:
+    """Build and run the golden test on an emulated Cortex-M4; the counter is instructions executed.
+    ``kernel``: see :func:`kernel_flags` (default: the kernel bintut.h names)."""
+    elf, warnings = build_mcu(folder, limit, kernel)
     command = [QEMU, *QEMU_ARGS, "-kernel", str(elf)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     run = parse_golden(command, result.returncode, result.stdout + result.stderr)
@@ -550,9 +617,11 @@ def run_mcu_golden(folder: str | os.PathLike, limit: int | None = None, timeout:
     return run
 
 
-def inner_loop(folder: str | os.PathLike | None = None) -> str:
-    """The add/sub kernel of bintut.c (between its INNER LOOP markers), to show it."""
-    text = (Path(folder) if folder else c_sources()).joinpath("bintut.c").read_text()
+def inner_loop(folder: str | os.PathLike | None = None, kernel: str = "reference") -> str:
+    """The add/sub kernel (between the INNER LOOP markers) of bintut.c (``kernel="reference"``) or of
+    bintut_fast.c's portable and Cortex-M4 path (``"fast"``), to show it."""
+    name = {"reference": "bintut.c", "fast": "bintut_fast.c"}[kernel]
+    text = (Path(folder) if folder else c_sources()).joinpath(name).read_text()
     return text.split("/* BEGIN INNER LOOP */\n")[1].split("/* END INNER LOOP */")[0]
 
 
@@ -577,12 +646,14 @@ def main(argv: list[str] | None = None) -> int:
                         "under QEMU")
     parser.add_argument("folder", help="a folder written by `python -m bintut export RUN --c DIR`")
     parser.add_argument("--limit", type=int, help="run only the first N golden images")
+    parser.add_argument("--kernel", choices=KERNELS, help="override the library's default kernel (bintut.h)")
     args = parser.parse_args(argv)
     if not (Path(args.folder) / "bintut_model.h").is_file():
         print(f"bintut: error: {args.folder} holds no exported C library (bintut_model.h)", file=sys.stderr)
         return 2
     try:
-        run = (run_host_golden if args.target == "host" else run_mcu_golden)(args.folder, args.limit)
+        run = (run_host_golden if args.target == "host" else run_mcu_golden)(args.folder, args.limit,
+                                                                            kernel=args.kernel)
     except (CompilerNotFound, RuntimeError, subprocess.TimeoutExpired) as err:
         print(f"bintut: error: {err}", file=sys.stderr)
         return 2

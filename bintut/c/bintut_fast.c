@@ -123,6 +123,7 @@ static void unpack_masks(const bintut_layer *layer, int oc0, uint32_t *words, in
     }
 }
 
+/* BEGIN INNER LOOP */
 /* For an activation byte x in [0, 127] and a mask byte m (0x00 for a +1 weight, 0xFF for -1):
  *     |x - m| = x ^ m = x (weight +1) or 255 - x (weight -1),
  * so summing |x - m| over a window gives acc + 255 * (the number of -1 weights): no multiply, no
@@ -163,6 +164,8 @@ static void window_sums_4(const uint8_t *x, const uint32_t *m, int n, int32_t *s
     s[2] += FINISH_SUM(s2);
     s[3] += FINISH_SUM(s3);
 }
+
+/* END INNER LOOP */
 
 /* acc[j] for output position p and the four channels whose masks are in slot */
 static void portable_tile(const bintut_layer *layer, int slot, const int8_t *in, int size, int o, int p, int32_t *acc)
