@@ -580,6 +580,25 @@ def run_layer_check(folder: str | os.PathLike, seed: int = 1, images: int = 1, s
     return LayerCheck(command, result.returncode, result.stdout + result.stderr, warnings)
 
 
+def kernel_timings(folder: str | os.PathLike) -> list[dict]:
+    """The golden test with the reference kernel, the fast kernel's portable C path and its SIMD path (named
+    by layer_check.c: AVX-512 VNNI where the CPU has it): one row per build, with the median CPU time per
+    image over the golden images after the first (the fast kernel's first call unpacks the weights), and
+    whether all logits were bit-exact. Needs at least 2 golden images."""
+    simd_path = run_layer_check(folder, images=0).path
+    rows = []
+    for kernel, simd, name in (("reference", True, "C reference kernel"),
+                               ("fast", False, "C fast kernel, portable C"),
+                               ("fast", True, f"C fast kernel, {simd_path}")):
+        run = run_host_golden(folder, kernel=kernel, simd=simd)
+        if len(run.images) < 2:
+            raise ValueError(f"kernel_timings needs a library with at least 2 golden images: {run.failure}")
+        ms = float(np.median([r["counter"] for r in run.images[1:]])) / 1e3
+        rows.append({"path": name, "ms per image": round(ms, 2), "images/s": round(1e3 / ms, 1),
+                     "bit-exact": run.passed})
+    return rows
+
+
 def missing_mcu_tools() -> list[str]:
     """The cross tools (``make mcu`` installs them through apt-get) that are not on PATH."""
     return [tool for tool in (MCU_CC, "arm-none-eabi-size", QEMU) if shutil.which(tool) is None]
