@@ -42,8 +42,13 @@ typedef struct {
 
 #include "bintut_model.h"
 
-static int8_t buffer_a[BINTUT_BUFFER_A_BYTES]; /* block inputs and outputs (updated in place) */
-static int8_t buffer_b[BINTUT_BUFFER_B_BYTES]; /* conv1 outputs inside a block */
+#ifdef __GNUC__
+#define BINTUT_ALIGN8 __attribute__((aligned(8))) /* the fast kernel's word loads (LDRD on Arm) */
+#else
+#define BINTUT_ALIGN8
+#endif
+static int8_t buffer_a[BINTUT_BUFFER_A_BYTES] BINTUT_ALIGN8; /* block inputs and outputs (updated in place) */
+static int8_t buffer_b[BINTUT_BUFFER_B_BYTES] BINTUT_ALIGN8; /* conv1 outputs inside a block */
 static int32_t acc_main[BINTUT_MAX_CHANNELS];
 static int8_t row[BINTUT_MAX_CHANNELS];
 static int64_t pool[BINTUT_MAX_CHANNELS];

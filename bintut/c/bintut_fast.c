@@ -48,19 +48,21 @@
 #define PORTABLE_CHANNELS 4 /* output channels per block (portable path) */
 #define MAX_TAPS (9 * 9)
 
-static const uint8_t zero_page[BINTUT_MAX_CHANNELS]; /* what a padded tap reads: zeros */
+static const uint8_t zero_page[BINTUT_MAX_CHANNELS] BINTUT_ALIGN8; /* what a padded tap reads: zeros */
 /* sign masks of four output channels of a conv (slot 0) and its shortcut (slot 1), see unpack_masks */
 static uint32_t conv_masks[BINTUT_MAX_TAP_BYTES];          /* PORTABLE_CHANNELS masks of 4 bytes each */
 static uint32_t shortcut_masks[BINTUT_MAX_SHORTCUT_TAP_BYTES];
 static uint32_t *const masks[2] = {conv_masks, shortcut_masks};
 static int32_t minus_weights[2][PORTABLE_CHANNELS];
 
+#if !(BINTUT_ARM_SIMD32 && defined(__GNUC__)) /* the Arm path loads with LDRD */
 static uint32_t load32(const uint8_t *p)
 {
     uint32_t v;
     COPY4(&v, p);
     return v;
 }
+#endif
 
 /* Pointers to the input rows (cin bytes, channels last) under each tap of output position p;
  * padded taps point at zeros. Returns the number of taps. */
@@ -145,6 +147,28 @@ static void window_sums_4(const uint8_t *x, const uint32_t *m, int n, int32_t *s
 {
     const uint8_t *end = x + n;
     uint32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#if BINTUT_ARM_SIMD32 && defined(__GNUC__)
+    /* LDRD: two words per load (gcc does not pair these loads itself); x and m are word-aligned */
+#define LDRD(a, b, p) \
+    __asm__("ldrd %0, %1, [%2], #8" : "=&r"(a), "=&r"(b), "+r"(p) : "m"(*(const uint32_t(*)[2])(p)))
+    for (; x < end;) {
+        uint32_t u, v, a, b;
+        LDRD(u, v, x);
+        LDRD(a, b, m);
+        s0 = __usada8(u, a, s0);
+        s1 = __usada8(u, b, s1);
+        LDRD(a, b, m);
+        s2 = __usada8(u, a, s2);
+        s3 = __usada8(u, b, s3);
+        LDRD(a, b, m);
+        s0 = __usada8(v, a, s0);
+        s1 = __usada8(v, b, s1);
+        LDRD(a, b, m);
+        s2 = __usada8(v, a, s2);
+        s3 = __usada8(v, b, s3);
+    }
+#undef LDRD
+#else
 #ifdef __GNUC__
     x = (const uint8_t *)__builtin_assume_aligned(x, 4); /* rows of cin bytes, cin a multiple of 8 */
 #endif
@@ -159,6 +183,7 @@ static void window_sums_4(const uint8_t *x, const uint32_t *m, int n, int32_t *s
         SUM_BYTES(s2, v, m[6]);
         SUM_BYTES(s3, v, m[7]);
     }
+#endif
     s[0] += FINISH_SUM(s0);
     s[1] += FINISH_SUM(s1);
     s[2] += FINISH_SUM(s2);
