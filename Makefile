@@ -32,7 +32,8 @@ smoke: $(STAMP)
 
 ## The smoke run as C on an emulated Cortex-M4 (QEMU mps2-an386), golden images checked bit for bit.
 ## Installs the Debian packages gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm if missing
-## (apt-get; CI does not run this). Prints pass/fail per image, flash/RAM and instructions per image.
+## (apt-get; CI does not run this). Prints pass/fail per image, flash/RAM and instructions per image, for the
+## fast kernel (all golden images) and the reference kernel (one image).
 MCU_RUN ?= runs/smoke
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 mcu: $(STAMP)
@@ -44,6 +45,7 @@ mcu: $(STAMP)
 	$(PY) -m bintut export $(MCU_RUN) --c $(MCU_RUN)/c
 	$(PY) -m bintut.cexport host $(MCU_RUN)/c
 	$(PY) -m bintut.cexport mcu $(MCU_RUN)/c
+	$(PY) -m bintut.cexport mcu $(MCU_RUN)/c --kernel reference --limit 1
 
 ## JupyterLab on the notebooks (as root, e.g. in a container, Jupyter needs --allow-root).
 lab: $(STAMP)

@@ -35,7 +35,8 @@ from .engine import IntegerResNet
 from .export import ExportError, ResNetExport, final_size
 from .intkernels import conv_output_size, unpack_signs
 
-STATIC_SOURCES = ("bintut.c", "golden_main.c", "platform.h", "host_platform.c")
+STATIC_SOURCES = ("bintut.c", "bintut_fast.c", "layer_check.c", "golden_main.c", "platform.h", "host_platform.c")
+KERNELS = ("fast", "reference")  # bintut.c's BINTUT_FAST default: bintut_fast.c, or the readable reference loop
 MCU_SOURCES = ("mps2_platform.c", "mps2_an386.ld")
 # -Wno-overlength-strings: the sign bits are string literals longer than the 4,095 characters C99 asks
 # every compiler to accept (gcc, clang and arm-none-eabi-gcc take any length)
@@ -156,7 +157,9 @@ def _identifier(name: str) -> str:
     return re.sub(r"[^0-9a-zA-Z]", "_", name)
 
 
-def api_header(export: ResNetExport, source: str) -> str:
+def api_header(export: ResNetExport, source: str, kernel: str = "fast") -> str:
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
     size, classes = export.image_size, export.num_classes
     mean = ", ".join(f"{v}" for v in CIFAR100_MEAN)
     std = ", ".join(f"{v}" for v in CIFAR100_STD)
@@ -180,6 +183,12 @@ def api_header(export: ResNetExport, source: str) -> str:
  */
 #define BINTUT_INPUT_STEP {export.input_step!r}
 
+/* 1: the fast kernels (bintut_fast.c), 0: the readable reference loop; both give the same logits.
+ * Override when compiling: -DBINTUT_FAST=0 or -DBINTUT_FAST=1. */
+#ifndef BINTUT_FAST
+#define BINTUT_FAST {int(kernel == "fast")}
+#endif
+
 /* Writes BINTUT_NUM_CLASSES int32 logits; argmax is the predicted class. Returns 0 (-1 on NULL).
  * Not reentrant: it uses static buffers. */
 int bintut_infer(const int8_t *image, int32_t *logits);
@@ -197,7 +206,7 @@ def model_header(export: ResNetExport, source: str) -> str:
              f"#define BINTUT_NUM_LAYERS {len(names)}\n#define BINTUT_NUM_BLOCKS {len(export.blocks)}\n",
              f"#define BINTUT_FRACTION_BITS {export.fraction_bits}\n",
              f"#define BINTUT_BUFFER_A_BYTES {plan['buffer_a']}\n#define BINTUT_BUFFER_B_BYTES {plan['buffer_b']}\n",
-             f"#define BINTUT_MAX_CHANNELS {plan['max_channels']}\n\n"]
+             f"#define BINTUT_MAX_CHANNELS {plan['max_channels']}\n", fast_kernel_defines(export), "\n"]
     table = []
     for name, layer in export.layers.items():
         ident = _identifier(name)
@@ -217,6 +226,62 @@ def model_header(export: ResNetExport, source: str) -> str:
                       f"{block['identity_m'] or 0}, {block['identity_shift'] or 0}}}")
     parts.append("\nstatic const bintut_block bintut_blocks[BINTUT_NUM_BLOCKS] = {\n" + ",\n".join(blocks) + "\n};\n")
     return "".join(parts)
+
+
+def fast_kernel_plan(export: ResNetExport, check: bool = True) -> dict[str, int]:
+    """Sizes bintut_fast.c needs, checking the shapes it supports.
+
+    * ``weight_bytes``: the int8 +-1 weights the x86 AVX-512 VNNI path unpacks once (every layer but the
+      head; the stem's 27 taps x channels padded to 32);
+    * ``tap_bytes``, ``shortcut_tap_bytes``: one output channel's byte masks (kernel^2 x in_channels) of
+      a conv and of a shortcut conv on the portable path;
+    * ``positions``: the most output positions of a layer (window sums, the stem's rows);
+    * ``buffer_b_tail``: a block with a shortcut conv writes its output behind conv1's in buffer B,
+      so buffer B must hold both (ExportError otherwise).
+
+    With ``check``, raises ExportError for a layer between stem and head whose input channels are not a
+    multiple of 8 (or above 512) or whose output channels are not a multiple of 64, and for the cases above (the
+    reference kernel runs such a network).
+    """
+    layers = list(export.layers.values())
+    for layer in layers[1:-1] if check else []:
+        if layer.in_channels % 8 or layer.in_channels > 512 or layer.out_channels % 64:
+            raise ExportError(f"layer {layer.name}: the fast C kernel needs input channels in multiples of 8 up "
+                              f"to 512 and output channels in multiples of 64, found {layer.in_channels} -> "
+                              f"{layer.out_channels}; export with the reference kernel")
+    stem = layers[0]
+    if check and (stem.in_channels * stem.kernel**2 > 32 or stem.out_channels % 64):
+        raise ExportError(f"the fast C kernel needs a stem of at most 32 inputs per window and output channels "
+                          f"in multiples of 64, found {stem.in_channels} x {stem.kernel}^2 -> {stem.out_channels}")
+    weight_bytes = stem.out_channels * 32 + sum(layer.out_channels * layer.kernel**2 * layer.in_channels
+                                                for layer in layers[1:-1])
+    tap_bytes = max(layer.kernel**2 * layer.in_channels for layer in layers[1:-1])
+    shortcuts = [export.layers[block["shortcut"]] for block in export.blocks if block["shortcut"] is not None]
+    shortcut_bytes = max([layer.kernel**2 * layer.in_channels for layer in shortcuts], default=8)
+    plan = memory_plan(export)
+    size = conv_output_size(export.image_size, stem.kernel, stem.stride, stem.padding)
+    positions, tail = size * size, 0
+    for block in export.blocks:
+        conv1, conv2 = export.layers[block["conv1"]], export.layers[block["conv2"]]
+        h = conv_output_size(size, conv1.kernel, conv1.stride, conv1.padding)
+        out = conv_output_size(h, conv2.kernel, conv2.stride, conv2.padding)
+        positions = max(positions, h * h)
+        if block["shortcut"] is not None:
+            tail = max(tail, h * h * conv1.out_channels + out * out * conv2.out_channels)
+            if check and tail > plan["buffer_b"]:
+                raise ExportError(f"block with {block['conv2']}: its output does not fit behind conv1's in buffer B "
+                                  "(the fast C kernel); export with the reference kernel")
+        size = out
+    return {"weight_bytes": weight_bytes, "tap_bytes": tap_bytes, "shortcut_tap_bytes": shortcut_bytes,
+            "positions": positions, "buffer_b_tail": tail}
+
+
+def fast_kernel_defines(export: ResNetExport) -> str:
+    """The ``#define``s of bintut_model.h that size bintut_fast.c's static buffers."""
+    plan = fast_kernel_plan(export, check=False)
+    return (f"#define BINTUT_MAX_POSITIONS {plan['positions']}\n#define BINTUT_MAX_TAP_BYTES {plan['tap_bytes']}\n"
+            f"#define BINTUT_MAX_SHORTCUT_TAP_BYTES {plan['shortcut_tap_bytes']}\n"
+            f"#define BINTUT_FAST_WEIGHT_BYTES {plan['weight_bytes']} /* x86 AVX-512 VNNI path only */\n")
 
 
 def golden_header(codes: np.ndarray, logits: np.ndarray) -> str:
@@ -309,8 +374,11 @@ def check_c_folder(folder: str | os.PathLike) -> Path:
 
 
 def write_c_library(export: ResNetExport, folder: str | os.PathLike, images: np.ndarray,
-                    source: str = "a bintut export") -> CLibrary:
+                    source: str = "a bintut export", kernel: str = "fast") -> CLibrary:
     """Write the C library, its golden test (``images``: normalised float (N, 3, H, W)) and README.
+
+    ``kernel``: ``"fast"`` (bintut_fast.c; ExportError for a shape it does not support) or ``"reference"``
+    (the readable loop of bintut.c) as the default of ``bintut_infer``; both are written either way.
 
     The library is written as one unit: into a temporary folder beside ``folder``, which then takes
     its place (atomically where the system can exchange two names), so ``folder`` holds either the
@@ -319,6 +387,10 @@ def write_c_library(export: ResNetExport, folder: str | os.PathLike, images: np.
     """
     from .runfolder import remove_stale_temporaries, temporary_path
 
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+    if kernel == "fast":
+        fast_kernel_plan(export)
     folder = check_c_folder(folder)
     if folder.is_symlink():  # replace what the link points at, not the link
         folder = folder.resolve()
@@ -334,7 +406,7 @@ def write_c_library(export: ResNetExport, folder: str | os.PathLike, images: np.
     try:
         (tmp / "mcu").mkdir(parents=True)
         written = {
-            "bintut.h": api_header(export, source),
+            "bintut.h": api_header(export, source, kernel),
             "bintut_model.h": model_header(export, source),
             "golden.h": golden_header(codes, logits),
         }
@@ -352,6 +424,9 @@ def write_c_library(export: ResNetExport, folder: str | os.PathLike, images: np.
         plan = memory_plan(export)
         ram = {"activation buffer A": plan["buffer_a"], "activation buffer B": plan["buffer_b"],
                "accumulator, output and pool rows": plan["scratch"]}
+        fast = fast_kernel_plan(export, check=False)
+        ram["fast kernel: sign masks of 4 channels (conv and shortcut)"] = 4 * (fast["tap_bytes"] +
+                                                                              fast["shortcut_tap_bytes"])
         names.append("README.md")
         library = CLibrary(folder, [folder / name for name in names], flash, ram, len(codes))
         (tmp / "README.md").write_text(readme(export, library, source))
@@ -405,6 +480,7 @@ def readme(export: ResNetExport, library: CLibrary, source: str) -> str:
     host = " ".join(["cc", *HOST_CFLAGS, *HOST_FILES, "-o", "golden_host"])
     mcu = " ".join([MCU_CC, *MCU_CFLAGS, "-I.", "-T", "mcu/mps2_an386.ld", *MCU_FILES, "-lgcc", "-o", "golden.elf"])
     qemu = " ".join([QEMU, *QEMU_ARGS, "-kernel", "golden.elf"])
+    fast_weights = fast_kernel_plan(export, check=False)["weight_bytes"]
     flash = "\n".join(f"| {k} | {v:,} |" for k, v in library.flash.items())
     ram = "\n".join(f"| {k} | {v:,} |" for k, v in library.ram.items())
     return f"""# bintut C library
@@ -436,6 +512,16 @@ RAM (static buffers; add a small stack, 16 KB is plenty):
 | what | bytes |
 | --- | ---: |
 {ram}
+
+## Kernels
+
+`bintut_infer` runs the fast kernels of `bintut_fast.c` by default (`#define BINTUT_FAST 1` in
+`bintut.h`; `-DBINTUT_FAST=0` selects the readable reference loop of `bintut.c`, same logits):
+AVX-512 VNNI on an x86-64 that has it (checked at run time; its unpacked weights,
+{fast_weights:,} bytes of RAM, are not in the table above), USADA8 on an Arm core with the DSP
+extension (`__ARM_FEATURE_SIMD32`), portable C elsewhere or with `-DBINTUT_NO_SIMD`.
+`layer_check.c` compares fast and reference kernels layer by layer on random inputs:
+`cc -std=c99 -O2 layer_check.c -o layer_check && ./layer_check`.
 
 ## Golden test ({library.golden} images)
 
@@ -548,33 +634,102 @@ def _printable(text: str) -> str:
     return "".join(c if c in "\n\t" or c.isprintable() else "?" for c in text)
 
 
-def build_host(folder: str | os.PathLike, limit: int | None = None) -> tuple[Path, str]:
+def kernel_flags(kernel: str | None = None, simd: bool = True) -> list[str]:
+    """Compiler flags choosing bintut.c's kernel: ``None`` keeps bintut.h's default, ``"fast"`` or
+    ``"reference"`` overrides it; ``simd=False`` keeps the fast kernel to its portable C path."""
+    if kernel is not None and kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+    flags = [] if kernel is None else [f"-DBINTUT_FAST={int(kernel == 'fast')}"]
+    return flags + ([] if simd else ["-DBINTUT_NO_SIMD"])
+
+
+def build_host(folder: str | os.PathLike, limit: int | None = None, kernel: str | None = None,
+               simd: bool = True) -> tuple[Path, str]:
     """Compile the golden test with the host compiler; returns the executable and the compiler's warnings.
 
-    The library (bintut.c with the model's constants, the slow part) is compiled to bintut.o once and
-    reused while it is newer than its sources.
+    ``kernel``/``simd``: see :func:`kernel_flags`. The library (bintut.c with the model's constants, the
+    slow part) is compiled once per kernel choice and reused while it is newer than its sources.
     """
     folder = Path(folder)
     check_library(folder, HOST_FILES)
     cc = host_compiler()
-    obj = folder / "bintut.o"
-    sources = max((folder / name).stat().st_mtime for name in ("bintut.c", "bintut.h", "bintut_model.h"))
+    flags = kernel_flags(kernel, simd)
+    tag = "".join(f.replace("-DBINTUT_", "_").replace("=", "").lower() for f in flags)
+    obj = folder / f"bintut{tag}.o"
+    sources = max((folder / name).stat().st_mtime for name in ("bintut.c", "bintut_fast.c", "bintut.h",
+                                                               "bintut_model.h"))
     warnings = ""
     if not obj.exists() or obj.stat().st_mtime <= sources:
-        warnings += _compile([*cc, *HOST_CFLAGS, "-c", "bintut.c", "-o", "bintut.o"], folder)
+        warnings += _compile([*cc, *HOST_CFLAGS, *flags, "-c", "bintut.c", "-o", obj.name], folder)
     extra = [f"-DBINTUT_GOLDEN_LIMIT={limit}"] if limit else []
     rest = [name for name in HOST_FILES if name != "bintut.c"]
-    warnings += _compile([*cc, *HOST_CFLAGS, *extra, *rest, "bintut.o", "-o", "golden_host"], folder)
-    return folder / "golden_host", warnings
+    exe = f"golden_host{tag}"
+    warnings += _compile([*cc, *HOST_CFLAGS, *extra, *rest, obj.name, "-o", exe], folder)
+    return folder / exe, warnings
 
 
-def run_host_golden(folder: str | os.PathLike, limit: int | None = None, timeout: float = 600) -> GoldenRun:
-    """Build and run the golden test on this machine; the counter is CPU time in microseconds."""
-    exe, warnings = build_host(folder, limit)
+def run_host_golden(folder: str | os.PathLike, limit: int | None = None, timeout: float = 600,
+                    kernel: str | None = None, simd: bool = True) -> GoldenRun:
+    """Build and run the golden test on this machine; the counter is CPU time in microseconds.
+    ``kernel``/``simd``: see :func:`kernel_flags` (default: the kernel bintut.h names)."""
+    exe, warnings = build_host(folder, limit, kernel, simd)
     result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=timeout)
     run = parse_golden([str(exe)], result.returncode, result.stdout + result.stderr)
     run.warnings = warnings
     return run
+
+
+@dataclass
+class LayerCheck:
+    """layer_check.c's outcome: the fast kernel against the reference kernel, layer by layer."""
+
+    command: list[str]
+    returncode: int
+    output: str
+    warnings: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.returncode == 0 and "layer check: PASS" in self.output
+
+    @property
+    def path(self) -> str:
+        """Which fast path ran: "x86-64 AVX-512 VNNI", "Arm SIMD32" or "portable C"."""
+        found = re.search(r"kernel: (.+)", self.output)
+        return found[1] if found else "unknown"
+
+
+def run_layer_check(folder: str | os.PathLike, seed: int = 1, images: int = 1, simd: bool = True,
+                    timeout: float = 600) -> LayerCheck:
+    """Compile and run layer_check.c on the host: every conv layer's int32 accumulators from the fast
+    kernel against the reference kernel on random inputs (seeded), the stem's codes, and ``images``
+    random images end to end. ``simd=False`` checks the portable C path."""
+    folder = Path(folder)
+    exe = f"layer_check{'' if simd else '_portable'}"
+    warnings = _compile([*host_compiler(), *HOST_CFLAGS, *kernel_flags(None, simd), "layer_check.c", "-o", exe],
+                        folder)
+    command = [str(folder / exe), str(seed), str(images)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return LayerCheck(command, result.returncode, result.stdout + result.stderr, warnings)
+
+
+def kernel_timings(folder: str | os.PathLike) -> list[dict]:
+    """The golden test with the reference kernel, the fast kernel's portable C path and its SIMD path (named
+    by layer_check.c: AVX-512 VNNI where the CPU has it): one row per build, with the median CPU time per
+    image over the golden images after the first (the fast kernel's first call unpacks the weights), and
+    whether all logits were bit-exact. Needs at least 2 golden images."""
+    simd_path = run_layer_check(folder, images=0).path
+    rows = []
+    for kernel, simd, name in (("reference", True, "C reference kernel"),
+                               ("fast", False, "C fast kernel, portable C"),
+                               ("fast", True, f"C fast kernel, {simd_path}")):
+        run = run_host_golden(folder, kernel=kernel, simd=simd)
+        if len(run.images) < 2:
+            raise ValueError(f"kernel_timings needs a library with at least 2 golden images: {run.failure}")
+        ms = float(np.median([r["counter"] for r in run.images[1:]])) / 1e3
+        rows.append({"path": name, "ms per image": round(ms, 2), "images/s": round(1e3 / ms, 1),
+                     "bit-exact": run.passed})
+    return rows
 
 
 def missing_mcu_tools() -> list[str]:
@@ -582,16 +737,17 @@ def missing_mcu_tools() -> list[str]:
     return [tool for tool in (MCU_CC, "arm-none-eabi-size", QEMU) if shutil.which(tool) is None]
 
 
-def build_mcu(folder: str | os.PathLike, limit: int | None = None) -> tuple[Path, str]:
-    """Cross-compile the golden test for QEMU's mps2-an386 (Cortex-M4); returns the ELF and the warnings."""
+def build_mcu(folder: str | os.PathLike, limit: int | None = None, kernel: str | None = None) -> tuple[Path, str]:
+    """Cross-compile the golden test for QEMU's mps2-an386 (Cortex-M4); returns the ELF and the warnings.
+    ``kernel``: see :func:`kernel_flags`."""
     folder = Path(folder)
     check_library(folder, (*MCU_FILES, "mcu/mps2_an386.ld"))
     if missing_mcu_tools():
         raise CompilerNotFound(f"missing {', '.join(missing_mcu_tools())}: run `make mcu` (installs "
                                f"{' '.join(MCU_PACKAGES)} with apt-get)")
     extra = [f"-DBINTUT_GOLDEN_LIMIT={limit}"] if limit else []
-    warnings = _compile([MCU_CC, *MCU_CFLAGS, *extra, "-I.", "-T", "mcu/mps2_an386.ld", *MCU_FILES, "-lgcc",
-                         "-o", "golden.elf"], folder)
+    warnings = _compile([MCU_CC, *MCU_CFLAGS, *kernel_flags(kernel), *extra, "-I.", "-T", "mcu/mps2_an386.ld",
+                         *MCU_FILES, "-lgcc", "-o", "golden.elf"], folder)
     return folder / "golden.elf", warnings
 
 
@@ -602,9 +758,11 @@ def mcu_size(elf: str | os.PathLike) -> dict[str, int]:
     return {"text": text, "data": data, "bss": bss, "flash": text + data, "ram": data + bss}
 
 
-def run_mcu_golden(folder: str | os.PathLike, limit: int | None = None, timeout: float = 1800) -> GoldenRun:
-    """Build and run the golden test on an emulated Cortex-M4; the counter is instructions executed."""
-    elf, warnings = build_mcu(folder, limit)
+def run_mcu_golden(folder: str | os.PathLike, limit: int | None = None, timeout: float = 1800,
+                   kernel: str | None = None) -> GoldenRun:
+    """Build and run the golden test on an emulated Cortex-M4; the counter is instructions executed.
+    ``kernel``: see :func:`kernel_flags` (default: the kernel bintut.h names)."""
+    elf, warnings = build_mcu(folder, limit, kernel)
     command = [QEMU, *QEMU_ARGS, "-kernel", str(elf)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     run = parse_golden(command, result.returncode, result.stdout + result.stderr)
@@ -612,9 +770,11 @@ def run_mcu_golden(folder: str | os.PathLike, limit: int | None = None, timeout:
     return run
 
 
-def inner_loop(folder: str | os.PathLike | None = None) -> str:
-    """The add/sub kernel of bintut.c (between its INNER LOOP markers), to show it."""
-    text = (Path(folder) if folder else c_sources()).joinpath("bintut.c").read_text()
+def inner_loop(folder: str | os.PathLike | None = None, kernel: str = "reference") -> str:
+    """The add/sub kernel (between the INNER LOOP markers) of bintut.c (``kernel="reference"``) or of
+    bintut_fast.c's portable and Cortex-M4 path (``"fast"``), to show it."""
+    name = {"reference": "bintut.c", "fast": "bintut_fast.c"}[kernel]
+    text = (Path(folder) if folder else c_sources()).joinpath(name).read_text()
     return text.split("/* BEGIN INNER LOOP */\n")[1].split("/* END INNER LOOP */")[0]
 
 
@@ -639,6 +799,7 @@ def main(argv: list[str] | None = None) -> int:
                         "under QEMU")
     parser.add_argument("folder", help="a folder written by `python -m bintut export RUN --c DIR`")
     parser.add_argument("--limit", type=int, help="run only the first N golden images")
+    parser.add_argument("--kernel", choices=KERNELS, help="override the library's default kernel (bintut.h)")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be at least 1 (the number of golden images to run), got {args.limit}")
@@ -646,7 +807,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bintut: error: {args.folder} holds no exported C library (bintut_model.h)", file=sys.stderr)
         return 2
     try:
-        run = (run_host_golden if args.target == "host" else run_mcu_golden)(args.folder, args.limit)
+        run = (run_host_golden if args.target == "host" else run_mcu_golden)(args.folder, args.limit,
+                                                                            kernel=args.kernel)
     except (CompilerNotFound, LibraryIncomplete, RuntimeError, subprocess.TimeoutExpired, OSError) as err:
         print(f"bintut: error: {err}", file=sys.stderr)
         return 2

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--c", dest="c_dir", metavar="DIR", help="also write the C99 library and golden test here")
     export.add_argument("--golden", type=int, default=8, metavar="N",
                         help="golden test images in the C library (default: 8)")
+    export.add_argument("--c-kernel", choices=("fast", "reference"), default="fast",
+                        help="the C library's default kernel: fast (SIMD where the CPU has it, portable C "
+                        "elsewhere) or the readable reference loop; same logits (default: fast)")
     export.add_argument("--force", action="store_true",
                         help="export the fully binary view of a run that never reached p = bin_ratio = 1")
     commands.add_parser(
@@ -126,7 +129,8 @@ def _main(argv: list[str] | None = None) -> int:
         for flag, key in (("--out", "out"), ("--c", "c_dir")):
             if args[key] is not None and not args[key].strip():
                 parser.error(f"{flag} is empty: name a {'file' if key == 'out' else 'folder'}, or leave {flag} out")
-        return run_export(args["run"], args["out"], args["c_dir"], args["golden"], args["force"])
+        return run_export(args["run"], args["out"], args["c_dir"], args["golden"], args["force"],
+                          args["c_kernel"])
     if command == "reproduce":
         import torch
 
@@ -180,21 +184,22 @@ def run_training(cfg: TrainConfig) -> int:
     return 0
 
 
-def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int = 8, force: bool = False) -> int:
+def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int = 8, force: bool = False,
+               c_kernel: str = "fast") -> int:
     """Export a run: the .npz (always) and, with ``c_dir``, the C library; one-line errors, exit 2.
 
     Ctrl-C or SIGTERM stops it quietly (exit 130 or 143): each file and the C folder is replaced whole
     or not at all, so what was there before stays.
     """
     try:
-        return _export(run, out, c_dir, golden, force)
+        return _export(run, out, c_dir, golden, force, c_kernel)
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
         print(f"\nbintut: export stopped (signal {signum}); files not yet replaced are as they were", file=sys.stderr)
         return 128 + signum
 
 
-def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bool) -> int:
+def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bool, c_kernel: str) -> int:
     from pathlib import Path
 
     from .checkpoint import CheckpointError
@@ -247,7 +252,9 @@ def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bo
 
         images, origin = run_test_images(loaded, golden)
         try:
-            library = write_c_library(export, c_dir, images, source=f"run {Path(run).name}")
+            library = write_c_library(export, c_dir, images, source=f"run {Path(run).name}", kernel=c_kernel)
+        except ExportError as err:
+            return fail(str(err))
         except (OSError, ValueError) as err:
             reason = err.strerror if isinstance(err, OSError) and err.strerror else err
             return fail(f"could not write the C library to {c_dir} ({reason}); the folder is as it was")
