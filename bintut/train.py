@@ -573,7 +573,7 @@ def data_label(cfg: TrainConfig) -> str:
     """The data set of a run in words, for figures: e.g. 'synthetic data made offline (640 training images)'."""
     if cfg.data == "synthetic":
         return f"synthetic data made offline ({cfg.synthetic_train} training images)"
-    name = {"cifar100": "CIFAR-100"}.get(cfg.data, cfg.data)
+    name = {"cifar100": "CIFAR-100", "fashion-mnist": "Fashion-MNIST"}.get(cfg.data, cfg.data)
     return f"{name} ({cfg.train_subset} training images)" if cfg.train_subset else name
 
 
