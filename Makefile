@@ -26,7 +26,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check bintut tests tools benchmarks
 
-## A seconds-long end-to-end run on synthetic data.
+## An end-to-end run on synthetic data: about 2 min on 2 quiet CPU cores (README, "Measured here").
 smoke: $(STAMP)
 	$(PY) -m bintut train --preset smoke --out runs/smoke --resume
 

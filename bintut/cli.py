@@ -16,8 +16,8 @@ Gradual binarization of an ImageNet-pretrained ResNet18 on CIFAR-100.
 
 Presets: 'seed' is the published recipe (300 epochs, for a GPU), 'fast' a 100-epoch recipe for
 one GPU (untested on CIFAR-100), 'workshop' a ten-minute run on a laptop CPU (a CIFAR-100 subset),
-'smoke' a seconds-long run on synthetic data made offline. Any field of the preset can be
-overridden, e.g.:
+'smoke' about two minutes on two quiet CPU cores, on synthetic data made offline. Any field of
+the preset can be overridden, e.g.:
 
   python -m bintut train --preset smoke --out runs/smoke
   python -m bintut train --preset seed --download --out runs/seed
@@ -26,7 +26,20 @@ overridden, e.g.:
   torchrun --nproc_per_node=4 -m bintut train --preset fast --out runs/fast   # several GPUs
 
 A run folder holds config.json, metrics.jsonl (one row per epoch), checkpoint.pt (every
-epoch, and on Ctrl-C) and results.png. No CIFAR-100 at hand? Add --data synthetic.
+epoch, and on Ctrl-C) and results.png. No CIFAR-100 at hand? Add --data fashion-mnist (real photos;
+Debian: apt-get install dataset-fashion-mnist) or --data synthetic (made offline).
+"""
+
+
+REPRODUCE_OFFLINE = """\
+bintut: reproduce takes no options: it needs CIFAR-100 and timm's ImageNet ResNet18 weights (resnet18.a1_in1k).
+Without them (e.g. offline):
+  make smoke     # synthetic data made offline, random initial weights
+  python -m bintut train --preset workshop --data fashion-mnist --out results/workshop-fashion-mnist
+                 # real photos, offline from Debian's package dataset-fashion-mnist (else add --download)
+The workshop and seed presets start from those ImageNet weights; where they cannot be downloaded, add
+--no-pretrained (random initial weights), or copy ~/.cache/huggingface/hub/models--timm--resnet18.a1_in1k/
+from a machine that has it to the same place here ($HF_HOME/hub/ if HF_HOME is set).\
 """
 
 
@@ -131,24 +144,28 @@ def _main(argv: list[str] | None = None) -> int:
                 parser.error(f"{flag} is empty: name a {'file' if key == 'out' else 'folder'}, or leave {flag} out")
         return run_export(args["run"], args["out"], args["c_dir"], args["golden"], args["force"],
                           args["c_kernel"])
+    hint = None
     if command == "reproduce":
         import torch
 
         name = "seed" if torch.cuda.is_available() else "workshop"
         print(f"bintut: {'a GPU is' if name == 'seed' else 'no GPU is'} visible: running preset {name!r}")
         args = {"preset": name, "out": f"results/{name}", "download": True, "resume": True}
+        hint = REPRODUCE_OFFLINE
     try:
         cfg = preset(args.pop("preset"), **args)
     except ValueError as err:
         parser.error(str(err))
-    return run_training(cfg)
+    return run_training(cfg, hint)
 
 
-def run_training(cfg: TrainConfig) -> int:
+def run_training(cfg: TrainConfig, hint: str | None = None) -> int:
     """Train with the CLI's manners: known failures as one clear line, exit codes for scripts.
 
-    0 done; 2 a clear error (bad input, data or weights unavailable, divergence, a busy or
-    unusable run folder, a full disk); 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
+    0 done (also for a run that had finished before: nothing is trained then); 2 a clear error (bad input,
+    data or weights unavailable, divergence, a busy or unusable run folder, a full disk); 128 + N stopped by
+    signal N (130 Ctrl-C, 143 SIGTERM). ``hint`` follows a missing-data or missing-weights error (reproduce's
+    way forward offline).
     """
     from .data import DataNotFoundError
     from .device_data import DeviceMemoryError
@@ -163,6 +180,8 @@ def run_training(cfg: TrainConfig) -> int:
     except (DataNotFoundError, WeightsUnavailableError, Diverged, FileExistsError, FileNotFoundError,
             DeviceMemoryError, RunFolderError, ValueError) as err:
         print(f"bintut: error: {err}", file=sys.stderr)
+        if hint and isinstance(err, (DataNotFoundError, WeightsUnavailableError)):
+            print(hint, file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
@@ -178,7 +197,8 @@ def run_training(cfg: TrainConfig) -> int:
         return 2
     if "hard_acc" in summary:
         deployed = summary.get("deployed_acc")
-        print(f"bintut: done. final hard accuracy {100 * summary['hard_acc']:.2f}%, soft "
+        what = "nothing to do" if summary.get("already_finished") else "done"
+        print(f"bintut: {what}. final hard accuracy {100 * summary['hard_acc']:.2f}%, soft "
               f"{100 * summary['soft_acc']:.2f}%, deployed (integer-only) "
               f"{'n/a' if deployed is None else f'{100 * deployed:.2f}%'}; results in {summary['out']}")
     return 0

@@ -94,7 +94,7 @@ class TrainConfig:
     compile: bool = _f(False, "torch.compile the model")
     out: str = _f("results", "output folder: metrics, checkpoint, figure")
     resume: bool = _f(False, "continue the run in --out from its checkpoint")
-    progress: bool = _f(True, "show progress bars")
+    progress: bool = _f(True, "show progress bars (the one line per epoch shows either way)")
     wandb: str = _f("offline", "Weights & Biases: 'offline' (no account), 'online' or 'disabled'")
 
     def __post_init__(self) -> None:
@@ -195,7 +195,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         weight_p=FAST_BINARIZATION, weight_ratio=FAST_BINARIZATION,
         act_p=FAST_BINARIZATION, act_ratio=FAST_BINARIZATION,
     ),
-    # Seconds on two CPU cores, offline: synthetic data, random init, no mixing.
+    # About two minutes on two quiet CPU cores (README, "Measured here"), offline: synthetic data, random init,
+    # no mixing.
     "smoke": dict(
         data="synthetic", synthetic_train=640, synthetic_test=100, pretrained=False, epochs=3,
         batch_size=32, eval_batch_size=100, augment="basic", mix_prob=0.0, num_workers=0,

@@ -82,7 +82,8 @@ def _missing_message(root: Path, reason: str, downloading: bool = False) -> str:
         f"CIFAR-100 {reason} in {root / FOLDER}. Download {CIFAR100_URL} on a machine with "
         f"network access and extract it into {root} (so that {root / FOLDER / 'train'} exists), "
         f"or point --data-root or ${DATA_ENV} at the folder that holds {FOLDER}/{fetch}. To try "
-        "bintut without CIFAR-100, use the synthetic data generated offline: --data synthetic."
+        "bintut without CIFAR-100, train on Fashion-MNIST (--data fashion-mnist) or on synthetic data "
+        "generated offline (--data synthetic, or make smoke)."
     )
 
 

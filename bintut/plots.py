@@ -8,8 +8,14 @@ from typing import Any
 from .tracking import read_metrics
 
 
-def plot_run(metrics: str | os.PathLike | list[dict[str, Any]], path: str | os.PathLike | None = None):
-    """Hard, soft and deployed test accuracy, training loss, p, bin_ratio and LR against epochs; PNG if path."""
+def plot_run(
+    metrics: str | os.PathLike | list[dict[str, Any]], path: str | os.PathLike | None = None, data: str | None = None
+):
+    """Hard, soft and deployed test accuracy, training loss, p, bin_ratio and LR against epochs; PNG if path.
+
+    ``data`` names the data set in the title (train.py passes e.g. 'synthetic data made offline (640 training
+    images)'), so that a figure seen alone says what its accuracies were measured on.
+    """
     import matplotlib
 
     if path is not None and matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
@@ -34,6 +40,9 @@ def plot_run(metrics: str | os.PathLike | list[dict[str, Any]], path: str | os.P
     acc.set_ylabel("test accuracy (%)")
     acc.set_ylim(0, max([5.0] + [115 * (r.get(k) or 0) for r in rows for k, _, _ in series]))
     acc.set_title(f"{len(rows)} epochs: test accuracy, training loss and the controls")
+    if data:
+        fig.suptitle(f"data: {data}", fontsize="medium", fontweight="bold")
+        fig.subplots_adjust(top=0.88)
     acc.grid(alpha=0.3)
     loss = acc.twinx()
     loss.plot(epochs, [r["train_loss"] for r in rows], ":", color="grey", label="training loss")

@@ -476,10 +476,11 @@ def _lock_folder(out: Path, rank: int, device: torch.device) -> RunLock | None:
     return lock
 
 
-def open_session(cfg: TrainConfig) -> tuple[Session, dict[str, Any] | None]:
+def open_session(cfg: TrainConfig) -> tuple[Session | None, dict[str, Any] | None]:
     """Set-up: lock the folder, check it against the config, load data, build the model and optimizer.
 
-    Returns the session (counters restored from the checkpoint when resuming) and that checkpoint.
+    Returns the session (counters restored from the checkpoint when resuming) and that checkpoint;
+    for a run that has already completed all ``cfg.epochs``, None and its checkpoint (nothing loaded).
     Nothing is written before every check and every load has passed: on a failure the lock is
     released and a folder this call created is removed again.
     """
@@ -491,7 +492,12 @@ def open_session(cfg: TrainConfig) -> tuple[Session, dict[str, Any] | None]:
     device = resolve_device(cfg.device)
     lock = _lock_folder(Path(cfg.out), rank, device)
     try:
-        return _set_up(cfg, rank, world, device, lock)
+        state = _resume_state(cfg, Path(cfg.out), rank, created=bool(lock and lock.created))
+        if state is not None and state["epoch"] >= cfg.epochs:
+            if lock is not None:
+                lock.release()
+            return None, state
+        return _set_up(cfg, rank, world, device, lock, state)
     except BaseException:
         if lock is not None:
             lock.release(remove_created=True)
@@ -499,10 +505,10 @@ def open_session(cfg: TrainConfig) -> tuple[Session, dict[str, Any] | None]:
 
 
 def _set_up(
-    cfg: TrainConfig, rank: int, world: int, device: torch.device, lock: RunLock | None
+    cfg: TrainConfig, rank: int, world: int, device: torch.device, lock: RunLock | None,
+    state: dict[str, Any] | None,
 ) -> tuple[Session, dict[str, Any] | None]:
     out = Path(cfg.out)
-    state = _resume_state(cfg, out, rank, created=bool(lock and lock.created))
     if rank != 0:
         dist.barrier()  # rank 0 first: it generates or downloads the data once
     train_set, test_set = load_data(cfg)  # fails fast: before the model download
@@ -652,8 +658,7 @@ def finish_epoch(s: Session, row: dict[str, Any]) -> None:
     s.save()
     s.metrics.append(row)
     s.tracker.log(row, step=s.global_step)
-    if s.cfg.progress:
-        print(f"epoch {row['epoch']}/{s.cfg.epochs}: loss {row['train_loss']:.3f}  "
+    print(f"epoch {row['epoch']}/{s.cfg.epochs}: loss {row['train_loss']:.3f}  "
               f"hard {100 * row['hard_acc']:.2f}%  soft {100 * row['soft_acc']:.2f}%  "
               f"deployed {_percent(row.get('deployed_acc'))}  "
               f"({row['epoch_seconds']:.1f} s)")
@@ -663,6 +668,14 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
+def data_label(cfg: TrainConfig) -> str:
+    """The data set of a run in words, for figures: e.g. 'synthetic data made offline (640 training images)'."""
+    if cfg.data == "synthetic":
+        return f"synthetic data made offline ({cfg.synthetic_train} training images)"
+    name = {"cifar100": "CIFAR-100", "fashion-mnist": "Fashion-MNIST"}.get(cfg.data, cfg.data)
+    return f"{name} ({cfg.train_subset} training images)" if cfg.train_subset else name
+
+
 def _summary(s: Session) -> dict[str, Any]:
     summary: dict[str, Any] = {"epochs": s.epoch, "out": str(s.out)}
     if s.rank == 0:
@@ -670,7 +683,20 @@ def _summary(s: Session) -> dict[str, Any]:
         if rows:
             summary |= {k: rows[-1].get(k) for k in ("hard_acc", "soft_acc", "deployed_acc")}
             with replacing(s.out / FIGURE) as tmp:
-                plot_run(rows, tmp)
+                plot_run(rows, tmp, data=data_label(s.cfg))
+    return summary
+
+
+def _finished_summary(cfg: TrainConfig, state: dict[str, Any]) -> dict[str, Any]:
+    """The summary of a run that completed all its epochs before this call (which trains nothing)."""
+    out = Path(cfg.out)
+    summary: dict[str, Any] = {"epochs": state["epoch"], "out": str(out), "already_finished": True}
+    if _distributed()[0] == 0:
+        print(f"bintut: {out} has already finished its {state['epoch']} epochs; nothing to train "
+              "(choose another --out, or delete the folder, to train again)")
+        rows = read_metrics(out / METRICS)
+        if rows:
+            summary |= {"hard_acc": rows[-1]["hard_acc"], "soft_acc": rows[-1]["soft_acc"]}
     return summary
 
 
@@ -684,6 +710,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     the last good checkpoint.
     """
     s, resumed = open_session(cfg)
+    if s is None:  # finished before: rerunning (make smoke twice) trains nothing
+        return _finished_summary(cfg, resumed)
     stop = StopRequest()
     try:
         stop.install()
