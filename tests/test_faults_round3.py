@@ -352,13 +352,18 @@ def test_foreign_weights_unknown_config_keys_and_a_damaged_metrics_line_are_one_
     def other_layout(state):
         state["model"]["fc.weight"] = torch.zeros(10, 512)
 
+    def other_layout_mid_run(state):  # a finished run has nothing to resume: stop it one epoch earlier
+        other_layout(state)
+        state["epoch"] -= 1
+
     other = _edited_copy(smoke_run, tmp_path / "other", other_layout)
-    resume = ["train", "--preset", "smoke", "--data-root", smoke_run.config.data_root, "--out", str(other),
+    unfinished = _edited_copy(smoke_run, tmp_path / "unfinished", other_layout_mid_run)
+    resume = ["train", "--preset", "smoke", "--data-root", smoke_run.config.data_root, "--out", str(unfinished),
               "--resume", "--no-progress"]
-    for argv in (resume, ["export", str(other)]):
+    for folder, argv in ((unfinished, resume), (other, ["export", str(other)])):
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and f"{other / 'checkpoint.pt'} holds a model of another layout" in err, err
+        assert err.count("\n") == 1 and f"{folder / 'checkpoint.pt'} holds a model of another layout" in err, err
     newer = _edited_copy(smoke_run, tmp_path / "newer", lambda state: state["config"].update(quantum=True))
     assert main(["export", str(newer)]) == 2
     assert "configuration fields this version of bintut does not know (quantum)" in capsys.readouterr().err

@@ -291,7 +291,8 @@ def test_export_errors_name_the_layer(exported):
     saved = layer.a.copy()
     layer.a[5] = 1e9  # a multiplier no 31-bit fixed-point number with a shift >= 1 can hold
     try:
-        with pytest.raises(ExportError, match=r"layer layer3\.0\.conv2: multiplier .* out of the fixed-point range"):
+        with pytest.raises(ExportError,
+                           match=r"layer layer3\.0\.conv2: channel 5: multiplier .* too large for the fixed-point"):
             add_integer_constants(export)
     finally:
         layer.a[:] = saved

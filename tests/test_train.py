@@ -12,7 +12,7 @@ from bintut.train import Diverged, build_model, train
 
 from .conftest import tiny
 
-TIMING = {"epoch_seconds", "train_images_per_s"}
+TIMING = {"epoch_seconds", "train_images_per_s", "deployed_seconds"}
 
 
 def rows(out):
