@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the reference recipe (GPU) or the workshop preset (CPU) on real CIFAR-100, "
         "downloading it if needed, into results/<preset>; rerunning continues a stopped run.", allow_abbrev=False,
     )
+    from .record import add_parser as add_record_parser
+
+    add_record_parser(commands)
     for f in dataclasses.fields(TrainConfig):
         if f.name == "preset":
             continue
@@ -98,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         if args["golden"] < 1:
             parser.error(f"--golden must be at least 1, got {args['golden']}")
         return run_export(args["run"], args["out"], args["c_dir"], args["golden"], args["force"])
+    if command == "record":
+        from .record import main as record_main
+
+        return record_main(args)
     if command == "reproduce":
         import torch
 

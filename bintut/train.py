@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, save_checkpoint
 from .config import SCHEDULE_FIELDS, TrainConfig
-from .data import ImageDataset, ImageSet, data_root, load_cifar100, train_transform, write_synthetic_cifar100
+from .data import ImageDataset, ImageSet, data_root, load_images, num_classes, train_transform, write_synthetic_cifar100
 from .device_data import DeviceBatches
 from .distributed import any_rank
 from .model import resnet18_cifar
@@ -41,7 +41,6 @@ from .quant import QuantConfig, binarize_, hard_mode, set_controls
 from .runfolder import RunFolderError, RunLock, folder_contents, replacing
 from .tracking import METRICS, MetricsLog, WandbRun, read_metrics
 
-NUM_CLASSES = 100
 FIGURE = "results.png"
 CONFIG = "config.json"
 RESULTS = (METRICS, FIGURE, "model_int.npz")  # what a finished run holds (export writes model_int.npz)
@@ -94,8 +93,8 @@ def load_data(cfg: TrainConfig) -> tuple[ImageSet, ImageSet]:
             root / f"synthetic-{cfg.synthetic_train}-{cfg.synthetic_test}-{cfg.seed}",
             cfg.synthetic_train, cfg.synthetic_test, cfg.seed,
         )
-    train_set = load_cifar100(root, train=True, download=cfg.download)
-    test_set = load_cifar100(root, train=False, download=False)
+    train_set = load_images(cfg.data, root, train=True, download=cfg.download, progress=cfg.progress)
+    test_set = load_images(cfg.data, root, train=False)
     return train_set.subset(cfg.train_subset, cfg.seed), test_set.subset(cfg.test_subset, cfg.seed + 1)
 
 
@@ -105,7 +104,7 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     With ``cfg.init_from`` the weights (quantizer state included) come from that run's checkpoint.
     """
     pretrained = cfg.pretrained and cfg.init_from is None
-    model = resnet18_cifar(NUM_CLASSES, pretrained=pretrained, progress=cfg.progress, weights=cfg.weights)
+    model = resnet18_cifar(num_classes(cfg.data), pretrained=pretrained, progress=cfg.progress, weights=cfg.weights)
     quant = QuantConfig(cfg.quant_weights, cfg.quant_activations, cfg.scale, cfg.nested, scale_init=cfg.scale_init)
     model = binarize_(model, quant)
     if cfg.init_from is not None:
@@ -194,7 +193,7 @@ def mixer(cfg: TrainConfig) -> v2.Transform | None:
         pairs = [(op, alpha) for op in (v2.MixUp, v2.CutMix) for alpha in alphas]
     else:
         pairs = [(v2.MixUp, cfg.mixup_alpha), (v2.CutMix, cfg.cutmix_alpha)]
-    return v2.RandomChoice([op(alpha=alpha, num_classes=NUM_CLASSES) for op, alpha in pairs])
+    return v2.RandomChoice([op(alpha=alpha, num_classes=num_classes(cfg.data)) for op, alpha in pairs])
 
 
 def loss_fn(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -477,7 +476,7 @@ def _data_sources(
         return train_data, DeviceBatches(test_set, device, None).loader(test_shard, cfg.eval_batch_size)
     test_loader = DataLoader(ImageDataset(test_set), batch_size=cfg.eval_batch_size, sampler=test_shard,
                              num_workers=min(workers, 2), pin_memory=device.type == "cuda")
-    return ImageDataset(train_set, train_transform(cfg.augment)), test_loader
+    return ImageDataset(train_set, train_transform(cfg.augment, train_set.mean, train_set.std)), test_loader
 
 
 def _epoch_batches(s: Session) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
