@@ -63,7 +63,7 @@ def record_configs(mode: str, data: str, ramp: list | None = None, baseline_epoc
     from .stages import stage_config
 
     extra = {"epochs": baseline_epochs} if baseline_epochs else {}
-    baseline = stage_config("baseline", mode, data=data, **overrides, **extra)
+    baseline = stage_config("baseline", mode, data=data, **{**overrides, **extra})
     start = str(runs_dir() / run_name(baseline, "baseline"))
     configs = {"baseline": baseline}
     for stage in RECORD_STAGES[1:]:
