@@ -195,6 +195,18 @@ def _fashion_ready(raw: Path) -> bool:
     return all((raw / Path(name).stem).is_file() for name in _fashion_files())
 
 
+def fashion_mnist_found(root: str | os.PathLike | None = None) -> bool:
+    """Whether Fashion-MNIST is here: in the data root (torchvision's layout) or as Debian's package. Reads nothing."""
+    return _fashion_ready(data_root(root) / FASHION_FOLDER / "raw") or all(
+        (FASHION_DEBIAN / name).is_file() for name in _fashion_files())
+
+
+def cifar100_found(root: str | os.PathLike | None = None) -> bool:
+    """Whether the real CIFAR-100 (not a synthetic folder) is in the data root. Reads nothing."""
+    folder = data_root(root) / FOLDER
+    return (folder / "train").is_file() and not (folder / SYNTHETIC_MARKER).exists()
+
+
 def _decompress_into(source: Path, raw: Path) -> None:
     """The four .gz files of ``source`` decompressed into ``raw`` (each under a private name, then renamed)."""
     raw.mkdir(parents=True, exist_ok=True)
