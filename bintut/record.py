@@ -223,10 +223,16 @@ class Recording:
                 f"commit {str(p.get('commit', '?'))[:10]}")
 
 
-def load_recording(data: str = "fashion-mnist", folder: str | os.PathLike | None = None) -> Recording:
-    """The recording of ``data`` under ``folder`` (default :func:`recorded_dir`); RecordingError if absent."""
+def load_recording(data: str | None = None, folder: str | os.PathLike | None = None) -> Recording:
+    """The recording of ``data`` under ``folder`` (default :func:`recorded_dir`); RecordingError if absent.
+
+    ``data=None`` takes CIFAR-100's recording where one was made (``make record`` with the data and a GPU),
+    else the Fashion-MNIST recording that ships with bintut.
+    """
     from .tracking import read_metrics
 
+    if data is None:
+        data = "cifar100" if (Path(folder or recorded_dir()) / "cifar100" / PROVENANCE).is_file() else "fashion-mnist"
     where = Path(folder or recorded_dir()) / data
     if not (where / PROVENANCE).is_file():
         raise RecordingError(f"no recording in {where} (make one with: python -m bintut record --data {data})")
