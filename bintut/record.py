@@ -5,9 +5,11 @@ then ``weights`` (binary weights only), ``activations`` (int8 inputs only) and `
 from the baseline with its gradual schedule -- and copies each stage's ``metrics.jsonl`` and
 ``config.json`` (never the checkpoint) into ``docs/recorded/<data>/<stage>/``, with a
 ``provenance.json`` beside them: the command, the machine (CPU model or GPU name), the date, the git
-commit, the torch version and the wall time of each stage. Each stage is copied as soon as it has
-finished, so an interrupted recording keeps what it has; rerunning continues (the run cache of
-:mod:`bintut.runs` resumes a stage's checkpoint).
+commit, the torch version and the wall time of each stage (and whether it was trained by this call or
+found finished in the run cache). Paths in the copied configs are made portable
+(:func:`portable_config`). Each stage is copied as soon as it has finished, so an interrupted
+recording keeps what it has; rerunning continues (the run cache of :mod:`bintut.runs` resumes a
+stage's checkpoint).
 
 The notebooks draw their "recorded" figures from these files with :func:`load_recording`, the same
 in every mode: what binarization costs on real images can be read without training anything.
@@ -114,6 +116,7 @@ def record(configs: dict[str, TrainConfig], out: str | os.PathLike, command: str
     import torch
 
     from .runs import load_or_train, run_name, runs_dir
+    from .tracking import read_metrics
 
     data = configs["baseline"].data
     folder = Path(out) / data
@@ -130,15 +133,29 @@ def record(configs: dict[str, TrainConfig], out: str | os.PathLike, command: str
         print(f"bintut: recording stage {stage!r} ({cfg.epochs} epochs on {DATA_NAMES[data]}) -> {run_folder}",
               flush=True)
         begun = time.perf_counter()
+        finished = (run_folder / "metrics.jsonl").is_file() and len(read_metrics(run_folder)) >= cfg.epochs
         load_or_train(cfg, label=stage)
         target = folder / stage
         target.mkdir(exist_ok=True)
-        for name in RECORD_FILES:
-            shutil.copyfile(run_folder / name, target / name)
-        provenance["stages"][stage] = {"run": run_folder.name, "wall_seconds": round(time.perf_counter() - begun)}
+        shutil.copyfile(run_folder / "metrics.jsonl", target / "metrics.jsonl")
+        saved = portable_config(json.loads((run_folder / "config.json").read_text()), runs_dir())
+        (target / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
+        provenance["stages"][stage] = {"run": run_folder.name, "trained_here": not finished,
+                                       "wall_seconds": round(time.perf_counter() - begun)}
         provenance["wall_seconds"] = round(time.perf_counter() - started)
         (folder / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
     return folder
+
+
+def portable_config(config: dict[str, Any], runs: Path) -> dict[str, Any]:
+    """A run's config.json with this machine's paths made portable: run folders relative to the run cache
+    (``runs/NAME``, as under the default ``$BINTUT_RUNS``), the data root dropped (it never changes a result)."""
+    saved = dict(config)
+    for key in ("out", "init_from"):
+        if saved.get(key):
+            saved[key] = str(Path("runs") / Path(saved[key]).name)
+    saved["data_root"] = None
+    return saved
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -502,7 +502,7 @@ def plot_recorded_stage(rec, stage: str = "weights"):
     acc.set_ylim(0, 100)
     acc.set_ylabel("test accuracy (%)")
     acc.grid(alpha=0.3)
-    acc.legend(fontsize="small", loc="lower left")
+    acc.legend(fontsize="small", loc="upper left")
     _recorded_title(acc, f"baseline, then the {stage} stage", rec)
     styles = {".p": ("o-", "p"), ".bin_ratio": ("x--", "bin_ratio")}
     for target in ("weights", "activations") if stage == "both" else (stage,):
