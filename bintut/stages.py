@@ -94,7 +94,7 @@ def mode_line(mode: str) -> str:
     if cfg.data == "fashion-mnist":
         return (f"running in {mode} mode on Fashion-MNIST (no CIFAR-100 in {cfg.data_root or 'the data root'}): "
                 f"{cfg.train_subset:,} training and {cfg.test_subset:,} test images, random initial weights, "
-                f"{cfg.epochs} epochs per stage (sized for about ten minutes per stage on a laptop CPU)")
+                f"{cfg.epochs} epochs per stage (sized for about ten minutes per stage on a laptop CPU, an estimate)")
     subset = f"{cfg.train_subset:,} training images, " if cfg.train_subset else ""
     return f"running in {mode} mode on CIFAR-100: {subset}{cfg.epochs} epochs per stage"
 
