@@ -11,7 +11,12 @@ weights' values). Measured: images/s of
   * the numpy engine (float32-BLAS path, exact integer accumulators), float and integer-only epilogues,
     at the batch size and at batch 1;
   * the teaching add/sub kernel, on one image;
-  * with --c, the exported C99 library compiled by this machine's cc (-O2), one image at a time (CPU time).
+  * torch's own int8 CPU inference of the plain network (FX graph mode post-training quantization, the
+    "x86" quantized backend), if it runs here (else the table says why);
+  * with --c, the exported C99 library compiled by this machine's cc (-O2), one image at a time (CPU time):
+    the reference kernel and the fast kernel (its SIMD path, which the table names, and its portable C
+    path); the fast kernel's median over the golden images after the first (the first call unpacks
+    the weights, a one-time cost printed below the table).
 On a shared machine use ``OMP_NUM_THREADS=1 ... --clock cpu``: every path then runs on one core and is
 timed in CPU time, as the C library is.
 
@@ -49,6 +54,31 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
+def torch_int8(plain: torch.nn.Module, images: torch.Tensor):
+    """torch's quantized x86 backend on a copy of the plain network (post-training static quantization,
+    FX graph mode, calibrated on ``images``): a callable, or the reason it cannot run here."""
+    import copy
+    import warnings
+
+    try:
+        from torch.ao.quantization import get_default_qconfig_mapping
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+        if "x86" not in torch.backends.quantized.supported_engines:
+            return f"this torch build has no 'x86' quantized engine ({torch.backends.quantized.supported_engines})"
+        torch.backends.quantized.engine = "x86"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # FX quantization's deprecation notices
+            prepared = prepare_fx(copy.deepcopy(plain), get_default_qconfig_mapping("x86"),
+                                  example_inputs=(images[:1],))
+            with torch.no_grad():
+                prepared(images)
+            quantized = convert_fx(prepared)
+        return quantized
+    except Exception as err:  # any failure is reported in the table, not hidden
+        return f"{type(err).__name__}: {err}"
+
+
 def speed(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     model = binarize_(resnet18_cifar(pretrained=False))
@@ -73,10 +103,17 @@ def speed(args: argparse.Namespace) -> None:
     t_engine_1 = best_of(lambda: engine(array[:1]), args.repeats)
     t_integer_1 = best_of(lambda: integer(array[:1]), args.repeats)
     t_teach = best_of(lambda: teaching(array[:1]), 1)
+    int8 = torch_int8(plain, images)
+    if not isinstance(int8, str):
+        with torch.no_grad():
+            t_int8 = best_of(lambda: int8(images), args.repeats)
 
     rows = [
         ("torch fp32, plain ResNet18-CIFAR", args.batch / t_plain),
         ("torch fp32, bintut model in hard mode", args.batch / t_hard),
+        ("torch int8, quantized x86 backend (FX post-training), plain ResNet18-CIFAR"
+         + (f": did not run, {int8}" if isinstance(int8, str) else ""),
+         float("nan") if isinstance(int8, str) else args.batch / t_int8),
         ("numpy engine (float32 BLAS, exact int accumulators)", args.batch / t_engine),
         ("numpy engine, integer-only epilogues", args.batch / t_integer),
         ("numpy engine, batch 1", 1 / t_engine_1),
@@ -84,19 +121,31 @@ def speed(args: argparse.Namespace) -> None:
         ("numpy teaching kernel (literal add/sub), batch 1", 1 / t_teach),
     ]
     if args.c:
-        from bintut.cexport import run_host_golden, write_c_library
+        from bintut.cexport import run_host_golden, run_layer_check, write_c_library
 
         with tempfile.TemporaryDirectory() as folder:
-            run = run_host_golden(write_c_library(export, folder, array[:4]).folder)
-        if not run.passed:
-            raise SystemExit(f"the C golden test failed: {run.failure}")
-        rows.append(("C99 library (bintut export --c), cc -O2, one image at a time", 1e6 / run.mean_counter))
+            write_c_library(export, folder, array[: args.c_images + 1])
+            path = run_layer_check(folder).path
+            runs = {(kernel, simd): run_host_golden(folder, kernel=kernel, simd=simd)
+                    for kernel, simd in (("reference", True), ("fast", True), ("fast", False))}
+        for (kernel, _simd), run in runs.items():
+            if not run.passed:
+                raise SystemExit(f"the C golden test failed ({kernel} kernel): {run.failure}")
+        first = runs["fast", True].images[0]["counter"]
+        for (kernel, simd), name in ((("reference", True), "reference kernel (a bit mask per add)"),
+                                     (("fast", False), "fast kernel, portable C (-DBINTUT_NO_SIMD)"),
+                                     (("fast", True), f"fast kernel, {path} (the default)")):
+            us = float(np.median([r["counter"] for r in runs[kernel, simd].images[1:]]))
+            rows.append((f"C99 library, {name}, cc -O2, one image at a time", 1e6 / us))
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}")
     print(f"batch {args.batch}, best of {args.repeats}, {args.clock} clock\n")
     print("| path | images/s | vs torch fp32 plain |\n| --- | ---: | ---: |")
     for name, rate in rows:
         print(f"| {name} | {rate:.1f} | {rate * t_plain / args.batch:.2f}x |")
+    if args.c:
+        print(f"\nC: median CPU time per image over golden images 2..{args.c_images + 1}; the fast kernel's first "
+              f"call (unpacks the weights once) took {first / 1e3:.1f} ms")
 
 
 def agreement(args: argparse.Namespace) -> None:
@@ -131,6 +180,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--c", action="store_true", help="also time the exported C library (needs cc)")
+    parser.add_argument("--c-images", type=int, default=8, help="images timed per C kernel (default 8)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: this process's CPU time (fair on a loaded machine with OMP_NUM_THREADS=1; the C "
                         "library is always timed in CPU time)")

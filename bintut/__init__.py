@@ -29,7 +29,7 @@ __all__ = [*_LAZY, "show"]
 _SUBMODULES = {
     "anatomy", "checkpoint", "cli", "config", "data", "device_data", "distributed", "download", "engine", "export",
     "fixedpoint", "intkernels", "model", "opcount", "plots", "quant", "runfolder", "runs", "schedule", "show",
-    "stages", "tracking", "train", "viz", "cexport", "record", "tryit",
+    "stages", "torch_engine", "tracking", "train", "viz", "cexport", "record", "tryit",
 }
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import signal
 import sys
+import threading
 
 from .config import PRESETS, SCHEDULE_FIELDS, TrainConfig, preset
 
@@ -15,8 +16,8 @@ Gradual binarization of an ImageNet-pretrained ResNet18 on CIFAR-100.
 
 Presets: 'seed' is the published recipe (300 epochs, for a GPU), 'fast' a 100-epoch recipe for
 one GPU (untested on CIFAR-100), 'workshop' a ten-minute run on a laptop CPU (a CIFAR-100 subset),
-'smoke' a seconds-long run on synthetic data made offline. Any field of the preset can be
-overridden, e.g.:
+'smoke' about two minutes on two quiet CPU cores, on synthetic data made offline. Any field of
+the preset can be overridden, e.g.:
 
   python -m bintut train --preset smoke --out runs/smoke
   python -m bintut train --preset seed --download --out runs/seed
@@ -25,7 +26,20 @@ overridden, e.g.:
   torchrun --nproc_per_node=4 -m bintut train --preset fast --out runs/fast   # several GPUs
 
 A run folder holds config.json, metrics.jsonl (one row per epoch), checkpoint.pt (every
-epoch, and on Ctrl-C) and results.png. No CIFAR-100 at hand? Add --data synthetic.
+epoch, and on Ctrl-C) and results.png. No CIFAR-100 at hand? Add --data fashion-mnist (real photos;
+Debian: apt-get install dataset-fashion-mnist) or --data synthetic (made offline).
+"""
+
+
+REPRODUCE_OFFLINE = """\
+bintut: reproduce takes no options: it needs CIFAR-100 and timm's ImageNet ResNet18 weights (resnet18.a1_in1k).
+Without them (e.g. offline):
+  make smoke     # synthetic data made offline, random initial weights
+  python -m bintut train --preset workshop --data fashion-mnist --out results/workshop-fashion-mnist
+                 # real photos, offline from Debian's package dataset-fashion-mnist (else add --download)
+The workshop and seed presets start from those ImageNet weights; where they cannot be downloaded, add
+--no-pretrained (random initial weights), or copy ~/.cache/huggingface/hub/models--timm--resnet18.a1_in1k/
+from a machine that has it to the same place here ($HF_HOME/hub/ if HF_HOME is set).\
 """
 
 
@@ -66,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--c", dest="c_dir", metavar="DIR", help="also write the C99 library and golden test here")
     export.add_argument("--golden", type=int, default=8, metavar="N",
                         help="golden test images in the C library (default: 8)")
+    export.add_argument("--c-kernel", choices=("fast", "reference"), default="fast",
+                        help="the C library's default kernel: fast (SIMD where the CPU has it, portable C "
+                        "elsewhere) or the readable reference loop; same logits (default: fast)")
     export.add_argument("--force", action="store_true",
                         help="export the fully binary view of a run that never reached p = bin_ratio = 1")
     commands.add_parser(
@@ -93,36 +110,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop: unwinds like Ctrl-C, so that every temporary file is removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line; SIGTERM unwinds like Ctrl-C (temporaries removed, exit 143) for the whole command."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
     if command == "export":
-        if args["golden"] < 1:
-            parser.error(f"--golden must be at least 1, got {args['golden']}")
-        return run_export(args["run"], args["out"], args["c_dir"], args["golden"], args["force"])
+        from .cexport import MAX_GOLDEN
+
+        if not 1 <= args["golden"] <= MAX_GOLDEN:
+            parser.error(f"--golden must be between 1 and {MAX_GOLDEN}, got {args['golden']}")
+        for flag, key in (("--out", "out"), ("--c", "c_dir")):
+            if args[key] is not None and not args[key].strip():
+                parser.error(f"{flag} is empty: name a {'file' if key == 'out' else 'folder'}, or leave {flag} out")
+        return run_export(args["run"], args["out"], args["c_dir"], args["golden"], args["force"],
+                          args["c_kernel"])
     if command == "record":
         from .record import main as record_main
 
         return record_main(args)
+    hint = None
     if command == "reproduce":
         import torch
 
         name = "seed" if torch.cuda.is_available() else "workshop"
         print(f"bintut: {'a GPU is' if name == 'seed' else 'no GPU is'} visible: running preset {name!r}")
         args = {"preset": name, "out": f"results/{name}", "download": True, "resume": True}
+        hint = REPRODUCE_OFFLINE
     try:
         cfg = preset(args.pop("preset"), **args)
     except ValueError as err:
         parser.error(str(err))
-    return run_training(cfg)
+    return run_training(cfg, hint)
 
 
-def run_training(cfg: TrainConfig) -> int:
+def run_training(cfg: TrainConfig, hint: str | None = None) -> int:
     """Train with the CLI's manners: known failures as one clear line, exit codes for scripts.
 
-    0 done; 2 a clear error (bad input, data or weights unavailable, divergence, a busy or
-    unusable run folder, a full disk); 128 + N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
+    0 done (also for a run that had finished before: nothing is trained then); 2 a clear error (bad input,
+    data or weights unavailable, divergence, a busy or unusable run folder, a full disk); 128 + N stopped by
+    signal N (130 Ctrl-C, 143 SIGTERM). ``hint`` follows a missing-data or missing-weights error (reproduce's
+    way forward offline).
     """
     from .data import DataNotFoundError
     from .device_data import DeviceMemoryError
@@ -137,9 +187,14 @@ def run_training(cfg: TrainConfig) -> int:
     except (DataNotFoundError, WeightsUnavailableError, Diverged, FileExistsError, FileNotFoundError,
             DeviceMemoryError, RunFolderError, ValueError) as err:
         print(f"bintut: error: {err}", file=sys.stderr)
+        if hint and isinstance(err, (DataNotFoundError, WeightsUnavailableError)):
+            print(hint, file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
-        return 128 + getattr(err, "signum", signal.SIGINT)
+        signum = getattr(err, "signum", signal.SIGINT)
+        if isinstance(err, Terminated):  # before or after the training loop, which says what it kept
+            print(f"bintut: stopped by signal {signum}", file=sys.stderr)
+        return 128 + signum
     except Exception as err:
         full = storage_error(err)
         if full is None:
@@ -148,27 +203,56 @@ def run_training(cfg: TrainConfig) -> int:
         print(f"bintut: error: {text}", file=sys.stderr)
         return 2
     if "hard_acc" in summary:
-        print(f"bintut: done. final hard accuracy {100 * summary['hard_acc']:.2f}%, soft "
-              f"{100 * summary['soft_acc']:.2f}%; results in {summary['out']}")
+        deployed = summary.get("deployed_acc")
+        what = "nothing to do" if summary.get("already_finished") else "done"
+        print(f"bintut: {what}. final hard accuracy {100 * summary['hard_acc']:.2f}%, soft "
+              f"{100 * summary['soft_acc']:.2f}%, deployed (integer-only) "
+              f"{'n/a' if deployed is None else f'{100 * deployed:.2f}%'}; results in {summary['out']}")
     return 0
 
 
-def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int = 8, force: bool = False) -> int:
-    """Export a run: the .npz (always) and, with ``c_dir``, the C library; one-line errors, exit 2."""
+def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int = 8, force: bool = False,
+               c_kernel: str = "fast") -> int:
+    """Export a run: the .npz (always) and, with ``c_dir``, the C library; one-line errors, exit 2.
+
+    Ctrl-C or SIGTERM stops it quietly (exit 130 or 143): each file and the C folder is replaced whole
+    or not at all, so what was there before stays.
+    """
+    try:
+        return _export(run, out, c_dir, golden, force, c_kernel)
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"\nbintut: export stopped (signal {signum}); files not yet replaced are as they were", file=sys.stderr)
+        return 128 + signum
+
+
+def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bool, c_kernel: str) -> int:
     from pathlib import Path
 
     from .checkpoint import CheckpointError
     from .export import ExportError, export_resnet, fp32_state_dict_bytes
     from .opcount import layer_costs, summary_table
     from .quant import get_controls, hard_mode
+    from .runfolder import RunFolderError, check_name_lengths
     from .runs import load_run
 
     def fail(message: str) -> int:
         print(f"bintut: error: {message}", file=sys.stderr)
         return 2
 
+    path = Path(out) if out else Path(run) / "model_int.npz"
     try:
-        loaded = load_run(run)
+        check_name_lengths(path, "--out")
+        if path.is_dir():
+            return fail(f"--out {path} is a folder: name the .npz file to write")
+        if c_dir is not None:
+            from .cexport import CFolderError, check_c_folder
+
+            try:
+                check_c_folder(c_dir)
+            except CFolderError as err:
+                return fail(str(err))
+        loaded = load_run(run, metrics=False)
         controls = get_controls(loaded.model)
         if not controls or any(value != 1.0 for value in controls.values()):
             last = ", ".join(f"{k} = {v:.4g}" for k, v in controls.items()) or "no quantizers"
@@ -181,9 +265,8 @@ def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int 
         with hard_mode(loaded.model):
             export = export_resnet(loaded.model)
             fp32 = fp32_state_dict_bytes(loaded.model)
-    except (FileNotFoundError, CheckpointError, ExportError) as err:
+    except (FileNotFoundError, CheckpointError, ExportError, RunFolderError, ValueError) as err:
         return fail(str(err))
-    path = Path(out) if out else Path(run) / "model_int.npz"
     try:
         export.save(path)
     except OSError as err:
@@ -196,9 +279,12 @@ def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int 
 
         images, origin = run_test_images(loaded, golden)
         try:
-            library = write_c_library(export, c_dir, images, source=f"run {Path(run).name}")
-        except OSError as err:
-            return fail(f"could not write the C library to {c_dir} ({err.strerror or err})")
+            library = write_c_library(export, c_dir, images, source=f"run {Path(run).name}", kernel=c_kernel)
+        except ExportError as err:
+            return fail(str(err))
+        except (OSError, ValueError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+            return fail(f"could not write the C library to {c_dir} ({reason}); the folder is as it was")
         flash, ram = sum(library.flash.values()), sum(library.ram.values())
         print(f"{c_dir}: C99 library and golden test ({library.golden} images: {origin}); constant data "
               f"{flash:,} bytes (flash), static buffers {ram:,} bytes (RAM); build and run: {c_dir}/README.md")

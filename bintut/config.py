@@ -16,6 +16,15 @@ SCHEDULE_RANGES = {"lr": (0.0, math.inf), "weight_p": (0.0, 1.0), "weight_ratio"
 SCHEDULE_FIELDS = tuple(SCHEDULE_RANGES)
 
 
+# Integer fields and the values a run can use: a seed numpy and torch accept (and that the data order's
+# seed arithmetic keeps below 2**64), sizes that fit in memory.
+INT_RANGES = {"seed": (0, 2**32 - 1), "epochs": (1, 1_000_000), "batch_size": (1, 1 << 20),
+              "eval_batch_size": (1, 1 << 20), "synthetic_train": (1, 1_000_000), "synthetic_test": (1, 1_000_000),
+              "train_subset": (1, 10**9), "test_subset": (1, 10**9), "num_workers": (-1, 256)}
+# Float fields that must be finite and >= 0 (False) or > 0 (True: Beta(alpha, alpha) needs alpha > 0).
+FLOAT_FIELDS = {"weight_decay": False, "grad_clip": False, "mixup_alpha": True, "cutmix_alpha": True}
+
+
 def _phases(default: list, help: str) -> Any:
     return field(default_factory=lambda: [list(p) for p in default], metadata={"help": help})
 
@@ -63,6 +72,8 @@ class TrainConfig:
     epochs: int = _f(300, "training epochs")
     batch_size: int = _f(128, "training batch size")
     eval_batch_size: int = _f(512, "evaluation batch size")
+    drop_last: bool = _f(False, "leave out each epoch's last, smaller training batch (the reference keeps it; a "
+                         "compiled step then needs only one graph)")
     weight_decay: float = _f(1e-4, "AdamW weight decay")
     grad_clip: float = _f(1.0, "gradient-norm clip (0 disables)")
     label_smoothing: float = _f(0.1, "label smoothing of the one-hot targets of mixed batches")
@@ -86,14 +97,17 @@ class TrainConfig:
     compile: bool = _f(False, "torch.compile the model")
     out: str = _f("results", "output folder: metrics, checkpoint, figure")
     resume: bool = _f(False, "continue the run in --out from its checkpoint")
-    progress: bool = _f(True, "show progress bars")
+    progress: bool = _f(True, "show progress bars (the one line per epoch shows either way)")
     wandb: str = _f("offline", "Weights & Biases: 'offline' (no account), 'online' or 'disabled'")
 
     def __post_init__(self) -> None:
         for name in SCHEDULE_FIELDS:  # a bare number is a constant schedule
             value = getattr(self, name)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                setattr(self, name, constant(float(value)))
+                try:
+                    setattr(self, name, constant(float(value)))
+                except OverflowError:
+                    raise ValueError(f"{name}: {value} is too large for a schedule value") from None
         self.validate()
 
     def validate(self) -> None:
@@ -122,6 +136,7 @@ class TrainConfig:
         for name in ("mix_prob", "label_smoothing"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        self._check_magnitudes()
         from .quant import parse_scale_init  # here, so that the config module stays free of torch
 
         parse_scale_init(self.scale_init)
@@ -131,6 +146,18 @@ class TrainConfig:
             self.schedule(name).check_range(low, high)  # the whole run, now: not when the bad value is reached
         if not str(self.out).strip():
             raise ValueError("out must name a folder, got an empty string")
+
+    def _check_magnitudes(self) -> None:
+        """Numbers within what the run can use: seeds and sizes the libraries accept, positive Beta parameters."""
+        for name, (low, high) in INT_RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not low <= value <= high:
+                raise ValueError(f"{name} must be between {low} and {high:,}, got {value}")
+        for name, positive in FLOAT_FIELDS.items():
+            value = getattr(self, name)
+            if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+                raise ValueError(f"{name} must be a finite number {'above' if positive else 'at least'} 0, "
+                                 f"got {value}")
 
     def schedule(self, name: str) -> Schedule:
         return Schedule(getattr(self, name), name)
@@ -165,12 +192,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     # A shorter recipe for one GPU, designed (not yet verified on CIFAR-100) to reach the reference's
     # final binary accuracy in a third of the epochs; rationale in docs/fast_training.md.
     "fast": dict(
-        epochs=100, batch_size=512, eval_batch_size=2000, data_path="device", compile=True, amp="bf16",
+        epochs=100, batch_size=512, eval_batch_size=2000, drop_last=True, data_path="device", compile=True,
+        amp="bf16",
         lr=[[0.05, "linear", 1e-5, 2e-3], [1.0, "cosine", 2e-3, 1e-5]],
         weight_p=FAST_BINARIZATION, weight_ratio=FAST_BINARIZATION,
         act_p=FAST_BINARIZATION, act_ratio=FAST_BINARIZATION,
     ),
-    # Seconds on two CPU cores, offline: synthetic data, random init, no mixing.
+    # About two minutes on two quiet CPU cores (README, "Measured here"), offline: synthetic data, random init,
+    # no mixing.
     "smoke": dict(
         data="synthetic", synthetic_train=640, synthetic_test=100, pretrained=False, epochs=3,
         batch_size=32, eval_batch_size=100, augment="basic", mix_prob=0.0, num_workers=0,

@@ -31,7 +31,7 @@ from torchvision.datasets.utils import check_integrity, extract_archive
 from torchvision.transforms import v2
 
 from .download import DownloadError, download
-from .runfolder import replacing
+from .runfolder import remove_stale_temporaries, replacing
 
 DATA_ENV = "BINTUT_DATA"
 FOLDER = "cifar-100-python"
@@ -112,7 +112,8 @@ def _missing_message(root: Path, reason: str, downloading: bool = False) -> str:
         f"CIFAR-100 {reason} in {root / FOLDER}. Download {CIFAR100_URL} on a machine with "
         f"network access and extract it into {root} (so that {root / FOLDER / 'train'} exists), "
         f"or point --data-root or ${DATA_ENV} at the folder that holds {FOLDER}/{fetch}. To try "
-        "bintut without CIFAR-100, use the synthetic data generated offline: --data synthetic."
+        "bintut without CIFAR-100, train on Fashion-MNIST (--data fashion-mnist) or on synthetic data "
+        "generated offline (--data synthetic, or make smoke)."
     )
 
 
@@ -381,6 +382,7 @@ def write_synthetic_cifar100(
 
 def _write_atomically(path: Path, data: bytes) -> str:
     """Write under a private temporary name, then rename (a concurrent reader never sees half a file); its sha256."""
+    remove_stale_temporaries(path)  # what a writer killed outright (SIGKILL) left behind
     with replacing(path) as tmp:
         tmp.write_bytes(data)
     return hashlib.sha256(data).hexdigest()

@@ -45,9 +45,20 @@ def quantize(x: np.ndarray, step: np.float32, dtype: type = np.int8) -> np.ndarr
     return np.clip(np.rint(x / step), -INT8_MAX, INT8_MAX).astype(dtype, copy=False)
 
 
-def check_images(images: np.ndarray) -> None:
-    """Refuse what is not a non-empty batch of normalised float images (N, 3, H, W), with a clear message."""
-    images = np.asarray(images)
+def as_array(values: object) -> np.ndarray:
+    """A numpy array of ``values``: an array, a nested list, or a torch tensor (on any device, with grad)."""
+    if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor, without importing torch
+        values = values.detach().cpu().numpy()
+    try:
+        return np.asarray(values)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"expected an array of images, got {type(values).__name__} ({err})") from None
+
+
+def check_images(images: np.ndarray) -> np.ndarray:
+    """Refuse what is not a non-empty batch of normalised float images (N, 3, H, W), with a clear message;
+    returns it as a numpy array (a list or a torch tensor is converted once, here)."""
+    images = as_array(images)
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images of shape (N, 3, H, W), got {images.shape}")
     if len(images) == 0:
@@ -59,6 +70,7 @@ def check_images(images: np.ndarray) -> None:
         )
     if not np.isfinite(images).all():
         raise ValueError(f"the images contain {np.count_nonzero(~np.isfinite(images))} NaN or infinite values")
+    return images
 
 
 def check_codes(codes: np.ndarray, size: int) -> None:
@@ -137,7 +149,7 @@ class IntegerResNet:
 
     def forward(self, images: np.ndarray, record: Callable[[str, np.ndarray], None] | None = None) -> np.ndarray:
         """Normalised images (N, 3, H, W) float -> logits (N, classes) float32."""
-        check_images(images)
+        images = check_images(images)
         if self.integer_only:
             logits = self.integer_logits(self.quantize_images(images), record)
             return logits.astype(np.float32) * np.float32(2.0**-self.export.logit_bits)
@@ -163,7 +175,7 @@ class IntegerResNet:
 
     def quantize_images(self, images: np.ndarray) -> np.ndarray:
         """The only float step: normalised images (N, 3, H, W) -> int8 codes (N, H, W, 3), channels last."""
-        check_images(images)
+        images = check_images(images)
         size = self.export.image_size
         if images.shape[2:] != (size, size):
             raise ValueError(f"this export is laid out for {size} x {size} images, got {images.shape[2:]}")
@@ -176,6 +188,7 @@ class IntegerResNet:
 
         ``record(name, codes)`` receives the int8 input codes of every binary layer.
         """
+        codes = as_array(codes)
         check_codes(codes, self.export.image_size)
         if record is not None:
             return self._integer_forward(codes, record)
@@ -226,7 +239,7 @@ class IntegerResNet:
         if self.integer_only:
             self.integer_logits(self.quantize_images(images), note)
         else:
-            check_images(images)
+            images = check_images(images)
             self._forward(images, note=note)
         return codes
 

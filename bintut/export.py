@@ -163,6 +163,15 @@ def load_export(path: str | os.PathLike) -> ResNetExport:
     digest = str(files["header_sha256"]) if "header_sha256" in files else None
     if digest != hashlib.sha256(str(files["header"]).encode()).hexdigest():
         raise ExportError(f"{path}: the header does not match its checksum (file edited or corrupted)")
+    try:
+        return _checked(_from_files(path, header, files), path)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        if isinstance(err, ExportError):
+            raise
+        raise ExportError(f"{path}: the header is malformed ({type(err).__name__}: {str(err)[:200]})") from None
+
+
+def _from_files(path: Path, header: dict, files: dict[str, np.ndarray]) -> ResNetExport:
     layers: dict[str, LayerExport] = {}
     for meta in header["layers"]:
         name = meta["name"]
@@ -188,6 +197,58 @@ def load_export(path: str | os.PathLike) -> ResNetExport:
                         header["fraction_bits"], header["logit_bits"])
 
 
+# dtype kind ('u' unsigned, 'i' signed, 'f' float) and the value range of each array; None: any finite value
+ARRAY_RULES = {"bits": ("u", None), "weight_scale": ("f", None), "a": ("f", None), "b": ("f", None),
+               "m": ("iu", (-INT32_MAX, INT32_MAX)), "shift": ("iu", (1, fixedpoint.MAX_SHIFT)),
+               "bias": ("iu", None)}
+
+
+def _checked(export: ResNetExport, path: Path) -> ResNetExport:
+    """Refuse an export whose checksums match but whose contents are out of range (an edited file with
+    recomputed checksums, or a bug): every value the engine and the C code rely on is checked."""
+    def bad(what: str) -> ExportError:
+        return ExportError(f"{path}: {what}; the file is malformed (edited, or from a broken exporter)")
+
+    def integer(value, low: int, high: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+    for key, (low, high) in {"num_classes": (1, 1 << 20), "image_size": (1, 4096),
+                             "fraction_bits": (0, fixedpoint.MAX_SHIFT), "logit_bits": (0, 31)}.items():
+        if not integer(getattr(export, key), low, high):
+            raise bad(f"{key} is {getattr(export, key)!r}, expected an integer in [{low}, {high}]")
+    for layer in export.layers.values():
+        geometry = {"in_channels": (1, 1 << 16), "out_channels": (1, 1 << 16), "kernel": (1, 15), "stride": (1, 15),
+                    "padding": (0, 15)}
+        for key, (low, high) in geometry.items():
+            if not integer(getattr(layer, key), low, high):
+                raise bad(f"{layer.name}.{key} is {getattr(layer, key)!r}, expected an integer in [{low}, {high}]")
+        if layer.kind not in ("conv", "linear"):
+            raise bad(f"{layer.name}.kind is {layer.kind!r}")
+        if not (np.isfinite(layer.act_step) and layer.act_step > 0):
+            raise bad(f"{layer.name}.act_step is {float(layer.act_step)!r}, expected a positive number")
+        for key, (kinds, bounds) in ARRAY_RULES.items():
+            array = getattr(layer, key)
+            if array.dtype.kind not in kinds:
+                raise bad(f"{layer.name}.{key} has dtype {array.dtype}")
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise bad(f"{layer.name}.{key} holds NaN or infinite values")
+            if bounds and array.size and not (bounds[0] <= array.min() and array.max() <= bounds[1]):
+                raise bad(f"{layer.name}.{key} lies in [{array.min()}, {array.max()}], outside [{bounds[0]}, "
+                          f"{bounds[1]}]")
+    if not isinstance(export.blocks, list):
+        raise bad("its blocks are not a list")
+    for i, block in enumerate(export.blocks):
+        if not isinstance(block, dict) or any(block.get(k) not in export.layers for k in ("conv1", "conv2")):
+            raise bad(f"block {i} does not name its two convolutions")
+        if block.get("shortcut") is not None and block["shortcut"] not in export.layers:
+            raise bad(f"block {i} names an unknown shortcut layer {block['shortcut']!r}")
+        if block.get("shortcut") is None and not (integer(block.get("identity_m"), -INT32_MAX, INT32_MAX)
+                                                  and integer(block.get("identity_shift"), 1, fixedpoint.MAX_SHIFT)):
+            raise bad(f"block {i}: identity multiplier {block.get('identity_m')!r} or shift "
+                      f"{block.get('identity_shift')!r} out of range")
+    return export
+
+
 # ----------------------------------------------------------------------------- from torch
 
 
@@ -201,6 +262,11 @@ def _quantizers(layer: nn.Module, name: str) -> tuple[SignQuantizer, Int8Quantiz
         )
     if not bool(aq.initialized):
         raise ExportError(f"layer {name}: the int8 input range was never calibrated (train or run the model first)")
+    if not float(aq.running_max) > 0:
+        raise ExportError(
+            f"layer {name}: the int8 input range is zero (running max {float(aq.running_max)!r}: the layer saw "
+            "only zeros while calibrating), so its step is undefined; calibrate on real images"
+        )
     return wq, aq
 
 

@@ -34,7 +34,10 @@ class FixedPointRangeError(ValueError):
 def quantize_multiplier(real: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-channel real multipliers -> (M0 in [2^30, 2^31) int64, shift n in [1, 62] int64, sign +-1 int64).
 
-    A zero multiplier gives M0 = 0 and n = 1.
+    A zero multiplier gives M0 = 0 and n = 1; so does one too small for the format (|real| < 2^-32,
+    which would need a shift above 62): it moves an output by less than 2^-32 per unit of input, and, as
+    in TFLite, the exact integer form of such a channel is a constant (the bias). Raises
+    FixedPointRangeError naming the channel for a multiplier that is not finite or too large (>= 2^30).
     """
     real = np.asarray(real, dtype=np.float64)
     m0 = np.zeros(real.shape, dtype=np.int64)
@@ -43,15 +46,17 @@ def quantize_multiplier(real: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
         if value == 0:
             continue
         if not math.isfinite(value):
-            raise FixedPointRangeError(f"multiplier {value!r} is not finite")
+            raise FixedPointRangeError(f"channel {i}: multiplier {value!r} is not finite")
         mantissa, exponent = math.frexp(value)  # value = mantissa * 2^exponent, mantissa in [0.5, 1)
         q = round(mantissa * 2**31)
         if q == 2**31:
             q, exponent = q // 2, exponent + 1
-        if not 1 <= 31 - exponent <= MAX_SHIFT:
+        if 31 - exponent > MAX_SHIFT:  # underflow: the channel's output is its bias
+            continue
+        if 31 - exponent < 1:
             raise FixedPointRangeError(
-                f"multiplier {value:.3g} is out of the fixed-point range (needs a shift of {31 - exponent}, "
-                f"allowed 1..{MAX_SHIFT})"
+                f"channel {i}: multiplier {value:.3g} is too large for the fixed-point format (needs a shift of "
+                f"{31 - exponent}, allowed 1..{MAX_SHIFT})"
             )
         m0.flat[i], shift.flat[i] = q, 31 - exponent
     return m0, shift, np.where(real < 0, -1, 1).astype(np.int64)
@@ -74,12 +79,35 @@ def requantize(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, sign: np.ndar
     return np.clip(apply(acc, sign * m0, shift, bias), low, high).astype(np.int8)
 
 
+CONSTANT_SHIFT = 31  # the shift of a constant channel (multiplier 0): its bias keeps 31 fractional bits
+
+
 def integer_epilogue(a: np.ndarray, b: np.ndarray, unit: float) -> tuple[np.ndarray, ...]:
-    """(M0, n, sign, bias) for ``round((a * x + b) / unit)``, the bias in the same 2^-n format."""
-    m0, shift, sign = quantize_multiplier(np.asarray(a, dtype=np.float64) / float(unit))
-    scaled = np.asarray(b, dtype=np.float64) / float(unit) * np.exp2(shift.astype(np.float64))
-    if not np.all(np.abs(scaled) < 2.0**MAX_SHIFT):
-        raise FixedPointRangeError(f"bias up to {np.abs(b).max():.3g} does not fit 64 bits at unit {unit:.3g}")
+    """(M0, n, sign, bias) for ``round((a * x + b) / unit)``, the bias in the same 2^-n format.
+
+    A channel with multiplier 0 (a = 0, or too small: :func:`quantize_multiplier`) is the constant
+    ``round(b / unit)``; its shift is up to CONSTANT_SHIFT so that the bias is rounded once, not twice.
+    A tiny multiplier beside a large bias (a near-dead BatchNorm channel) would need more than 64 bits
+    for the bias at the multiplier's shift: the shift is then lowered until the bias fits, and M0 loses
+    the same number of bits (it may become 0: the channel is then a constant). Raises
+    FixedPointRangeError naming the channel when a multiplier or bias does not fit.
+    """
+    real = np.asarray(a, dtype=np.float64) / float(unit)
+    m0, shift, sign = quantize_multiplier(real)
+    target = np.asarray(b, dtype=np.float64) / float(unit)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a non-finite bias is refused below
+        room = np.clip(np.floor(61 - np.log2(np.abs(target) + 1)), 1, MAX_SHIFT).astype(np.int64)
+    crowded = (m0 != 0) & (shift > room)
+    shift[crowded] = room[crowded]
+    m0[crowded] = np.round(np.abs(real[crowded]) * np.exp2(room[crowded].astype(np.float64))).astype(np.int64)
+    constant = m0 == 0
+    shift[constant] = np.minimum(room[constant], CONSTANT_SHIFT)
+    scaled = target * np.exp2(shift.astype(np.float64))
+    too_large = ~(np.abs(scaled) < 2.0**MAX_SHIFT)
+    if too_large.any():
+        i = int(np.flatnonzero(too_large)[0])
+        raise FixedPointRangeError(
+            f"channel {i}: bias {float(np.asarray(b).flat[i]):.3g} does not fit 64 bits at unit {unit:.3g}")
     return m0, shift, sign, np.round(scaled).astype(np.int64)
 
 

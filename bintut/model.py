@@ -13,6 +13,7 @@ torchvision's parameter names, so its state dict loads as it is).
 from __future__ import annotations
 
 import os
+import re
 import socket
 import urllib.parse
 
@@ -20,7 +21,8 @@ import torch
 from torch import nn
 from torchvision.models import ResNet, ResNet18_Weights, resnet18
 
-from .download import announce, describe, socket_timeout, timeout
+from .download import announce, describe, download, socket_seconds, socket_timeout, timeout
+from .runfolder import storage_error
 
 WEIGHT_SOURCES = ("torchvision", "timm")
 TIMM_NAME = "resnet18.a1_in1k"
@@ -46,15 +48,19 @@ def imagenet_state_dict(progress: bool = True, source: str = "torchvision") -> d
     weights = ResNet18_Weights.IMAGENET1K_V1
     path = weights_path(weights)
     cached = os.path.isfile(path)
-    if not cached:
-        announce("torchvision's ImageNet ResNet18 weights (IMAGENET1K_V1)", weights.url, path, TORCHVISION_BYTES)
     seconds = timeout()
     try:
-        with socket_timeout(seconds):  # torch.hub opens its connection without one
+        if not cached:  # bintut's own download: a stall timeout on progress, its partial file always removed
+            digits = re.search(r"-([a-f0-9]+)\.", os.path.basename(path))  # torch.hub's names carry a sha256 prefix
+            download(weights.url, path, "torchvision's ImageNet ResNet18 weights (IMAGENET1K_V1)", TORCHVISION_BYTES,
+                     progress=progress, sha256_prefix=digits[1] if digits else None)
+        with socket_timeout(seconds):  # in case torch.hub still connects
             return weights.get_state_dict(progress=progress, check_hash=True)
     except Exception as err:  # noqa: BLE001 - network, hash and file errors all mean "not available"
         if cached:  # a file torch cannot read: truncated or foreign
             raise _corrupt_cache(path, err) from err
+        if storage_error(err) is not None:
+            raise
         raise WeightsUnavailableError(
             f"Could not load the ImageNet ResNet18 weights ({describe(err, seconds)}). torchvision looks for the "
             f"file {path} and downloads it from {weights.url} when it is "
@@ -112,10 +118,10 @@ def _timm_file(repo: str) -> str:
     seconds = timeout()
     url = hf_hub_url(repo, TIMM_FILES[0], endpoint=endpoint)
     try:
-        size = get_hf_file_metadata(url, timeout=seconds).size
+        size = get_hf_file_metadata(url, timeout=socket_seconds(seconds)).size
         announce(f"timm's ImageNet ResNet18 weights ({TIMM_NAME})", url, "the Hugging Face cache", size)
         with socket_timeout(seconds):
-            return hf_hub_download(repo, TIMM_FILES[0], endpoint=endpoint, etag_timeout=seconds)
+            return hf_hub_download(repo, TIMM_FILES[0], endpoint=endpoint, etag_timeout=socket_seconds(seconds))
     except Exception as err:  # noqa: BLE001 - the hub raises many kinds; all mean "not available"
         raise _timm_unavailable(describe(err, seconds), repo) from err
 

@@ -8,8 +8,14 @@ from typing import Any
 from .tracking import read_metrics
 
 
-def plot_run(metrics: str | os.PathLike | list[dict[str, Any]], path: str | os.PathLike | None = None):
-    """Hard and soft test accuracy, training loss, p, bin_ratio and LR against epochs; saved as PNG if path."""
+def plot_run(
+    metrics: str | os.PathLike | list[dict[str, Any]], path: str | os.PathLike | None = None, data: str | None = None
+):
+    """Hard, soft and deployed test accuracy, training loss, p, bin_ratio and LR against epochs; PNG if path.
+
+    ``data`` names the data set in the title (train.py passes e.g. 'synthetic data made offline (640 training
+    images)'), so that a figure seen alone says what its accuracies were measured on.
+    """
     import matplotlib
 
     if path is not None and matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
@@ -24,12 +30,19 @@ def plot_run(metrics: str | os.PathLike | list[dict[str, Any]], path: str | os.P
     # No constrained layout: it costs a second per figure, and train() draws one per run.
     fig, (acc, ctl) = plt.subplots(2, 1, figsize=(7.5, 5.2), sharex=True, dpi=80)
     fig.subplots_adjust(left=0.1, right=0.86, top=0.93, bottom=0.1, hspace=0.12)
-    for key, label, style in (("hard_acc", "hard (p = bin_ratio = 1: deployable)", "o-"),
-                              ("soft_acc", "soft (current controls)", "s--")):
-        acc.plot(epochs, [100 * (r[key] or 0) for r in rows], style, label=label, clip_on=False)
+    series = (("hard_acc", "hard (p = bin_ratio = 1, float fake-quant)", "o-"),
+              ("soft_acc", "soft (current controls)", "s--"),
+              ("deployed_acc", "deployed (integer-only network, as the C library)", "^:"))
+    for key, label, style in series:
+        if any(r.get(key) is not None for r in rows):  # runs recorded before deployed_acc existed lack it
+            acc.plot(epochs, [100 * r[key] if r.get(key) is not None else float("nan") for r in rows], style,
+                     label=label, clip_on=False, markerfacecolor="none" if key == "deployed_acc" else None)
     acc.set_ylabel("test accuracy (%)")
-    acc.set_ylim(0, max([5.0] + [115 * (r[k] or 0) for r in rows for k in ("hard_acc", "soft_acc")]))
+    acc.set_ylim(0, max([5.0] + [115 * (r.get(k) or 0) for r in rows for k, _, _ in series]))
     acc.set_title(f"{len(rows)} epochs: test accuracy, training loss and the controls")
+    if data:
+        fig.suptitle(f"data: {data}", fontsize="medium", fontweight="bold")
+        fig.subplots_adjust(top=0.88)
     acc.grid(alpha=0.3)
     loss = acc.twinx()
     loss.plot(epochs, [r["train_loss"] for r in rows], ":", color="grey", label="training loss")

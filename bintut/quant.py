@@ -204,11 +204,20 @@ class Int8Quantizer(GradualQuantizer):
         running = torch.where(self.initialized, self.running_max, current)
         return running.clamp_min(torch.finfo(torch.float32).tiny) / self.levels
 
+    def scaled(self, x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """x / step in float32, bounded to [-128, 128] so that rounding never meets an infinity.
+
+        A zero or subnormal range makes the step subnormal and x / step overflow to +-inf; the bound keeps
+        the codes (+-127 after the clamp, as :meth:`integer` gives) and, since codes beyond +-127.5 get no
+        gradient anyway, the straight-through gradient of every finite input.
+        """
+        return torch.clamp(x.float() / step, -self.levels - 1, self.levels + 1)
+
     def hard(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             self.observe(x)
         step = self.step_for(x)
-        q = torch.clamp(round_ste(x.float() / step), -self.levels, self.levels)
+        q = torch.clamp(round_ste(self.scaled(x, step)), -self.levels, self.levels)
         return q * step
 
     def sprinkle(self, x: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
@@ -219,7 +228,7 @@ class Int8Quantizer(GradualQuantizer):
 
     def integer(self, x: torch.Tensor) -> torch.Tensor:
         """The int8 codes of x at the current scale (no running-max update)."""
-        q = torch.round(x.float() / self.step_for(x))
+        q = torch.round(self.scaled(x, self.step_for(x)))
         return torch.clamp(q, -self.levels, self.levels).to(torch.int8)
 
 
@@ -296,21 +305,25 @@ def get_controls(model: nn.Module) -> dict[str, float]:
 
 @contextlib.contextmanager
 def hard_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily the deployable view: p = bin_ratio = 1 everywhere, restored on exit.
+    """Temporarily the deployable network: p = bin_ratio = 1 everywhere and every module in eval mode.
 
-    The quantizers run in eval mode meanwhile, even in a model that is training: a look at the
-    deployable network must not move the activations' running maxes (it would change the model).
+    Eval mode whatever the model's mode: BatchNorm then uses its running statistics (what the export
+    folds) and neither BatchNorm statistics nor the activations' running maxes move, so a look at the
+    deployable network neither changes the model nor depends on the batch. On exit every control and
+    every module's training flag is restored exactly as found.
     """
-    saved = [(q, q.p.item(), q.bin_ratio.item(), q.training) for q in quantizers(model)]
+    controls = [(q, q.p.item(), q.bin_ratio.item()) for q in quantizers(model)]
+    modes = [(m, m.training) for m in model.modules()]
     try:
-        for q, _, _, _ in saved:
+        for q, _, _ in controls:
             q.set_controls(1.0, 1.0)
-            q.train(False)
+        model.eval()
         yield model
     finally:
-        for q, p, r, training in saved:
+        for q, p, r in controls:
             q.set_controls(p, r)
-            q.train(training)
+        for m, training in modes:
+            m.training = training
 
 
 def is_fully_binary(model: nn.Module) -> bool:

@@ -61,13 +61,13 @@ class Schedule:
         previous = 0.0
         for i, phase in enumerate(phases):
             if isinstance(phase, (str, bytes)) or not isinstance(phase, Sequence) or len(phase) != 4:
-                raise ValueError(f"{name}: phase {i} {list(phase)!r} is not [end_t, kind, start, end]")
+                raise ValueError(f"{name}: phase {i} {phase!r} is not [end_t, kind, start, end]")
             end, kind, start, stop = phase
-            if kind not in SHAPES:
+            if not isinstance(kind, str) or kind not in SHAPES:
                 raise ValueError(f"{name}: phase {i} has unknown kind {kind!r}; known: {sorted(SHAPES)}")
             try:
                 end, start, stop = float(end), float(start), float(stop)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise ValueError(f"{name}: phase {i} {list(phase)!r} has a non-numeric value") from None
             if not all(math.isfinite(v) for v in (end, start, stop)):
                 raise ValueError(f"{name}: phase {i} {list(phase)!r} has a non-finite value")

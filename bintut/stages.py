@@ -194,7 +194,9 @@ def test_images(run: Run, n: int | None = None) -> tuple[torch.Tensor, torch.Ten
 def describe(run: Run, label: str) -> str:
     """One honest line: what was run, in which mode and on which data, and what it reached."""
     cfg, last = run.config, run.final
-    return (f"{label}: {100 * last['hard_acc']:.1f} % hard / {100 * last['soft_acc']:.1f} % soft test accuracy "
+    deployed = "" if last.get("deployed_acc") is None else f" / {100 * last['deployed_acc']:.1f} % deployed"
+    return (f"{label}: {100 * last['hard_acc']:.1f} % hard / {100 * last['soft_acc']:.1f} % soft{deployed} "
+            "test accuracy "
             f"after {last['epoch']} epochs on {_data_words(cfg)} (preset {cfg.preset}, run {run.out.name})")
 
 
@@ -210,12 +212,17 @@ def comparable(stage: str, run: Run) -> str:
     return "yes: the reference recipe (README lists the remaining differences)"
 
 
+def _points(value: float | None) -> float | str:
+    return "n/a" if value is None else round(100 * value, 1)
+
+
 def results_table(runs: dict[str, Run]) -> list[dict[str, Any]]:
     """One row per finished run, keyed by stage name: what it trains, hard and soft accuracy, and
     whether it is comparable to the published numbers (only the ``reference`` stage in full mode is).
 
-    "hard" evaluates with every quantizer at p = bin_ratio = 1 (the deployable binary network);
-    "soft" with the controls at the end of the run, i.e. the network this stage trained.
+    "hard" evaluates with every quantizer at p = bin_ratio = 1 (the reference's fake-quantized float
+    network); "soft" with the controls at the end of the run, i.e. the network this stage trained;
+    "deployed" is the integer-only network the C library runs (n/a for runs recorded before it existed).
     """
     rows = []
     for stage, run in runs.items():
@@ -224,6 +231,7 @@ def results_table(runs: dict[str, Run]) -> list[dict[str, Any]]:
             "stage": stage, "trains": STAGE_TITLES.get(stage, stage), "data": _data_words(run.config).split(" (")[0],
             "epochs": last["epoch"],
             "hard %": round(100 * last["hard_acc"], 1), "soft %": round(100 * last["soft_acc"], 1),
+            "deployed %": _points(last.get("deployed_acc")),
             "weights p": round(last.get("weights.p", 0.0), 3),
             "activations p": round(last.get("activations.p", 0.0), 3),
             "comparable to published": comparable(stage, run),

@@ -437,6 +437,23 @@ def plot_memory(rows: list[dict]):
     return fig
 
 
+# ----------------------------------------------------------------------------- 08: making add/sub fast
+
+
+def plot_speed(rows: list[dict], key: str = "images/s", title: str = "one CPU core, one image at a time"):
+    """Horizontal bars of ``row[key]`` labelled by ``row["path"]`` (e.g. bintut.cexport.kernel_timings rows)."""
+    fig, (ax,) = _figure(width=7, height=0.5 + 0.45 * len(rows))
+    y = np.arange(len(rows))
+    bars = ax.barh(y, [r[key] for r in rows], color=[f"C{i}" for i in range(len(rows))])
+    ax.bar_label(bars, labels=[f"{r[key]:,.1f}" for r in rows], padding=2, fontsize="small")
+    ax.set_yticks(y, [r["path"] for r in rows], fontsize="small")
+    ax.invert_yaxis()
+    ax.set_xlabel(key)
+    ax.set_xlim(0, max(r[key] for r in rows) * 1.2)
+    ax.set_title(title)
+    return fig
+
+
 # ----------------------------------------------------------------------------- recorded stages (docs/recorded)
 # Drawn from a recording's committed metrics (bintut.record.load_recording): the same in every mode.
 

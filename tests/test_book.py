@@ -42,9 +42,15 @@ def test_kept_outputs_are_what_a_fresh_run_gives(executed):
     assert not problems, "stale kept outputs; run python tools/refresh_notebooks.py:\n" + "\n".join(problems)
 
 
-def test_book_pages_have_their_figures(executed, tmp_path):
-    pytest.importorskip("mkdocs_jupyter", reason="the book needs the 'book' extra: pip install -e '.[book]'")
-    site = build("smoke", tmp_path / "book", executed=executed)
+@pytest.fixture(scope="module")
+def site(executed, tmp_path_factory) -> Path:
+    """The book built once from the executed notebooks."""
+    for package in ("mkdocs_jupyter", "jupyter_server_mathjax"):
+        pytest.importorskip(package, reason="the book needs the 'book' extra: pip install -e '.[book]'")
+    return build("smoke", tmp_path_factory.mktemp("book") / "book", executed=executed)
+
+
+def test_book_pages_have_their_figures(executed, site):
     assert (site / "index.html").is_file()
     for path in notebooks():
         nb = nbformat.read(executed / path.name, as_version=4)
@@ -55,3 +61,21 @@ def test_book_pages_have_their_figures(executed, tmp_path):
         shown = len(re.findall(r"<img[^>]+src=\"data:image/png;base64,", html))
         assert shown >= figures, f"{path.stem}: {shown} of {figures} figures on the page"
         assert STAMP in html and "smoke</strong> mode" in html, f"{path.stem}: no mode/date stamp"
+
+
+def test_book_renders_maths_offline(site):
+    """No page loads a script from the network; each notebook page loads MathJax from a file in the site."""
+    pages = sorted(site.glob("**/*.html"))
+    remote = [f"{page.relative_to(site)}: {src}" for page in pages
+              for src in re.findall(r"<script[^>]*\bsrc=[\"']?((?:https?:)?//[^\"' >]+)", page.read_text())]
+    assert not remote, "scripts from the network:\n" + "\n".join(remote)
+    for path in notebooks():
+        page = site / path.stem / "index.html"
+        found = re.findall(r"<script[^>]*\bsrc=\"([^\"]*MathJax\.js[^\"]*)\"", page.read_text())
+        assert len(found) == 1, f"{path.stem}: {len(found)} MathJax scripts"
+        script, _, query = found[0].partition("?config=")
+        mathjax = (page.parent / script).resolve()
+        assert mathjax.is_file(), f"{path.stem}: {script} is not in the site"
+        for name in query.split(","):  # MathJax loads [MathJax]/config/NAME.js for each
+            assert (mathjax.parent / "config" / f"{name}.js").is_file(), f"{path.stem}: no MathJax config {name}"
+    assert (site / "book.css").is_file()

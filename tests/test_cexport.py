@@ -1,6 +1,7 @@
 """The C99 export: compiled with the host's cc, and under QEMU on a Cortex-M4, it must reproduce the numpy
 integer-only engine's int32 logits bit for bit."""
 
+import random
 import re
 
 import pytest
@@ -28,11 +29,12 @@ def c_library(smoke_run, tmp_path_factory):
 
 
 def test_c_sources_are_integer_only_and_static():
-    code = re.sub(r"/\*.*?\*/", "", (cexport.c_sources() / "bintut.c").read_text(), flags=re.S)
-    for word in ("float", "double", "malloc", "calloc", "free", "printf"):
-        assert not re.search(rf"\b{word}\b", code), word
-    assert "int32_t plus" in code and "plus + plus - total" in code  # the add/sub form
-    assert "plus + plus - total" in cexport.inner_loop()
+    for name in ("bintut.c", "bintut_fast.c"):
+        code = re.sub(r"/\*.*?\*/", "", (cexport.c_sources() / name).read_text(), flags=re.S)
+        for word in ("float", "double", "malloc", "calloc", "free", "printf"):
+            assert not re.search(rf"\b{word}\b", code), (name, word)
+    assert "plus + plus - total" in cexport.inner_loop()  # the reference's add/sub form
+    assert "__usada8" in cexport.inner_loop(kernel="fast")  # the fast kernel's |x - mask| sums
 
 
 def test_export_writes_a_self_contained_library(c_library, smoke_run):
@@ -79,13 +81,73 @@ def test_host_c_build_is_bit_exact_and_reports_the_first_mismatch(c_library):
     assert bad.failure == f"image 0: FAIL first differing logit [0]: got {value}, expected {int(value) + 1}"
 
 
+def test_fast_kernel_equals_the_reference_layer_by_layer(c_library):
+    """layer_check.c: every conv's int32 accumulators, fast vs reference kernel, on seeded random inputs
+    (uniform, sparse and saturated codes), the stem's codes, and one random image end to end; on this
+    machine's best path (AVX-512 VNNI where the CPU has it) and on the portable C path."""
+    _compiler_or_skip()
+    seed = random.randrange(1, 2**31)
+    for simd in (True, False):
+        check = cexport.run_layer_check(c_library / "lib", seed=seed, simd=simd)
+        assert check.passed, f"seed {seed}, simd {simd}:\n{check.output}"
+        assert check.warnings == "", check.warnings
+        assert len(re.findall(r"accumulators equal", check.output)) == 19
+        assert "random image 0: 100 logits equal" in check.output
+        if not simd:
+            assert check.path == "portable C"
+
+
+def test_host_golden_with_each_kernel(c_library):
+    """The golden logits with the fast kernel's SIMD and portable paths and with the reference kernel."""
+    _compiler_or_skip()
+    lib = c_library / "lib"
+    assert "#define BINTUT_FAST 1" in (lib / "bintut.h").read_text()  # the default
+    for kernel, simd in (("fast", True), ("fast", False), ("reference", True)):
+        run = cexport.run_host_golden(lib, kernel=kernel, simd=simd)
+        assert run.passed and len(run.images) == 3, (kernel, simd, run.output)
+        assert run.warnings == "", run.warnings
+
+
+def test_export_can_default_to_the_reference_kernel(smoke_run, tmp_path):
+    assert main(["export", str(smoke_run.out), "--out", str(tmp_path / "m.npz"), "--c", str(tmp_path / "lib"),
+                 "--golden", "1", "--c-kernel", "reference"]) == 0
+    assert "#define BINTUT_FAST 0" in (tmp_path / "lib" / "bintut.h").read_text()
+
+
 def test_mcu_golden_under_qemu(c_library):
     missing = cexport.missing_mcu_tools()
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed: `make mcu` installs them with apt-get (CI does not)")
     lib = c_library / "lib"
-    run = cexport.run_mcu_golden(lib, limit=1)
+    reference = cexport.run_mcu_golden(lib, limit=1, kernel="reference")
+    assert reference.passed, reference.output
+    assert reference.unit == "instructions" and reference.images[0]["counter"] > 555_000_000  # >= 1 per add/sub
+    run = cexport.run_mcu_golden(lib, limit=1)  # the default: the fast kernel (USADA8)
     assert run.passed, run.output
-    assert run.unit == "instructions" and run.images[0]["counter"] > 555_000_000  # at least one per add/sub
+    assert run.images[0]["counter"] * 4 < reference.images[0]["counter"]
     size = cexport.mcu_size(lib / "golden.elf")
     assert 1_400_000 < size["flash"] < 1_600_000 and 131_072 < size["ram"] < 200_000, size
+
+
+def _golden_array(text: str, name: str) -> list[int]:
+    body = re.search(rf"{name}\[\d+\]\[\d+\] = \{{(.*?)\n\}};", text, re.S).group(1)
+    return [int(v) for v in re.findall(r"-?\d+", body)]
+
+
+def test_torch_integer_network_computes_the_c_librarys_logits(c_library):
+    """torch = C, bit for bit: the logits the host-compiled C library reproduces for the golden images
+    are exactly what bintut.torch_engine computes for the same int8 codes."""
+    import numpy as np
+    import torch
+
+    from bintut.torch_engine import TorchIntegerResNet
+
+    _compiler_or_skip()
+    lib = c_library / "lib"
+    assert cexport.run_host_golden(lib).passed
+    text = (lib / "golden.h").read_text()
+    export = load_export(c_library / "model.npz")
+    size = export.image_size
+    codes = np.array(_golden_array(text, "bintut_golden_images"), dtype=np.int8).reshape(-1, size, size, 3)
+    logits = TorchIntegerResNet(export).integer_logits(torch.from_numpy(codes).permute(0, 3, 1, 2).contiguous())
+    assert logits.reshape(-1).tolist() == _golden_array(text, "bintut_golden_logits")

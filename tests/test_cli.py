@@ -53,3 +53,86 @@ def test_export_command_reports_sizes(smoke_run, tmp_path, capsys):
     assert "555,468,800" in text and "bytes on disk" in text and (tmp_path / "m.npz").is_file()
     assert main(["export", str(tmp_path / "nowhere")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def _tiny_cli(data_dir, out) -> list[str]:
+    """A seconds-long smoke run through the command line: one epoch on 32 synthetic images."""
+    return ["train", "--preset", "smoke", "--data-root", str(data_dir), "--out", str(out), "--synthetic-train", "32",
+            "--synthetic-test", "16", "--batch-size", "16", "--eval-batch-size", "16", "--epochs", "1",
+            "--wandb", "disabled", "--no-progress", "--resume"]
+
+
+def test_no_progress_hides_the_bars_but_keeps_the_epoch_line(data_dir, tmp_path, capsys):
+    assert main(_tiny_cli(data_dir, tmp_path / "run")) == 0
+    out, err = capsys.readouterr()
+    assert "epoch 1/1: loss" in out and "hard" in out
+    assert "it/s" not in err and "%|" not in err  # no tqdm bar
+
+
+def test_rerunning_a_finished_run_says_so_and_trains_nothing(data_dir, tmp_path, capsys, monkeypatch):
+    from bintut import train as train_mod
+
+    assert main(_tiny_cli(data_dir, tmp_path / "run")) == 0
+    capsys.readouterr()
+    checkpoint = (tmp_path / "run" / "checkpoint.pt").stat().st_mtime_ns
+
+    def no_loading(cfg):
+        raise AssertionError("a finished run loaded its data again")
+
+    monkeypatch.setattr(train_mod, "load_data", no_loading)
+    assert main(_tiny_cli(data_dir, tmp_path / "run")) == 0  # `make smoke` twice
+    out = capsys.readouterr().out
+    assert "has already finished its 1 epochs; nothing to train" in out and "resuming" not in out
+    assert "bintut: nothing to do. final hard accuracy" in out
+    assert (tmp_path / "run" / "checkpoint.pt").stat().st_mtime_ns == checkpoint
+
+
+def test_results_figure_names_the_data_set(data_dir, tmp_path, monkeypatch):
+    from bintut import train as train_mod
+
+    titles = []
+
+    def plot_run(rows, path, data=None):
+        fig = real(rows, path, data=data)
+        titles.append(fig._suptitle.get_text() if fig._suptitle else "")
+        return fig
+
+    real = train_mod.plot_run
+    monkeypatch.setattr(train_mod, "plot_run", plot_run)
+    assert main(_tiny_cli(data_dir, tmp_path / "run")) == 0
+    assert titles == ["data: synthetic data made offline (32 training images)"]
+    assert (tmp_path / "run" / "results.png").is_file()
+
+
+def test_reproduce_offline_points_to_commands_that_work(tmp_path, monkeypatch, capsys):
+    """Offline, reproduce ends with advice it does not itself reject: make smoke, the Fashion-MNIST route
+    (every `python -m bintut` command in it parses and makes a valid config) and the ImageNet weights."""
+    import shlex
+    from pathlib import Path
+
+    import torch
+
+    from bintut import train as train_mod
+    from bintut.config import preset
+    from bintut.data import DataNotFoundError, _missing_message
+
+    def offline(cfg):
+        raise DataNotFoundError(_missing_message(Path("data"), "could not be downloaded (no network)", True))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(train_mod, "train", offline)
+    assert main(["reproduce"]) == 2
+    err = capsys.readouterr().err
+    assert "make smoke" in err and "--no-pretrained" in err and "resnet18.a1_in1k" in err
+    commands = [line.split("python -m bintut ", 1)[1] for line in err.splitlines() if "python -m bintut " in line]
+    assert any("--data fashion-mnist" in c for c in commands)
+    for command in commands:
+        args = vars(build_parser().parse_args(shlex.split(command)))
+        args.pop("command")
+        try:
+            preset(args.pop("preset"), **args)  # raises ValueError on a value reproduce's advice must not give
+        except ValueError as err:
+            if "'fashion-mnist'" in str(err) and str(err).startswith("data must be one of"):
+                pytest.skip("--data fashion-mnist (issue 15's data set) is not in this checkout yet")
+            raise

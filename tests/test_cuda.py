@@ -22,13 +22,12 @@ def test_int8_quantizer_is_float32_exact_under_cuda_autocast(dtype):
 
 @pytest.mark.parametrize("data_path", ["loader", "device"])
 def test_fp16_run_on_the_gpu_reports_the_integer_models_accuracy(data_dir, tmp_path, data_path):
-    """seed's machinery (fp16 + GradScaler, per-image loader or device data) on synthetic data.
-
-    torch's float32 conv + BatchNorm and the engine's folded epilogue round differently, so a few
-    int8 codes per layer land one step apart and a weakly trained model's near-tie predictions
-    can flip. Measured on an H100 (2026-11-27): agreement 1.000 (loader) and 0.978 (device); the
-    strict >= 99.5 % check is the CPU test in test_reference_fidelity.py (a deterministic run).
-    """
+    """seed's machinery (fp16 + GradScaler, per-image loader or device data) on synthetic data: the
+    deployed accuracy of every epoch row, computed by the CUDA integer network, is exactly the numpy
+    integer engine's on the CPU. Hard (float32 fake-quant) vs integer agreement is printed: a few int8
+    codes per layer can land one step apart (torch's conv + BatchNorm and the folded epilogue round
+    differently), so near-tie predictions of a weakly trained model can flip (H100, 2026-11-27: 1.000
+    loader, 0.978 device)."""
     from bintut.train import train
 
     cfg = tiny(data_dir, tmp_path / data_path, device="cuda", amp="auto", data_path=data_path, epochs=6,
@@ -40,6 +39,27 @@ def test_fp16_run_on_the_gpu_reports_the_integer_models_accuracy(data_dir, tmp_p
     engine_pred, torch_pred, labels = engine_and_torch_predictions(tmp_path / data_path)
     agreement = (engine_pred == torch_pred).mean()
     engine_acc = (engine_pred == labels).mean()
-    print(f"{data_path}: hard {rows[-1]['hard_acc']:.4f}, engine {engine_acc:.4f}, agreement {agreement:.4f}")
-    assert agreement >= 0.97
-    assert abs(engine_acc - rows[-1]["hard_acc"]) <= 1 - agreement + 1e-9
+    print(f"{data_path}: hard {rows[-1]['hard_acc']:.4f}, deployed {rows[-1]['deployed_acc']:.4f}, "
+          f"numpy engine {engine_acc:.4f}, hard vs integer agreement {agreement:.4f}")
+    assert rows[-1]["deployed_acc"] == pytest.approx(engine_acc)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cuda_integer_network_equals_the_cpu_one_bit_for_bit(seed):
+    from bintut.export import export_resnet
+    from bintut.model import resnet18_cifar
+    from bintut.quant import binarize_, set_controls
+    from bintut.torch_engine import TorchIntegerResNet
+
+    torch.manual_seed(seed)
+    model = binarize_(resnet18_cifar(pretrained=False))
+    with torch.no_grad():
+        model.train()(torch.randn(16, 3, 32, 32))
+    set_controls(model, 1.0, 1.0)
+    export = export_resnet(model.eval())
+    images = torch.randn(300, 3, 32, 32) * 2
+    cpu = TorchIntegerResNet(export, "cpu")
+    cuda = TorchIntegerResNet(export, "cuda")
+    codes = cpu.quantize_images(images)
+    assert torch.equal(cuda.quantize_images(images.cuda()).cpu(), codes)  # the division is IEEE on the GPU too
+    assert torch.equal(cuda.integer_logits(codes.cuda()).cpu(), cpu.integer_logits(codes))

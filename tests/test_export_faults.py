@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from bintut import cexport
+from bintut.cexport import write_c_library
 from bintut.checkpoint import CHECKPOINT
 from bintut.cli import main
 from bintut.engine import IntegerResNet
@@ -132,3 +134,121 @@ def test_engine_refuses_bad_images(saved_export):
         integer(np.zeros((1, 3, 28, 28), dtype=np.float32))
     with pytest.raises(ValueError, match="expected int8 image codes"):
         integer.integer_logits(np.zeros((1, 32, 32, 3), dtype=np.float32))
+
+
+# ----------------------------------------------------------------------------- issue 17, item 2: the C export
+
+
+@pytest.fixture(scope="module")
+def c_export(saved_export, tmp_path_factory):
+    """An exported C library (2 golden images), and what it takes to write another."""
+    export = load_export(saved_export)
+    images = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    folder = write_c_library(export, tmp_path_factory.mktemp("c") / "lib", images).folder
+    return export, images, folder
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_or_interrupted_c_export_leaves_the_earlier_one_whole(c_export, smoke_run, tmp_path, monkeypatch,
+                                                                       capsys):
+    """2a + 2f: a file-size limit or a Ctrl-C mid-export left bintut.h new and bintut_model.h old (and
+    Ctrl-C printed a traceback). The library is written beside DIR and takes its place whole."""
+    export, images, source = c_export
+    folder = tmp_path / "lib"
+    shutil.copytree(source, folder)
+    before = _tree(folder)
+    with file_size_limit(2_000_000), pytest.raises(OSError, match="File too large"):
+        write_c_library(export, folder, images)
+    assert _tree(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["lib"]
+
+    real_copy = cexport.shutil.copyfile
+    calls = {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_copy(*args, **kwargs)
+
+    monkeypatch.setattr(cexport.shutil, "copyfile", interrupted)
+    assert main(["export", str(smoke_run.out), "--out", str(tmp_path / "m.npz"), "--c", str(folder),
+                 "--golden", "2"]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "bintut: export stopped" in err
+    assert _tree(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["lib", "m.npz"]
+    monkeypatch.setattr(cexport.shutil, "copyfile", real_copy)
+    (folder / "bintut.o").write_bytes(b"an old build")  # build products of the earlier export go with it
+    library = write_c_library(export, folder, images[:1])
+    assert library.golden == 1 and not (folder / "bintut.o").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lib", "m.npz"]
+
+
+def test_c_export_refuses_a_folder_holding_anything_else(c_export, smoke_run, tmp_path, capsys):
+    """2b: a user's README.md and bintut.c in DIR were silently overwritten."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "README.md").write_text("my notes")
+    (folder / "bintut.c").write_text("my code")
+    assert main(["export", str(smoke_run.out), "--out", str(tmp_path / "m.npz"), "--c", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bintut: error: --c {folder} is not an earlier bintut export (it holds README.md, "
+                          "bintut.c)") and err.count("\n") == 1
+    assert (folder / "README.md").read_text() == "my notes" and (folder / "bintut.c").read_text() == "my code"
+    assert not (tmp_path / "m.npz").exists()  # refused before any work
+    earlier = tmp_path / "earlier"
+    shutil.copytree(c_export[2], earlier)
+    (earlier / "notes.txt").write_text("mine")  # an earlier export with a stranger in it
+    with pytest.raises(cexport.CFolderError, match="holds files that are not bintut's .*notes.txt"):
+        cexport.check_c_folder(earlier)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--c", ""], "--c is empty"), (["--out", " "], "--out is empty"), (["--golden", "1000000000"], "--golden must be"),
+    (["--golden", "0"], "--golden must be"), (["--c", "x" * 300], "--c: the name xxx"),
+    (["--out", "y" * 300 + ".npz"], "--out: the name yyy"),
+])
+def test_export_arguments_are_checked_up_front(smoke_run, tmp_path, monkeypatch, capsys, args, message):
+    """2c/2d/5f: empty --c/--out were skipped or defaulted; --golden 1e9 tried to allocate 22 TiB; a long name
+    was a traceback."""
+    monkeypatch.chdir(tmp_path)
+    with contextlib.suppress(SystemExit):
+        assert main(["export", str(smoke_run.out), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [] and not (smoke_run.out / "model_int.npz").exists()
+
+
+def test_golden_images_from_unreadable_synthetic_data_fall_back_to_seeded_ones(smoke_run, monkeypatch):
+    """2d: a synthetic run whose data folder is read-only: regenerating its data was an OSError traceback."""
+    from bintut import stages
+
+    def read_only(run, n):
+        raise PermissionError(13, "Permission denied", "data/synthetic-640-100-0")
+
+    monkeypatch.setattr(stages, "test_images", read_only)
+    images, origin = cexport.run_test_images(smoke_run, 3)
+    assert images.shape == (3, 3, 32, 32) and "seeded random images (the run's data cannot be read" in origin
+
+
+def test_cexport_host_checks_its_arguments(c_export, tmp_path, monkeypatch, capsys):
+    """2e: a missing bintut.c was a traceback, --limit -5 printed 'FAIL: None', --limit 0 ran every image,
+    a $CC with flags or naming a missing compiler was silently replaced by cc."""
+    folder = tmp_path / "lib"
+    shutil.copytree(c_export[2], folder)
+    (folder / "bintut.c").unlink()
+    assert cexport.main(["host", str(folder)]) == 2
+    assert f"bintut: error: {folder} lacks bintut.c of an exported C library" in capsys.readouterr().err
+    for limit in ("-5", "0"):
+        with pytest.raises(SystemExit):
+            cexport.main(["host", str(folder), "--limit", limit])
+        assert "--limit must be at least 1" in capsys.readouterr().err
+    shutil.copyfile(cexport.c_sources() / "bintut.c", folder / "bintut.c")
+    monkeypatch.setenv("CC", "no-such-cc-1234 -O2")
+    assert cexport.main(["host", str(folder)]) == 2
+    assert "$CC names 'no-such-cc-1234', which is not installed" in capsys.readouterr().err
+    if shutil.which("cc"):
+        monkeypatch.setenv("CC", "cc -O0 -DX='a b'")
+        assert cexport.host_compiler() == [shutil.which("cc"), "-O0", "-DX=a b"]

@@ -1,4 +1,5 @@
-"""Issue 5 on the CPU: the device data path trains, compile computes the same loss, torchrun + DDP works."""
+"""Issue 5 on the CPU: the device data path trains, compile computes the same loss, torchrun + DDP works.
+Issue 19: the fast preset compiles one training and one evaluation graph, whatever the set sizes."""
 
 import json
 import subprocess
@@ -11,7 +12,9 @@ from torch import nn
 from bintut import binarize_, set_controls
 from bintut.checkpoint import load_checkpoint
 from bintut.config import preset
-from bintut.train import build_model, loss_fn, train
+from bintut.data import ImageSet
+from bintut.device_data import DeviceBatches
+from bintut.train import _check_resume, build_model, evaluate, loss_fn, steps_per_epoch, train
 
 from .conftest import tiny
 
@@ -55,6 +58,60 @@ def test_fast_preset_is_valid():
     cfg = preset("fast")
     assert cfg.batch_size == 512 and cfg.data_path == "device" and cfg.compile
     assert cfg.schedule("weight_p")(0.15) == 0.0 and cfg.schedule("weight_p")(0.9) == 1.0
+
+
+def test_fast_preset_compiles_one_training_and_one_evaluation_graph(data_dir, tmp_path, monkeypatch):
+    """Two epochs of the fast preset's path (device data, compiled, controls and LR changing every step)
+    with 40 training images in batches of 16 and 16 test images in batches of 12: one graph for the
+    training step (the last 8 images are dropped), one for evaluation (hard and soft, the last batch
+    padded). Backend aot_eager: dynamo's guards -- what decides a recompile -- are inductor's, and it
+    compiles in seconds on a CPU (inductor: minutes, docs/fast_training.md)."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("BINTUT_COMPILE_BACKEND", "aot_eager")
+    torch._dynamo.reset()
+    counters.clear()
+    out = tmp_path / "fast"
+    cfg = preset("fast", device="cpu", amp="off", data="synthetic", data_root=str(data_dir), synthetic_train=40,
+                 synthetic_test=16, batch_size=16, eval_batch_size=12, epochs=2, pretrained=False, progress=False,
+                 wandb="disabled", out=str(out))
+    try:
+        train(cfg)
+        frames, graphs = counters["frames"]["total"], counters["stats"]["unique_graphs"]
+    finally:
+        torch._dynamo.reset()
+    assert (frames, graphs) == (2, 2)  # before issue 19: 3 (a dynamic-shape recompile for the last batch of 8)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]  # 40 // 16 whole batches per epoch
+    assert all(r["test_images"] == 16 for r in rows)  # every test image counted once, the padding not
+
+
+def test_a_padded_last_evaluation_batch_gives_the_same_results():
+    torch.manual_seed(0)
+    model = build_model(preset("smoke", pretrained=False))
+    model(torch.randn(8, 3, 32, 32))  # one training-mode pass: running maxima of the activations set
+    rng = torch.Generator().manual_seed(1)
+    images = ImageSet(torch.randint(0, 256, (20, 32, 32, 3), dtype=torch.uint8, generator=rng).numpy(),
+                      torch.randint(0, 100, (20,), generator=rng).numpy(), [])
+    loader = DeviceBatches(images, torch.device("cpu"), None).loader(list(range(20)), 8)  # 8, 8, 4
+    plain, padded = (evaluate(model, loader, torch.device("cpu"), hard=True, pad=pad) for pad in (False, True))
+    assert plain["count"] == padded["count"] == 20 and plain["acc"] == padded["acc"]
+    assert abs(plain["loss"] - padded["loss"]) < 1e-5 * max(1.0, plain["loss"])
+
+
+def test_drop_last_counts_whole_batches_and_refuses_a_set_smaller_than_a_batch():
+    assert steps_per_epoch(40, 16, drop_last=True) == 2 and steps_per_epoch(40, 16, drop_last=False) == 3
+    with pytest.raises(ValueError, match="no whole batch"):
+        steps_per_epoch(10, 16, drop_last=True)
+    assert preset("fast").drop_last and not preset("seed").drop_last  # the reference keeps the last batch
+
+
+def test_a_run_saved_before_drop_last_existed_still_resumes():
+    cfg = preset("smoke")
+    saved = {k: v for k, v in cfg.to_dict().items() if k != "drop_last"}
+    _check_resume(cfg, saved)  # no "configuration differs": the missing field had its default
+    with pytest.raises(ValueError, match="drop_last"):
+        _check_resume(cfg.replace(drop_last=True), saved)
 
 
 def torchrun(*args):

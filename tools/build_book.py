@@ -6,12 +6,17 @@ Executes every numbered notebook (``notebooks/NN_*.ipynb``) top to bottom in the
 default: offline, seconds), or takes already executed copies from ``--executed``; puts a stamp under
 each title (mode, date, machine, commit), writes them to ``OUT/src`` and builds the site into
 ``OUT/site`` with ``docs/book/mkdocs.yml``. Open ``OUT/site/index.html``.
+
+The site needs no network: MathJax comes from the PyPI package jupyter-server-mathjax (the 'book' extra)
+and is copied into ``OUT/site/assets/mathjax/`` (with ``docs/book/mathjax-book.js``, its settings);
+``docs/book/book.css`` fits code and tables to the page.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import os
 import platform
 import shutil
@@ -28,6 +33,8 @@ from refresh_notebooks import ROOT, execute, notebooks  # noqa: E402
 
 CONFIG = ROOT / "docs" / "book" / "mkdocs.yml"
 INDEX = ROOT / "docs" / "book" / "index.md"
+CSS = ROOT / "docs" / "book" / "book.css"
+MATHJAX_CONFIG = ROOT / "docs" / "book" / "mathjax-book.js"  # the book's MathJax settings (its fonts)
 STAMP = "Numbers on this page"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 MODE_NOTES = {
@@ -36,6 +43,23 @@ MODE_NOTES = {
     "workshop": "Workshop mode trains on a CIFAR-100 subset on a CPU for a few epochs: far from the full recipe.",
     "full": "Full mode runs the reference recipe on CIFAR-100.",
 }
+
+
+MATHJAX = "assets/mathjax"  # where the site holds MathJax (docs/book/mkdocs.yml's custom_mathjax_url points there)
+
+
+def mathjax_files() -> Path:
+    """The MathJax 2.7 folder that the PyPI package jupyter-server-mathjax ships (MathJax.js, config/, jax/, fonts/).
+
+    Found without importing the package (its __init__ imports jupyter_server). Raises SystemExit with a one-line
+    message when it is not installed.
+    """
+    spec = importlib.util.find_spec("jupyter_server_mathjax")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "static" if spec else None
+    if folder is None or not (folder / "MathJax.js").is_file():
+        raise SystemExit("build_book: error: the book's maths renderer is missing: pip install "
+                         "jupyter-server-mathjax (the 'book' extra: pip install -e '.[book]'; make installs it)")
+    return folder
 
 
 def machine() -> str:
@@ -77,6 +101,7 @@ def prepare(nb, mode: str, when: dt.datetime):
 def build(mode: str = "smoke", out: Path = ROOT / "build" / "book", executed: Path | None = None) -> Path:
     """Execute (or take) the notebooks, stamp them and build the site; returns the site folder."""
     src, site = out / "src", out / "site"
+    mathjax = mathjax_files()  # before the minutes of executing: fail at once when it is missing
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
     pages = []
@@ -93,6 +118,7 @@ def build(mode: str = "smoke", out: Path = ROOT / "build" / "book", executed: Pa
         title = nb.cells[0].source.splitlines()[0].lstrip("# ").strip()
         pages.append({title: path.name})
     shutil.copy(INDEX, src / "index.md")
+    shutil.copy(CSS, src / CSS.name)
     config = yaml.safe_load(CONFIG.read_text())
     config |= {"docs_dir": str(src.resolve()), "site_dir": str(site.resolve()),
                "nav": [{"Introduction": "index.md"}, *pages]}
@@ -100,6 +126,9 @@ def build(mode: str = "smoke", out: Path = ROOT / "build" / "book", executed: Pa
     generated.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
     subprocess.run([sys.executable, "-m", "mkdocs", "build", "--quiet", "--clean", "-f", str(generated)],
                    check=True, cwd=out, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    shutil.copytree(mathjax, site / MATHJAX, dirs_exist_ok=True)
+    (site / MATHJAX / "config" / "local").mkdir(exist_ok=True)
+    shutil.copy(MATHJAX_CONFIG, site / MATHJAX / "config" / "local" / "book.js")
     return site
 
 

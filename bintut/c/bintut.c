@@ -13,6 +13,11 @@
  * with per-channel constants computed once by bintut's export (bintut/fixedpoint.py). The numpy
  * engine (bintut.engine.IntegerResNet(..., integer_only=True)) computes the same integers; the
  * golden test (golden_main.c) checks that bit for bit.
+ *
+ * This file is the readable reference kernel. With BINTUT_FAST 1 (bintut.h sets the default; the
+ * compiler's -DBINTUT_FAST=0 or =1 overrides it), bintut_infer runs the fast kernels of bintut_fast.c
+ * instead, which compute the same integers in a different order (checked against this file, layer by
+ * layer, by layer_check.c).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -37,10 +42,14 @@ typedef struct {
 
 #include "bintut_model.h"
 
-static int8_t buffer_a[BINTUT_BUFFER_A_BYTES]; /* block inputs and outputs (updated in place) */
-static int8_t buffer_b[BINTUT_BUFFER_B_BYTES]; /* conv1 outputs inside a block */
+#ifdef __GNUC__
+#define BINTUT_ALIGN8 __attribute__((aligned(8))) /* the fast kernel's word loads (LDRD on Arm) */
+#else
+#define BINTUT_ALIGN8
+#endif
+static int8_t buffer_a[BINTUT_BUFFER_A_BYTES] BINTUT_ALIGN8; /* block inputs and outputs (updated in place) */
+static int8_t buffer_b[BINTUT_BUFFER_B_BYTES] BINTUT_ALIGN8; /* conv1 outputs inside a block */
 static int32_t acc_main[BINTUT_MAX_CHANNELS];
-static int32_t acc_shortcut[BINTUT_MAX_CHANNELS];
 static int8_t row[BINTUT_MAX_CHANNELS];
 static int64_t pool[BINTUT_MAX_CHANNELS];
 
@@ -130,6 +139,9 @@ static int conv_requantize(const bintut_layer *layer, const int8_t *in, int size
     return o;
 }
 
+#if !BINTUT_FAST || defined(BINTUT_LAYER_CHECK)
+static int32_t acc_shortcut[BINTUT_MAX_CHANNELS];
+
 /* conv2 + shortcut, both mapped to the shared scale (2^-BINTUT_FRACTION_BITS of the output step) and
  * added; the sum is rounded to int8 codes written over the block input (position by position, after
  * the shortcut has read it), or, for the last block, summed into the global average pool. */
@@ -162,12 +174,12 @@ static int residual(const bintut_block *block, int8_t *x, int size, const int8_t
     return o;
 }
 
-int bintut_infer(const int8_t *image, int32_t *logits)
+/* the reference kernel: the whole network, one output position at a time */
+static int reference_infer(const int8_t *image, int32_t *logits)
 {
     const int64_t half = (int64_t)1 << (BINTUT_FRACTION_BITS - 1);
     const bintut_layer *fc = &bintut_layers[BINTUT_NUM_LAYERS - 1];
     int size, b, c;
-    if (!image || !logits) return -1;
     for (c = 0; c < BINTUT_MAX_CHANNELS; c++) pool[c] = 0;
     size = conv_requantize(&bintut_layers[0], image, BINTUT_IMAGE_SIZE, buffer_a);
     for (b = 0; b < BINTUT_NUM_BLOCKS; b++) {
@@ -180,4 +192,19 @@ int bintut_infer(const int8_t *image, int32_t *logits)
     for (c = 0; c < BINTUT_NUM_CLASSES; c++)
         logits[c] = (int32_t)fixed_point(acc_main[c], fc->m[c], fc->bias[c], fc->shift[c]);
     return 0;
+}
+#endif
+
+#if BINTUT_FAST
+#include "bintut_fast.c"
+#endif
+
+int bintut_infer(const int8_t *image, int32_t *logits)
+{
+    if (!image || !logits) return -1;
+#if BINTUT_FAST
+    return fast_infer(image, logits);
+#else
+    return reference_infer(image, logits);
+#endif
 }
