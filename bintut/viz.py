@@ -507,11 +507,11 @@ def plot_recorded_stage(rec, stage: str = "weights"):
     acc.sharex(ctl)
     b_epochs = [r["epoch"] for r in base]
     s_epochs = [offset + r["epoch"] for r in rows]
-    acc.plot(b_epochs, [100 * r["soft_acc"] for r in base], "s-", color="tab:green", label="baseline (full precision)")
+    acc.plot(b_epochs, [100 * r["soft_acc"] for r in base], "s-", color="tab:green", label="baseline (fp)")
     acc.plot([offset] + s_epochs, [100 * base[-1]["soft_acc"]] + [100 * r["soft_acc"] for r in rows], "s--",
-             color="tab:blue", label=f"{stage} stage, soft (controls of the moment)")
+             color="tab:blue", label="soft (controls of the moment)")
     acc.plot([offset] + s_epochs, [100 * base[-1]["hard_acc"]] + [100 * r["hard_acc"] for r in rows], "o-",
-             color="tab:red", label=f"{stage} stage, hard (every quantizer at 1)")
+             color="tab:red", label="hard (every quantizer at 1)")
     if "deployed_acc" in rows[0]:
         acc.plot(s_epochs, [100 * r["deployed_acc"] for r in rows], "x:", color="k", label="deployed (integers)")
     acc.axhline(100 * base[-1]["soft_acc"], color="tab:green", lw=0.8, ls=":")
@@ -519,7 +519,7 @@ def plot_recorded_stage(rec, stage: str = "weights"):
     acc.set_ylim(0, 100)
     acc.set_ylabel("test accuracy (%)")
     acc.grid(alpha=0.3)
-    acc.legend(fontsize="small", loc="upper left")
+    acc.legend(fontsize="x-small", loc="upper left")
     _recorded_title(acc, f"baseline, then the {stage} stage", rec)
     styles = {".p": ("o-", "p"), ".bin_ratio": ("x--", "bin_ratio")}
     for target in ("weights", "activations") if stage == "both" else (stage,):
