@@ -21,7 +21,7 @@ _LAZY = {
     "GradualQuantizer": "quant", "Int8Quantizer": "quant", "QuantConfig": "quant", "SignQuantizer": "quant",
     "binarize_": "quant", "get_controls": "quant", "hard_mode": "quant", "is_fully_binary": "quant",
     "quantizers": "quant", "set_controls": "quant",
-    "Schedule": "schedule", "plot_schedules": "schedule",
+    "Schedule": "schedule", "plot_schedules": "schedule", "check": "tryit",
 }
 
 __all__ = [*_LAZY, "show"]
@@ -29,7 +29,7 @@ __all__ = [*_LAZY, "show"]
 _SUBMODULES = {
     "anatomy", "checkpoint", "cli", "config", "data", "device_data", "distributed", "download", "engine", "export",
     "fixedpoint", "intkernels", "model", "opcount", "plots", "quant", "runfolder", "runs", "schedule", "show",
-    "stages", "torch_engine", "tracking", "train", "viz", "cexport",
+    "stages", "torch_engine", "tracking", "train", "viz", "cexport", "record", "tryit",
 }
 
 

@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the reference recipe (GPU) or the workshop preset (CPU) on real CIFAR-100, "
         "downloading it if needed, into results/<preset>; rerunning continues a stopped run.", allow_abbrev=False,
     )
+    from .record import add_parser as add_record_parser
+
+    add_record_parser(commands)
     for f in dataclasses.fields(TrainConfig):
         if f.name == "preset":
             continue
@@ -144,6 +147,10 @@ def _main(argv: list[str] | None = None) -> int:
                 parser.error(f"{flag} is empty: name a {'file' if key == 'out' else 'folder'}, or leave {flag} out")
         return run_export(args["run"], args["out"], args["c_dir"], args["golden"], args["force"],
                           args["c_kernel"])
+    if command == "record":
+        from .record import main as record_main
+
+        return record_main(args)
     hint = None
     if command == "reproduce":
         import torch

@@ -43,9 +43,12 @@ class TrainConfig:
 
     preset: str = _f("seed", "the preset these values started from")
     # data
-    data: str = _f("cifar100", "'cifar100' (the real data) or 'synthetic' (generated offline)")
-    data_root: str | None = _f(None, "folder holding cifar-100-python/ (default: $BINTUT_DATA or ./data)")
-    download: bool = _f(False, "let torchvision download CIFAR-100 if it is missing")
+    data: str = _f("cifar100", "'cifar100' (the real data), 'fashion-mnist' (real 28x28 gray photos, 10 classes, "
+                   "padded to 32x32 RGB; Debian: apt-get install dataset-fashion-mnist) or 'synthetic' "
+                   "(generated offline)")
+    data_root: str | None = _f(None, "folder holding cifar-100-python/ or FashionMNIST/raw/ (default: "
+                               "$BINTUT_DATA or ./data)")
+    download: bool = _f(False, "let bintut download the data set if it is missing")
     synthetic_train: int = _f(5000, "training images in the synthetic data set")
     synthetic_test: int = _f(1000, "test images in the synthetic data set")
     train_subset: int | None = _f(None, "train on a random subset of this many images")
@@ -110,7 +113,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Reject bad values with a message naming the field."""
         choices = {
-            "data": ("cifar100", "synthetic"),
+            "data": ("cifar100", "fashion-mnist", "synthetic"),
             "augment": ("reference", "basic", "none"),
             "scale": ("learned", "analytic"),
             "device": ("auto", "cuda", "cpu"),

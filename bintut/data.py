@@ -1,4 +1,4 @@
-"""CIFAR-100 through torchvision, a synthetic stand-in generated offline, and the augmentations.
+"""CIFAR-100 and Fashion-MNIST through torchvision, a synthetic stand-in generated offline, and the augmentations.
 
 The synthetic set is written in the real ``cifar-100-python`` pickle layout (any CIFAR-100
 reader reads it). Its 100 classes combine 10 colours with 10 spatial patterns, jittered per
@@ -7,10 +7,15 @@ content hash of each file, checked before anything is unpickled, and the files a
 unpickler that builds numpy arrays and plain containers only: a folder that merely claims to be
 synthetic cannot run code. The real data is verified by torchvision's published checksums.
 Whatever the folder, the arrays are checked for the CIFAR shape and label range.
+
+Fashion-MNIST (70,000 real 28x28 grayscale photos of clothing, 10 classes) is the real image set
+that can be had offline: Debian's package ``dataset-fashion-mnist`` installs its original files.
+See :func:`load_fashion_mnist` for where it is looked for and how it is made 32x32 RGB.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -41,6 +46,28 @@ CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)
 AUGMENTATIONS = ("reference", "basic", "none")
 
+FASHION_FOLDER = "FashionMNIST"  # torchvision reads ROOT/FashionMNIST/raw/
+FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")  # Debian's package dataset-fashion-mnist
+FASHION_PAD = 2  # 28x28 -> 32x32
+FASHION_BACKGROUND = 0  # the photos' background is black
+# Over the 60,000 padded training images (the same value in each of the three channels), computed with
+# data.channel_statistics on the files of Debian's package dataset-fashion-mnist (tests check it there).
+FASHION_MEAN = (0.2190,) * 3
+FASHION_STD = (0.3318,) * 3
+
+# The data sets a config may name: display name, classes, normalisation.
+DATA_NAMES = {"cifar100": "CIFAR-100", "synthetic": "synthetic data", "fashion-mnist": "Fashion-MNIST"}
+DATA_CLASSES = {"cifar100": NUM_CLASSES, "synthetic": NUM_CLASSES, "fashion-mnist": 10}
+DATA_NORMALIZATION = {"cifar100": (CIFAR100_MEAN, CIFAR100_STD), "synthetic": (CIFAR100_MEAN, CIFAR100_STD),
+                      "fashion-mnist": (FASHION_MEAN, FASHION_STD)}
+
+
+def num_classes(data: str) -> int:
+    """How many classes the data set ``data`` (a config's ``data`` field) has: the model head's width."""
+    if data not in DATA_CLASSES:
+        raise ValueError(f"data must be one of {tuple(DATA_CLASSES)}, got {data!r}")
+    return DATA_CLASSES[data]
+
 
 class DataNotFoundError(FileNotFoundError):
     """CIFAR-100 is not where we looked and could not be downloaded."""
@@ -57,11 +84,14 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
 @dataclass
 class ImageSet:
-    """Images as uint8 NHWC (the CIFAR layout) with integer labels."""
+    """Images as uint8 NHWC (the CIFAR layout) with integer labels, and the per-channel statistics that
+    normalise them (``mean``/``std`` in [0, 1] units, one per RGB channel)."""
 
     images: np.ndarray
     labels: np.ndarray
     classes: list[str]
+    mean: tuple[float, ...] = CIFAR100_MEAN
+    std: tuple[float, ...] = CIFAR100_STD
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -73,7 +103,7 @@ class ImageSet:
         if n < 1:
             raise ValueError(f"subset size must be positive, got {n}")
         idx = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
-        return ImageSet(self.images[idx], self.labels[idx], self.classes)
+        return ImageSet(self.images[idx], self.labels[idx], self.classes, self.mean, self.std)
 
 
 def _missing_message(root: Path, reason: str, downloading: bool = False) -> str:
@@ -121,8 +151,11 @@ def _fetch_cifar100(root: Path, progress: bool) -> None:
     extract_archive(str(archive), str(root))
 
 
-def checked_set(images: np.ndarray, labels: np.ndarray, classes: list[str], source: Path) -> ImageSet:
-    """An ImageSet from arrays that have the CIFAR layout, or a DataError saying what is wrong and where."""
+def checked_set(
+    images: np.ndarray, labels: np.ndarray, classes: list[str], source: Path, n_classes: int = NUM_CLASSES,
+) -> ImageSet:
+    """An ImageSet from arrays that have the CIFAR layout (uint8 (N, 32, 32, 3), labels in [0, n_classes)),
+    or a DataError saying what is wrong and where."""
     n = len(images)
     if n == 0:
         raise DataError(f"{source}: holds no images")
@@ -132,11 +165,126 @@ def checked_set(images: np.ndarray, labels: np.ndarray, classes: list[str], sour
     labels = np.asarray(labels)
     if labels.shape != (n,) or labels.dtype.kind not in "iu":
         raise DataError(f"{source}: expected {n} integer labels, got {labels.dtype} of shape {labels.shape}")
-    if not (0 <= labels.min() and labels.max() < NUM_CLASSES):
-        raise DataError(f"{source}: labels must lie in [0, {NUM_CLASSES - 1}], found {labels.min()}..{labels.max()}")
-    if len(classes) != NUM_CLASSES:
-        raise DataError(f"{source}: expected {NUM_CLASSES} class names, found {len(classes)}")
+    if not (0 <= labels.min() and labels.max() < n_classes):
+        raise DataError(f"{source}: labels must lie in [0, {n_classes - 1}], found {labels.min()}..{labels.max()}")
+    if len(classes) != n_classes:
+        raise DataError(f"{source}: expected {n_classes} class names, found {len(classes)}")
     return ImageSet(images, labels.astype(np.int64), list(classes))
+
+
+# ----------------------------------------------------------------------------- Fashion-MNIST
+
+
+def _fashion_places(root: Path) -> list[Path]:
+    return [root / FASHION_FOLDER / "raw", FASHION_DEBIAN]
+
+
+def _fashion_files() -> list[str]:
+    """The four published file names (gzip-compressed IDX), e.g. train-images-idx3-ubyte.gz."""
+    return [name for name, _ in datasets.FashionMNIST.resources]
+
+
+def _fashion_missing(root: Path, reason: str) -> str:
+    places = " or ".join(str(p) for p in _fashion_places(root))
+    return (f"Fashion-MNIST {reason}: looked in {places}; install it with `apt-get install "
+            f"dataset-fashion-mnist` (Debian/Ubuntu), pass --download, or point --data-root at a folder "
+            f"holding {FASHION_FOLDER}/raw/")
+
+
+def _fashion_ready(raw: Path) -> bool:
+    """Whether torchvision finds its four decompressed files in ``raw``."""
+    return all((raw / Path(name).stem).is_file() for name in _fashion_files())
+
+
+def fashion_mnist_found(root: str | os.PathLike | None = None) -> bool:
+    """Whether Fashion-MNIST is here: in the data root (torchvision's layout) or as Debian's package. Reads nothing."""
+    return _fashion_ready(data_root(root) / FASHION_FOLDER / "raw") or all(
+        (FASHION_DEBIAN / name).is_file() for name in _fashion_files())
+
+
+def cifar100_found(root: str | os.PathLike | None = None) -> bool:
+    """Whether the real CIFAR-100 (not a synthetic folder) is in the data root. Reads nothing."""
+    folder = data_root(root) / FOLDER
+    return (folder / "train").is_file() and not (folder / SYNTHETIC_MARKER).exists()
+
+
+def _decompress_into(source: Path, raw: Path) -> None:
+    """The four .gz files of ``source`` decompressed into ``raw`` (each under a private name, then renamed)."""
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in _fashion_files():
+        try:
+            with gzip.open(source / name) as packed, replacing(raw / Path(name).stem) as tmp:
+                tmp.write_bytes(packed.read())
+        except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+            raise DataError(f"{source / name}: not a readable gzip file ({err})") from err
+
+
+def _fetch_fashion(raw: Path, progress: bool) -> None:
+    """Download the four published files (timeouts and checksums: bintut.download)."""
+    base = datasets.FashionMNIST.mirrors[0]
+    for name, md5 in datasets.FashionMNIST.resources:
+        if not check_integrity(str(raw / name), md5):
+            download(base + name, raw / name, f"Fashion-MNIST {name}", None, md5, progress)
+
+
+def load_fashion_mnist(
+    root: str | os.PathLike | None = None, train: bool = True, download: bool = False, progress: bool = True
+) -> ImageSet:
+    """Fashion-MNIST through torchvision's ``FashionMNIST``, made 32x32 RGB for the CIFAR stem.
+
+    Looked for, in order: ``ROOT/FashionMNIST/raw/`` (torchvision's layout, decompressed files), the
+    folder of Debian's package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist/``, its
+    ``.gz`` files are decompressed into ``ROOT/FashionMNIST/raw/`` once), and with ``download`` the
+    published files (into the same folder; checksums from torchvision).
+
+    Each 28x28 grayscale image is padded by 2 pixels of background (black, 0) on every side and its
+    channel replicated three times: (N, 32, 32, 3) uint8. Padding rather than resizing keeps every pixel
+    as photographed (1:1, no interpolation blur) and the objects at their original scale; the three equal
+    channels fit the RGB stem unchanged. Normalised with Fashion-MNIST's own statistics
+    (``FASHION_MEAN``/``FASHION_STD``). Raises DataNotFoundError (one line, every place looked) or
+    DataError (files that are not Fashion-MNIST).
+    """
+    root = data_root(root)
+    raw = root / FASHION_FOLDER / "raw"
+    if not _fashion_ready(raw):
+        if all((FASHION_DEBIAN / name).is_file() for name in _fashion_files()):
+            print(f"bintut: Fashion-MNIST from Debian's package ({FASHION_DEBIAN}), decompressed into {raw}")
+            _decompress_into(FASHION_DEBIAN, raw)
+        elif download:
+            try:
+                _fetch_fashion(raw, progress)
+            except DownloadError as err:
+                raise DataNotFoundError(_fashion_missing(root, f"could not be downloaded ({err})")) from err
+            _decompress_into(raw, raw)
+        else:
+            raise DataNotFoundError(_fashion_missing(root, "was not found"))
+    try:
+        ds = datasets.FashionMNIST(root, train=train, download=False)
+    except (RuntimeError, ValueError, AssertionError) as err:  # torchvision: not found, or a malformed IDX file
+        raise DataError(f"{raw}: not Fashion-MNIST ({err}); delete it to have it rebuilt") from err
+    gray = np.asarray(ds.data, dtype=np.uint8)
+    if gray.ndim != 3 or gray.shape[1:] != (28, 28):
+        raise DataError(f"{raw}: the images must be 28x28 grayscale, got shape {gray.shape}")
+    pad = FASHION_PAD
+    padded = np.pad(gray, ((0, 0), (pad, pad), (pad, pad)), constant_values=FASHION_BACKGROUND)
+    images = np.repeat(padded[..., None], 3, axis=3)
+    found = checked_set(images, np.asarray(ds.targets), list(ds.classes), raw, DATA_CLASSES["fashion-mnist"])
+    found.mean, found.std = FASHION_MEAN, FASHION_STD
+    return found
+
+
+def channel_statistics(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 NHWC images, in [0, 1] units (normalisation constants)."""
+    x = images.astype(np.float64) / 255.0
+    return tuple(x.mean(axis=(0, 1, 2)).tolist()), tuple(x.std(axis=(0, 1, 2)).tolist())
+
+
+def load_images(data: str, root: str | os.PathLike | None, train: bool, download: bool = False,
+                progress: bool = True) -> ImageSet:
+    """The split of the named data set ('cifar100', 'fashion-mnist'; 'synthetic' via a generated root)."""
+    if data == "fashion-mnist":
+        return load_fashion_mnist(root, train, download, progress)
+    return load_cifar100(root, train, download, progress)
 
 
 # ----------------------------------------------------------------------------- synthetic data
@@ -311,12 +459,13 @@ def _load_synthetic(folder: Path, train: bool) -> ImageSet:
 # ----------------------------------------------------------------------------- augmentation
 
 
-def normalize() -> v2.Compose:
-    """uint8 CHW -> float, normalised with the CIFAR-100 statistics."""
-    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(CIFAR100_MEAN, CIFAR100_STD)])
+def normalize(mean: tuple[float, ...] = CIFAR100_MEAN, std: tuple[float, ...] = CIFAR100_STD) -> v2.Compose:
+    """uint8 CHW -> float, normalised with the given statistics (default: CIFAR-100's)."""
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
 
-def train_transform(augment: str = "reference") -> v2.Compose:
+def train_transform(augment: str = "reference", mean: tuple[float, ...] = CIFAR100_MEAN,
+                    std: tuple[float, ...] = CIFAR100_STD) -> v2.Compose:
     """Per-image training transform on uint8 CHW tensors.
 
     ``reference`` is the published recipe (GUIDE §1); ``basic`` is crop + flip; ``none`` only
@@ -335,7 +484,7 @@ def train_transform(augment: str = "reference") -> v2.Compose:
             v2.ColorJitter(0.3, 0.3, 0.3, 0.1),
             v2.RandomGrayscale(0.2),
         ]
-    steps.append(normalize())
+    steps.append(normalize(mean, std))
     if augment == "reference":
         steps.append(v2.RandomErasing(p=0.3, scale=(0.05, 0.2), value="random"))
     return v2.Compose(steps)
@@ -347,7 +496,7 @@ class ImageDataset(Dataset):
     def __init__(self, images: ImageSet, transform=None) -> None:
         self.images = torch.from_numpy(np.ascontiguousarray(images.images.transpose(0, 3, 1, 2)))
         self.labels = torch.from_numpy(images.labels)
-        self.transform = transform or normalize()
+        self.transform = transform or normalize(images.mean, images.std)
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -99,14 +99,15 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 class BatchAugment(nn.Module):
     """Per-sample random augmentation of a uint8 NCHW batch; returns normalised float32."""
 
-    def __init__(self, augment: str = "reference", padding: int = 4) -> None:
+    def __init__(self, augment: str = "reference", padding: int = 4, mean: tuple[float, ...] = CIFAR100_MEAN,
+                 std: tuple[float, ...] = CIFAR100_STD) -> None:
         super().__init__()
         if augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
         self.augment = augment
         self.padding = padding
-        self.register_buffer("mean", torch.tensor(CIFAR100_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(CIFAR100_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     # -- parameters ------------------------------------------------------------------------
     # torchvision's default interpolation per geometric stage: RandomPerspective's is bilinear, the others nearest.
@@ -217,7 +218,8 @@ class DeviceBatches:
                 )
         self.images = data.to(device)
         self.labels = torch.from_numpy(images.labels).to(device)
-        self.augment = BatchAugment(augment or "none").to(device)  # "none" only normalises
+        # "none" only normalises
+        self.augment = BatchAugment(augment or "none", mean=images.mean, std=images.std).to(device)
 
     def __len__(self) -> int:
         return len(self.labels)

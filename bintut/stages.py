@@ -1,9 +1,11 @@
 """The tutorial's stages as configurations, in three modes chosen by one switch.
 
 Modes: ``smoke`` (synthetic data generated offline, seconds: what CI runs), ``workshop`` (a
-CIFAR-100 subset on a laptop CPU, minutes) and ``full`` (the reference recipe on a GPU). The mode
-comes from the notebook's ``parameters`` cell, else ``$BINTUT_MODE``, else ``full`` on a GPU and
-``workshop`` without one.
+CIFAR-100 subset on a laptop CPU, minutes; without CIFAR-100, a Fashion-MNIST subset) and ``full``
+(the reference recipe on a GPU). The mode comes from the notebook's ``parameters`` cell, else
+``$BINTUT_MODE``, else ``full`` on a GPU and ``workshop`` without one -- and ``smoke`` when no real
+data is here at all, so that a notebook's default never fails offline (:func:`mode_line` says what
+was taken).
 
 Stages: ``baseline`` (full precision), ``weights`` (binary weights only), ``activations`` (int8
 inputs only), ``both`` (weights and activations together, as the reference does) -- each later
@@ -42,16 +44,59 @@ MODE_SETTINGS: dict[str, dict[str, Any]] = {
     "workshop": dict(preset="workshop", epochs=4),
     "full": dict(preset="seed"),
 }
+# Workshop mode without CIFAR-100: Fashion-MNIST (real photos; offline from Debian's package), from random
+# initial weights (ImageNet weights need a download), crop+flip but no mixing (too few steps to profit from it),
+# and the peak learning rate of the recorded experiment (docs/recorded). Sized for about ten minutes per stage
+# on a laptop CPU: 2,000 training images x 4 epochs.
+FASHION_WORKSHOP: dict[str, Any] = dict(
+    data="fashion-mnist", pretrained=False, train_subset=2000, test_subset=500, mix_prob=0.0,
+    lr=[[0.1, "linear", 1e-4, 2e-3], [1.0, "cosine", 2e-3, 1e-4]],
+)
 # The reference spends 60 of its 300 epochs on the baseline; the stage-wise version keeps that split.
 FULL_EPOCHS = {"baseline": 60, "weights": 240, "activations": 240, "both": 240, "reference": 300}
 
 
-def resolve_mode(mode: str | None = None) -> str:
-    """The parameter, else $BINTUT_MODE, else 'full' on a GPU and 'workshop' without one."""
-    mode = mode or os.environ.get(MODE_ENV) or ("full" if torch.cuda.is_available() else "workshop")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r} (from the parameters cell or ${MODE_ENV})")
-    return mode
+def resolve_mode(mode: str | None = None, fallback: bool = True) -> str:
+    """The parameter, else $BINTUT_MODE, else 'full' on a GPU and 'workshop' without one.
+
+    With ``fallback``, the default (neither parameter nor $BINTUT_MODE) is 'smoke' where no real data is
+    found (no CIFAR-100, no Fashion-MNIST): offline, a notebook's default runs rather than fails.
+    """
+    chosen = mode or os.environ.get(MODE_ENV)
+    if chosen is None:
+        chosen = "full" if torch.cuda.is_available() else "workshop"
+        if fallback and workshop_data() is None:
+            chosen = "smoke"
+    if chosen not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {chosen!r} (from the parameters cell or ${MODE_ENV})")
+    return chosen
+
+
+def workshop_data(root: str | os.PathLike | None = None) -> str | None:
+    """The real data found here: 'cifar100' (in the data root), else 'fashion-mnist' (data root or Debian's
+    package), else None. Looks at files only; reads nothing."""
+    from .data import cifar100_found, fashion_mnist_found
+
+    if cifar100_found(root):
+        return "cifar100"
+    return "fashion-mnist" if fashion_mnist_found(root) else None
+
+
+def mode_line(mode: str) -> str:
+    """One line for a notebook's first cell: the mode, and the data and recipe it takes here."""
+    if mode == "smoke":
+        why = ""
+        if os.environ.get(MODE_ENV) is None and workshop_data() is None and not torch.cuda.is_available():
+            why = " (no CIFAR-100 or Fashion-MNIST found here, so not workshop mode)"
+        return (f"running in smoke mode{why}: synthetic data generated offline, random initial weights, seconds "
+                "per stage; accuracies stay near chance")
+    cfg = stage_config("baseline", mode)
+    if cfg.data == "fashion-mnist":
+        return (f"running in {mode} mode on Fashion-MNIST (no CIFAR-100 in {cfg.data_root or 'the data root'}): "
+                f"{cfg.train_subset:,} training and {cfg.test_subset:,} test images, random initial weights, "
+                f"{cfg.epochs} epochs per stage (sized for about ten minutes per stage on a laptop CPU, an estimate)")
+    subset = f"{cfg.train_subset:,} training images, " if cfg.train_subset else ""
+    return f"running in {mode} mode on CIFAR-100: {subset}{cfg.epochs} epochs per stage"
 
 
 def stage_config(stage: str, mode: str | None = None, **overrides: Any) -> TrainConfig:
@@ -63,6 +108,8 @@ def stage_config(stage: str, mode: str | None = None, **overrides: Any) -> Train
     name = settings.pop("preset")
     if mode == "full":
         settings["epochs"] = FULL_EPOCHS[stage]
+    if mode == "workshop" and "data" not in overrides and workshop_data(overrides.get("data_root")) == "fashion-mnist":
+        settings |= FASHION_WORKSHOP
     if stage == "reference":
         if mode == "smoke":
             ref = [[0.2, "stay", 0.0, 0.0], [0.7, "cosine", 0.0, 1.0], [1.0, "stay", 1.0, 1.0]]
@@ -76,7 +123,8 @@ def stage_config(stage: str, mode: str | None = None, **overrides: Any) -> Train
     acts = ramp if stage in ("activations", "both") else OFF
     settings |= dict(weight_p=weights, weight_ratio=weights, act_p=acts, act_ratio=acts)
     if stage != "baseline":  # later stages start from the baseline's run folder
-        settings["init_from"] = str(runs_dir() / run_name(stage_config("baseline", mode), "baseline"))
+        base = {k: v for k, v in overrides.items() if k == "data"}
+        settings["init_from"] = str(runs_dir() / run_name(stage_config("baseline", mode, **base), "baseline"))
     return preset(name, **{**settings, **overrides})
 
 
@@ -91,8 +139,9 @@ STAGE_TITLES = {
 # The published reference (github.com/SebastianFia/binary_resnet18): CIFAR-100, one 300-epoch run.
 PUBLISHED = {"fp": (76.7, 60, "full precision, end of the first 60 epochs"),
              "binary": (74.3, 300, "fully binary (±1·scale weights, int8 activations), epoch 300")}
-NOTEBOOK_HINT = ('In a notebook: set mode = "smoke" in the parameters cell (synthetic data generated offline, '
-                 "random initial weights) to run everything without downloads.")
+NOTEBOOK_HINT = ('Set mode = "smoke" in the parameters cell (synthetic data generated offline, random initial '
+                 "weights) to run this notebook without downloads; or install Fashion-MNIST (apt-get install "
+                 "dataset-fashion-mnist) for workshop mode on real images.")
 
 
 def run_stage(stage: str, mode: str | None = None, *, verbose: bool = True, **overrides: Any) -> Run:
@@ -117,13 +166,16 @@ def run_stage(stage: str, mode: str | None = None, *, verbose: bool = True, **ov
     try:
         return load_or_train(cfg, label=stage)
     except (DataNotFoundError, WeightsUnavailableError) as err:
-        raise type(err)(f"{err}\n{NOTEBOOK_HINT}") from err
+        raise type(err)(f"{NOTEBOOK_HINT}\nWhat was missing: {err}") from None  # one traceback, the hint first
 
 
 def _data_words(cfg: TrainConfig) -> str:
+    from .data import DATA_NAMES
+
     if cfg.data == "synthetic":
         return f"synthetic data generated offline ({cfg.synthetic_train} training images)"
-    return f"CIFAR-100 ({cfg.train_subset} training images)" if cfg.train_subset else "CIFAR-100"
+    name = DATA_NAMES[cfg.data]
+    return f"{name} ({cfg.train_subset} training images)" if cfg.train_subset else name
 
 
 def test_images(run: Run, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -154,7 +206,7 @@ def comparable(stage: str, run: Run) -> str:
     if stage != "reference":
         return "no: a tutorial stage (its own LR schedule and restart)"
     if cfg.data != "cifar100":
-        return "no: synthetic data"
+        return "no: synthetic data" if cfg.data == "synthetic" else f"no: {_data_words(cfg)}, not CIFAR-100"
     if cfg.train_subset or cfg.epochs != PUBLISHED["binary"][1]:
         return f"no: {cfg.preset} preset ({cfg.train_subset or 'all'} images, {cfg.epochs} epochs)"
     return "yes: the reference recipe (README lists the remaining differences)"
@@ -176,7 +228,7 @@ def results_table(runs: dict[str, Run]) -> list[dict[str, Any]]:
     for stage, run in runs.items():
         last = run.final
         rows.append({
-            "stage": stage, "trains": STAGE_TITLES.get(stage, stage), "data": run.config.data,
+            "stage": stage, "trains": STAGE_TITLES.get(stage, stage), "data": _data_words(run.config).split(" (")[0],
             "epochs": last["epoch"],
             "hard %": round(100 * last["hard_acc"], 1), "soft %": round(100 * last["soft_acc"], 1),
             "deployed %": _points(last.get("deployed_acc")),

@@ -1,6 +1,22 @@
 import pytest
 
-from bintut.stages import MODES, STAGES, resolve_mode, stage_config
+from bintut import data
+from bintut.stages import MODES, STAGES, mode_line, resolve_mode, stage_config
+
+
+@pytest.fixture(autouse=True)
+def no_real_data(tmp_path, monkeypatch):
+    """Every test starts on a machine without CIFAR-100 or Fashion-MNIST, whatever this one has installed."""
+    monkeypatch.setenv("BINTUT_DATA", str(tmp_path / "no-data"))
+    monkeypatch.setattr(data, "FASHION_DEBIAN", tmp_path / "no-debian-package")
+
+
+def fake_debian_package(folder, monkeypatch):
+    """The Debian package's four file names (the mode choice looks at names only, reads nothing)."""
+    folder.mkdir(parents=True)
+    for name, _ in data.datasets.FashionMNIST.resources:
+        (folder / name).write_bytes(b"")
+    monkeypatch.setattr(data, "FASHION_DEBIAN", folder)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -71,5 +87,31 @@ def test_a_missing_data_set_tells_notebook_readers_about_smoke_mode(tmp_path, mo
 
     monkeypatch.setenv("BINTUT_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("BINTUT_DATA", str(tmp_path / "nothing"))
-    with pytest.raises(DataNotFoundError, match='set mode = "smoke" in the parameters cell'):
+    with pytest.raises(DataNotFoundError, match='^Set mode = "smoke" in the parameters cell') as info:
         run_stage("baseline", "workshop")
+    assert info.value.__cause__ is None and info.value.__suppress_context__  # one traceback, not two
+
+
+def test_workshop_without_cifar100_takes_fashion_mnist(tmp_path, monkeypatch):
+    monkeypatch.setenv("BINTUT_RUNS", str(tmp_path / "runs"))
+    fake_debian_package(tmp_path / "debian", monkeypatch)
+    cfg = stage_config("both", "workshop")
+    assert cfg.data == "fashion-mnist" and cfg.train_subset == 2000 and not cfg.pretrained
+    assert stage_config("both", "workshop", data="cifar100").data == "cifar100"  # asked for: kept
+    line = mode_line("workshop")
+    assert line.startswith("running in workshop mode on Fashion-MNIST") and "\n" not in line
+
+
+def test_the_default_mode_never_fails_offline(monkeypatch):
+    monkeypatch.delenv("BINTUT_MODE", raising=False)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert resolve_mode(None) == "smoke"  # no real data here: smoke, and one line says why
+    assert "no CIFAR-100 or Fashion-MNIST found here" in mode_line("smoke")
+    assert resolve_mode(None, fallback=False) == "workshop"
+
+
+def test_the_default_mode_takes_fashion_mnist_when_present(tmp_path, monkeypatch):
+    monkeypatch.delenv("BINTUT_MODE", raising=False)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    fake_debian_package(tmp_path / "debian", monkeypatch)
+    assert resolve_mode(None) == "workshop"
