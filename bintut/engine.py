@@ -40,9 +40,11 @@ KERNELS = ("blas", "addsub", "oracle")
 def quantize(x: np.ndarray, step: np.float32, dtype: type = np.int8) -> np.ndarray:
     """Float activations -> int8 codes: clip(round_half_even(x / step), -127, 127), as the torch layer.
 
-    ``dtype=np.float32`` keeps the same codes in float32 for the BLAS path (no int8 round trip).
+    ``dtype=np.float32`` keeps the same codes in float32 for the BLAS path (no int8 round trip). A subnormal
+    step (a layer whose range is ~0) overflows x / step to +-inf, which the clip turns into +-127, as torch does.
     """
-    return np.clip(np.rint(x / step), -INT8_MAX, INT8_MAX).astype(dtype, copy=False)
+    with np.errstate(over="ignore"):
+        return np.clip(np.rint(x / step), -INT8_MAX, INT8_MAX).astype(dtype, copy=False)
 
 
 def as_array(values: object) -> np.ndarray:
