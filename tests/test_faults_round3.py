@@ -78,10 +78,13 @@ spec = importlib.util.spec_from_file_location("runfolder", sys.argv[1])
 runfolder = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(runfolder)
 runfolder.RunLock(sys.argv[2]).acquire()
+ready, tell = os.pipe()
 child = os.fork()  # what a DataLoader worker is
-if child == 0:
+if child == 0:  # fork() returns here after the at-fork hooks ran: say so, so the test never races them
+    os.write(tell, b"x")
     time.sleep(30)
     os._exit(0)
+os.read(ready, 1)
 print(child, flush=True)
 time.sleep(60)
 """

@@ -87,6 +87,19 @@ def _pixels(b64: str):
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))).convert("RGB"), dtype=np.int16)
 
 
+def _joined_streams(outputs: list) -> list:
+    """Outputs with consecutive stream chunks of one name joined: the kernel may flush a cell's printed text
+    in one message or in several, depending on timing."""
+    joined: list = []
+    for output in outputs:
+        if output.output_type == "stream" and joined and joined[-1].output_type == "stream" \
+                and joined[-1].name == output.name:
+            joined[-1] = nbformat.v4.new_output("stream", name=output.name, text=joined[-1].text + output.text)
+        else:
+            joined.append(output)
+    return joined
+
+
 def output_differences(committed, executed, tolerance: float = 0.002) -> list[str]:
     """Differences between a kept cell's committed and freshly executed outputs (empty: the same).
 
@@ -94,7 +107,7 @@ def output_differences(committed, executed, tolerance: float = 0.002) -> list[st
     ``tolerance`` of its pixels (anti-aliasing may move by a sub-pixel across CPUs).
     """
     problems = []
-    a, b = committed.outputs, executed.outputs
+    a, b = _joined_streams(committed.outputs), _joined_streams(executed.outputs)
     if [o.output_type for o in a] != [o.output_type for o in b]:
         return [f"output types {[o.output_type for o in a]} != {[o.output_type for o in b]}"]
     for i, (x, y) in enumerate(zip(a, b, strict=True)):
