@@ -62,6 +62,15 @@ DATA_NORMALIZATION = {"cifar100": (CIFAR100_MEAN, CIFAR100_STD), "synthetic": (C
                       "fashion-mnist": (FASHION_MEAN, FASHION_STD)}
 
 
+def data_words(cfg) -> str:
+    """A run's data set in words (``cfg``: a TrainConfig), for figures, tables and progress lines: e.g.
+    'synthetic data made offline (640 training images)', 'Fashion-MNIST (2000 training images)'."""
+    if cfg.data == "synthetic":
+        return f"synthetic data made offline ({cfg.synthetic_train} training images)"
+    name = DATA_NAMES.get(cfg.data, cfg.data)
+    return f"{name} ({cfg.train_subset} training images)" if cfg.train_subset else name
+
+
 def num_classes(data: str) -> int:
     """How many classes the data set ``data`` (a config's ``data`` field) has: the model head's width."""
     if data not in DATA_CLASSES:

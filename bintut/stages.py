@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from .config import TrainConfig, preset
+from .data import data_words
 from .runs import Run, load_or_train, run_name, runs_dir
 from .schedule import REFERENCE_BINARIZATION
 from .tracking import read_metrics
@@ -162,20 +163,11 @@ def run_stage(stage: str, mode: str | None = None, *, verbose: bool = True, **ov
         if verbose:
             print(f"{stage}: loading the finished run {out} (delete the folder to train again)")
     else:
-        print(f"{stage}: training {cfg.epochs} epochs on {_data_words(cfg)} -> {out}", flush=True)
+        print(f"{stage}: training {cfg.epochs} epochs on {data_words(cfg)} -> {out}", flush=True)
     try:
         return load_or_train(cfg, label=stage)
     except (DataNotFoundError, WeightsUnavailableError) as err:
         raise type(err)(f"{NOTEBOOK_HINT}\nWhat was missing: {err}") from None  # one traceback, the hint first
-
-
-def _data_words(cfg: TrainConfig) -> str:
-    from .data import DATA_NAMES
-
-    if cfg.data == "synthetic":
-        return f"synthetic data generated offline ({cfg.synthetic_train} training images)"
-    name = DATA_NAMES[cfg.data]
-    return f"{name} ({cfg.train_subset} training images)" if cfg.train_subset else name
 
 
 def test_images(run: Run, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -197,7 +189,7 @@ def describe(run: Run, label: str) -> str:
     deployed = "" if last.get("deployed_acc") is None else f" / {100 * last['deployed_acc']:.1f} % deployed"
     return (f"{label}: {100 * last['hard_acc']:.1f} % hard / {100 * last['soft_acc']:.1f} % soft{deployed} "
             "test accuracy "
-            f"after {last['epoch']} epochs on {_data_words(cfg)} (preset {cfg.preset}, run {run.out.name})")
+            f"after {last['epoch']} epochs on {data_words(cfg)} (preset {cfg.preset}, run {run.out.name})")
 
 
 def comparable(stage: str, run: Run) -> str:
@@ -206,7 +198,7 @@ def comparable(stage: str, run: Run) -> str:
     if stage != "reference":
         return "no: a tutorial stage (its own LR schedule and restart)"
     if cfg.data != "cifar100":
-        return "no: synthetic data" if cfg.data == "synthetic" else f"no: {_data_words(cfg)}, not CIFAR-100"
+        return "no: synthetic data" if cfg.data == "synthetic" else f"no: {data_words(cfg)}, not CIFAR-100"
     if cfg.train_subset or cfg.epochs != PUBLISHED["binary"][1]:
         return f"no: {cfg.preset} preset ({cfg.train_subset or 'all'} images, {cfg.epochs} epochs)"
     return "yes: the reference recipe (README lists the remaining differences)"
@@ -228,7 +220,7 @@ def results_table(runs: dict[str, Run]) -> list[dict[str, Any]]:
     for stage, run in runs.items():
         last = run.final
         rows.append({
-            "stage": stage, "trains": STAGE_TITLES.get(stage, stage), "data": _data_words(run.config).split(" (")[0],
+            "stage": stage, "trains": STAGE_TITLES.get(stage, stage), "data": data_words(run.config).split(" (")[0],
             "epochs": last["epoch"],
             "hard %": round(100 * last["hard_acc"], 1), "soft %": round(100 * last["soft_acc"], 1),
             "deployed %": _points(last.get("deployed_acc")),

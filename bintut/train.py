@@ -39,6 +39,7 @@ from .data import (
     ImageDataset,
     ImageSet,
     data_root,
+    data_words,
     load_images,
     num_classes,
     train_transform,
@@ -669,14 +670,6 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
-def data_label(cfg: TrainConfig) -> str:
-    """The data set of a run in words, for figures: e.g. 'synthetic data made offline (640 training images)'."""
-    if cfg.data == "synthetic":
-        return f"synthetic data made offline ({cfg.synthetic_train} training images)"
-    name = {"cifar100": "CIFAR-100", "fashion-mnist": "Fashion-MNIST"}.get(cfg.data, cfg.data)
-    return f"{name} ({cfg.train_subset} training images)" if cfg.train_subset else name
-
-
 def _summary(s: Session) -> dict[str, Any]:
     summary: dict[str, Any] = {"epochs": s.epoch, "out": str(s.out)}
     if s.rank == 0:
@@ -684,7 +677,7 @@ def _summary(s: Session) -> dict[str, Any]:
         if rows:
             summary |= {k: rows[-1].get(k) for k in ("hard_acc", "soft_acc", "deployed_acc")}
             with replacing(s.out / FIGURE) as tmp:
-                plot_run(rows, tmp, data=data_label(s.cfg))
+                plot_run(rows, tmp, data=data_words(s.cfg))
     return summary
 
 
