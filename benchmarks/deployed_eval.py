@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bintut.data import ImageDataset
+from bintut.engine import clear_margin
 from bintut.export import export_resnet
 from bintut.quant import hard_mode
 from bintut.runs import load_run
@@ -48,17 +49,15 @@ def measure(folder: str, repeats: int, device: torch.device) -> dict:
     with torch.no_grad(), hard_mode(model):
         ref = model(images)
         net = TorchIntegerResNet(export_resnet(model), device)
-    logits = net(images)
-    largest = float((logits - ref).abs().max())
-    top2 = ref.topk(2, dim=1).values
-    clear = top2[:, 0] - top2[:, 1] > 2 * largest
+    logits, ref = net(images).cpu().numpy(), ref.cpu().numpy()
+    largest, clear = clear_margin(ref, logits)
     return {
         "run": run.out.name, "data": run.config.data, "test images": hard["count"],
         "hard %": round(100 * hard["acc"], 2), "deployed %": round(100 * deployed["acc"], 2),
-        "top-1 agreement %": round(100 * float((logits.argmax(1) == ref.argmax(1)).float().mean()), 2),
+        "top-1 agreement %": round(100 * float((logits.argmax(1) == ref.argmax(1)).mean()), 2),
         "largest logit difference": round(largest, 4),
         "clear-margin images (agree)": f"{int(clear.sum())} "
-        f"({'all agree' if torch.equal(logits.argmax(1)[clear], ref.argmax(1)[clear]) else 'DISAGREE'})",
+        f"({'all agree' if (logits.argmax(1)[clear] == ref.argmax(1)[clear]).all() else 'DISAGREE'})",
         "hard eval s": round(hard_s, 3), "deployed eval s": round(deployed_s, 3),
         "deployed / hard": round(deployed_s / hard_s, 2),
     }

@@ -260,6 +260,14 @@ def code_differences(export: ResNetExport, images: np.ndarray) -> list[dict]:
     return rows
 
 
+def clear_margin(reference: np.ndarray, logits: np.ndarray) -> tuple[float, np.ndarray]:
+    """The largest |logits - reference| over a batch (N, classes), and per image whether the reference's
+    top-2 gap exceeds twice it: no logit error that large can change those images' winners."""
+    largest = float(np.abs(logits - reference).max())
+    top2 = np.sort(reference, axis=1)[:, -2:]
+    return largest, top2[:, 1] - top2[:, 0] > 2 * largest
+
+
 def integer_only_agreement(model, export: ResNetExport, images) -> dict[str, float]:
     """Top-1 agreement of the integer-only engine with torch (hard mode) and the float-epilogue engine."""
     import torch
@@ -269,9 +277,7 @@ def integer_only_agreement(model, export: ResNetExport, images) -> dict[str, flo
     array = images.numpy()
     float_logits = IntegerResNet(export)(array)
     int_logits = IntegerResNet(export, integer_only=True)(array)
-    largest = float(np.abs(int_logits - ref).max())
-    top2 = np.sort(ref, axis=1)[:, -2:]
-    clear = top2[:, 1] - top2[:, 0] > 2 * largest  # no logit error this large can change these winners
+    largest, clear = clear_margin(ref, int_logits)
     return {
         "images": len(ref),
         "vs torch hard mode": float((int_logits.argmax(1) == ref.argmax(1)).mean()),
