@@ -58,9 +58,9 @@ mcu: $(STAMP)
 	    --no-install-recommends gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm; }
 	$(PY) -m bintut train --preset smoke --out $(MCU_RUN) --resume
 	$(PY) -m bintut export $(MCU_RUN) --c $(MCU_RUN)/c
-	$(PY) -m bintut.cexport host $(MCU_RUN)/c
-	$(PY) -m bintut.cexport mcu $(MCU_RUN)/c
-	$(PY) -m bintut.cexport mcu $(MCU_RUN)/c --kernel reference --limit 1
+	$(PY) -m bintut.integer.c_build host $(MCU_RUN)/c
+	$(PY) -m bintut.integer.c_build mcu $(MCU_RUN)/c
+	$(PY) -m bintut.integer.c_build mcu $(MCU_RUN)/c --kernel reference --limit 1
 
 ## JupyterLab on the notebooks (as root, e.g. in a container, Jupyter needs --allow-root).
 lab: $(STAMP)

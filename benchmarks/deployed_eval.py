@@ -3,8 +3,8 @@
     python benchmarks/deployed_eval.py RUN_FOLDER [RUN_FOLDER ...] [--repeats 3] [--device cpu]
 
 For each finished run: on its whole test set, the seconds of one hard evaluation (float32 fake-quant,
-``bintut.train.evaluate``) and of one deployed evaluation (export + ``TorchIntegerResNet``,
-``bintut.torch_engine.deployed_accuracy``), best of ``--repeats``; both accuracies; the top-1 agreement of
+``bintut.training.loop.evaluate``) and of one deployed evaluation (export + ``TorchIntegerResNet``,
+``bintut.integer.torch_engine.deployed_accuracy``), best of ``--repeats``; both accuracies; the top-1 agreement of
 the two networks; the largest logit difference; and how many images have a hard-mode top-2 gap larger than
 twice that (for those the two must agree). Prints a Markdown table for docs/benchmarks.md. On a shared
 machine use ``OMP_NUM_THREADS=1``.
@@ -19,14 +19,15 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from bintut.data import ImageDataset
-from bintut.engine import clear_margin
-from bintut.export import export_resnet
+from bintut.data.choice import load_data
+from bintut.data.transforms import ImageDataset
+from bintut.integer.engine import clear_margin
+from bintut.integer.fold import export_resnet
+from bintut.integer.torch_engine import TorchIntegerResNet, deployed_accuracy
 from bintut.quant import hard_mode
-from bintut.runs import load_run
-from bintut.stages import format_table
-from bintut.torch_engine import TorchIntegerResNet, deployed_accuracy
-from bintut.train import evaluate, load_data
+from bintut.teaching.stages import format_table
+from bintut.training.recipe import evaluate
+from bintut.training.runs import load_run
 
 
 def best_of(fn, repeats: int) -> tuple[float, dict]:

@@ -37,9 +37,10 @@ import numpy as np
 import torch
 
 from bintut import binarize_, resnet18_cifar, set_controls
-from bintut.engine import IntegerResNet, code_differences, integer_only_agreement
-from bintut.export import export_resnet
-from bintut.stages import format_table
+from bintut.integer.compare import integer_only_agreement
+from bintut.integer.engine import IntegerResNet, code_differences
+from bintut.integer.fold import export_resnet
+from bintut.teaching.stages import format_table
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time, robust to other load with OMP_NUM_THREADS=1
 
@@ -121,7 +122,8 @@ def speed(args: argparse.Namespace) -> None:
         ("numpy teaching kernel (literal add/sub), batch 1", 1 / t_teach),
     ]
     if args.c:
-        from bintut.cexport import run_host_golden, run_layer_check, write_c_library
+        from bintut.integer.c_build import run_host_golden, run_layer_check
+        from bintut.integer.c_library import write_c_library
 
         with tempfile.TemporaryDirectory() as folder:
             write_c_library(export, folder, array[: args.c_images + 1])
@@ -149,15 +151,16 @@ def speed(args: argparse.Namespace) -> None:
 
 
 def agreement(args: argparse.Namespace) -> None:
-    from bintut.cexport import run_test_images
+    from bintut.data.choice import golden_images
     from bintut.quant import hard_mode
-    from bintut.runs import load_run
+    from bintut.training.runs import load_run
 
     run = load_run(args.run)
     with hard_mode(run.model):
         export = export_resnet(run.model)
     if args.synthetic_images:
-        from bintut.data import ImageDataset, load_cifar100, write_synthetic_cifar100
+        from bintut.data.cifar100 import load_cifar100, write_synthetic_cifar100
+        from bintut.data.transforms import ImageDataset
 
         with tempfile.TemporaryDirectory() as root:
             test = load_cifar100(write_synthetic_cifar100(root, 16, args.synthetic_images, seed=5), train=False)
@@ -165,7 +168,7 @@ def agreement(args: argparse.Namespace) -> None:
             images = np.stack([dataset[i][0].numpy() for i in range(len(dataset))])
         origin = f"{len(images)} synthetic images generated offline (seed 5)"
     else:
-        images, origin = run_test_images(run, args.images)
+        images, origin = golden_images(run.config, args.images)
     with hard_mode(run.model):
         result = integer_only_agreement(run.model, export, torch.from_numpy(images))
     print(f"run {run.out} (preset {run.config.preset}, {run.config.data} data, final hard accuracy "

@@ -32,7 +32,9 @@ from torch.profiler import ProfilerActivity, profile
 
 from bintut.config import preset
 from bintut.quant import hard_mode
-from bintut.train import StopRequest, evaluate_epoch, finish_epoch, ieee_float32, open_session, train_epoch
+from bintut.training.guard import StopRequest
+from bintut.training.loop import evaluate_epoch, finish_epoch, open_session, train_epoch
+from bintut.training.recipe import ieee_float32
 
 
 def table(prof: profile, cuda: bool) -> str:

@@ -13,7 +13,7 @@ each in the binarizing phase (p = bin_ratio = 0.5) and, for (b), in full precisi
 well, to show what binarizing costs. Prints a Markdown table with images/s and seconds per epoch.
 
 Then whole epochs (``--epochs``, 0 skips them): the ``seed`` and the ``fast`` preset as ``python -m bintut
-train`` runs them -- the same functions, :func:`bintut.train.open_session`, ``train_epoch``,
+train`` runs them -- the same functions, :func:`bintut.training.loop.open_session`, ``train_epoch``,
 ``evaluate_epoch`` (hard, soft and any further evaluation it holds) and ``finish_epoch`` (checkpoint,
 metrics row) -- on the same synthetic images plus ``--test-images``, in the binarizing phase
 (p = bin_ratio = 0.5 throughout). Each epoch's wall time is split into training, evaluation and
@@ -40,21 +40,14 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from bintut.config import preset
-from bintut.data import ImageSet, train_transform
-from bintut.device_data import DeviceBatches
+from bintut.data.device import DeviceBatches
+from bintut.data.images import ImageSet
+from bintut.data.transforms import train_transform
 from bintut.quant import set_controls
-from bintut.train import (
-    StopRequest,
-    autocast_dtype,
-    build_model,
-    compile_model,
-    evaluate_epoch,
-    finish_epoch,
-    mixer,
-    open_session,
-    train_epoch,
-    train_step,
-)
+from bintut.training.devices import compile_model
+from bintut.training.guard import StopRequest
+from bintut.training.loop import evaluate_epoch, finish_epoch, open_session, train_epoch
+from bintut.training.recipe import autocast_dtype, build_model, mixer, train_step
 
 EPOCH = 50_000
 

@@ -6,9 +6,9 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from .schedule import REFERENCE_BINARIZATION, REFERENCE_LR, Schedule, constant
+from bintut.schedule import REFERENCE_BINARIZATION, REFERENCE_LR, Schedule, constant
 
 # Each schedule and the range its values must stay in, over the whole run.
 SCHEDULE_RANGES = {"lr": (0.0, math.inf), "weight_p": (0.0, 1.0), "weight_ratio": (0.0, 1.0),
@@ -31,6 +31,32 @@ def _phases(default: list, help: str) -> Any:
 
 def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
+
+def parse_scale_init(text: str) -> float | None:
+    """'mean_abs' -> None (per channel mean|w_c|); 'constant:VALUE' -> VALUE (> 0, finite)."""
+    if text == "mean_abs":
+        return None
+    kind, _, value = text.partition(":")
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if kind != "constant" or not math.isfinite(number) or number <= 0:
+        raise ValueError(f"scale_init must be 'mean_abs' or 'constant:VALUE' with VALUE > 0, got {text!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How :func:`bintut.quant.binarize_` converts a model: what to quantize, how the weight scale is
+    found, and the momentum of the activations' running max|x| (taught in notebooks/04_int8_activations.ipynb)."""
+
+    weights: bool = True
+    activations: bool = True
+    scale: Literal["learned", "analytic"] = "learned"
+    nested: bool = False
+    momentum: float = 0.1
+    scale_init: str = "mean_abs"  # or "constant:0.01", the reference's
 
 
 @dataclass
@@ -68,6 +94,8 @@ class TrainConfig:
     scale_init: str = _f("constant:0.01", "initial learned scale: 'constant:VALUE' (reference: 0.01) or 'mean_abs' "
                          "(mean|w_c| per channel)")
     nested: bool = _f(False, "nested sprinkling masks for weights (once binarized, stays binarized)")
+    activation_momentum: float = _f(0.1, "momentum of the exponential moving average of each activation "
+                                    "quantizer's max|x| (its int8 range), in (0, 1]")
     # optimisation
     epochs: int = _f(300, "training epochs")
     batch_size: int = _f(128, "training batch size")
@@ -133,12 +161,12 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1 (or None for all), got {value}")
+        if not 0.0 < self.activation_momentum <= 1.0:
+            raise ValueError(f"activation_momentum must be in (0, 1], got {self.activation_momentum}")
         for name in ("mix_prob", "label_smoothing"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         self._check_magnitudes()
-        from .quant import parse_scale_init  # here, so that the config module stays free of torch
-
         parse_scale_init(self.scale_init)
         if not (self.quant_weights or self.quant_activations):
             raise ValueError("quant_weights and quant_activations are both off: nothing to binarize")
@@ -158,6 +186,11 @@ class TrainConfig:
             if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
                 raise ValueError(f"{name} must be a finite number {'above' if positive else 'at least'} 0, "
                                  f"got {value}")
+
+    def quant_config(self) -> QuantConfig:
+        """The quantizer options of this run: the one place a TrainConfig becomes a QuantConfig."""
+        return QuantConfig(weights=self.quant_weights, activations=self.quant_activations, scale=self.scale,
+                           nested=self.nested, momentum=self.activation_momentum, scale_init=self.scale_init)
 
     def schedule(self, name: str) -> Schedule:
         return Schedule(getattr(self, name), name)

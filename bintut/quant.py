@@ -23,14 +23,14 @@ pre-hook on its input.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+
+from bintut.config import QuantConfig, parse_scale_init
 
 Target = Literal["all", "weights", "activations"]
 QUANTIZED_LAYERS = (nn.Conv2d, nn.Linear)
@@ -111,18 +111,6 @@ class GradualQuantizer(nn.Module):
         return f"p={self.p.item():.4g}, bin_ratio={self.bin_ratio.item():.4g}, nested={self.nested}"
 
 
-def parse_scale_init(text: str) -> float | None:
-    """'mean_abs' -> None (per channel mean|w_c|); 'constant:VALUE' -> VALUE (> 0, finite)."""
-    if text == "mean_abs":
-        return None
-    kind, _, value = text.partition(":")
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if kind != "constant" or not math.isfinite(number) or number <= 0:
-        raise ValueError(f"scale_init must be 'mean_abs' or 'constant:VALUE' with VALUE > 0, got {text!r}")
-    return number
 
 
 class SignQuantizer(GradualQuantizer):
@@ -232,16 +220,6 @@ class Int8Quantizer(GradualQuantizer):
         return torch.clamp(q, -self.levels, self.levels).to(torch.int8)
 
 
-@dataclass(frozen=True)
-class QuantConfig:
-    """How :func:`binarize_` converts a model."""
-
-    weights: bool = True
-    activations: bool = True
-    scale: Literal["learned", "analytic"] = "learned"
-    nested: bool = False
-    momentum: float = 0.1
-    scale_init: str = "mean_abs"  # or "constant:0.01", the reference's
 
 
 def _quantize_input(module: nn.Module, args: tuple) -> tuple:

@@ -10,7 +10,7 @@ u = 0 and u = 1: checking those bounds a schedule over the whole run (:meth:`Sch
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 SHAPES: dict[str, Callable[[float], float]] = {
@@ -22,19 +22,18 @@ SHAPES: dict[str, Callable[[float], float]] = {
 
 PhaseList = Sequence[Sequence] | float
 
-
 def constant(value: float) -> list[list]:
     """The phase list of a schedule that stays at ``value`` for the whole run."""
     return [[1.0, "stay", value, value]]
 
 # The reference recipe (GUIDE §1).
 REFERENCE_LR: list[list] = [[0.05, "linear", 1e-5, 1e-3], [1.0, "cosine", 1e-3, 1e-5]]
+
 REFERENCE_BINARIZATION: list[list] = [
     [0.2, "stay", 0.0, 0.0],
     [0.3, "cosine", 0.0, 0.5],
     [1.0, "cosine", 0.5, 1.0],
 ]
-
 
 @dataclass(frozen=True)
 class Phase:
@@ -42,7 +41,6 @@ class Phase:
     kind: str
     start: float
     stop: float
-
 
 class Schedule:
     """A validated phase list, callable as ``schedule(t)``."""
@@ -116,22 +114,3 @@ class Schedule:
 
     def __repr__(self) -> str:
         return f"Schedule({self.as_list()!r}, name={self.name!r})"
-
-
-def plot_schedules(schedules: Mapping[str, Schedule | PhaseList], epochs: int | None = None, ax=None):
-    """Plot schedules over training progress (or epochs); returns the matplotlib Figure."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.2), layout="constrained")
-    n = 501
-    ts = [i / (n - 1) for i in range(n)]
-    xs = [t * epochs for t in ts] if epochs else ts
-    for label, sched in schedules.items():
-        sched = sched if isinstance(sched, Schedule) else Schedule(sched, label)
-        ax.plot(xs, [sched(t) for t in ts], label=label)
-    ax.set_xlabel("epoch" if epochs else "training progress t")
-    ax.set_ylabel("value")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return ax.figure

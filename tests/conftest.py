@@ -18,7 +18,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory):
 def smoke_run(tmp_path_factory: pytest.TempPathFactory):
     """The smoke preset, trained once per test session and shared by xdist workers (file lock)."""
     from bintut.config import preset
-    from bintut.runs import load_or_train
+    from bintut.training.runs import load_or_train
 
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
@@ -79,14 +79,14 @@ def engine_and_torch_predictions(out):
     run's whole test set, and the labels."""
     import torch
 
-    from bintut.engine import IntegerResNet
-    from bintut.export import export_resnet
+    from bintut.data.choice import test_images
+    from bintut.integer.engine import IntegerResNet
+    from bintut.integer.fold import export_resnet
     from bintut.quant import hard_mode
-    from bintut.runs import load_run
-    from bintut.stages import test_images
+    from bintut.training.runs import load_run
 
     run = load_run(out)
-    images, labels, _ = test_images(run)
+    images, labels, _ = test_images(run.config)
     with torch.no_grad(), hard_mode(run.model):
         torch_pred = run.model(images).argmax(1).numpy()
         engine_pred = IntegerResNet(export_resnet(run.model))(images.numpy()).argmax(1)

@@ -6,10 +6,12 @@ import re
 
 import pytest
 
-from bintut import cexport
 from bintut.cli import main
-from bintut.engine import IntegerResNet
-from bintut.export import load_export
+from bintut.data.choice import golden_images
+from bintut.integer import c_build as cexport
+from bintut.integer import c_source
+from bintut.integer.engine import IntegerResNet
+from bintut.integer.format import load_export
 
 
 def _compiler_or_skip() -> None:
@@ -30,7 +32,7 @@ def c_library(smoke_run, tmp_path_factory):
 
 def test_c_sources_are_integer_only_and_static():
     for name in ("bintut.c", "bintut_fast.c"):
-        code = re.sub(r"/\*.*?\*/", "", (cexport.c_sources() / name).read_text(), flags=re.S)
+        code = re.sub(r"/\*.*?\*/", "", (c_source.c_sources() / name).read_text(), flags=re.S)
         for word in ("float", "double", "malloc", "calloc", "free", "printf"):
             assert not re.search(rf"\b{word}\b", code), (name, word)
     assert "plus + plus - total" in cexport.inner_loop()  # the reference's add/sub form
@@ -51,7 +53,7 @@ def test_export_writes_a_self_contained_library(c_library, smoke_run):
     readme = (lib / "README.md").read_text()
     assert "| sign bits | 1,401,664 |" in readme and "activation buffer A | 65,536" in readme
     # the golden logits are the numpy integer-only engine's, for the run's first test images
-    images, origin = cexport.run_test_images(smoke_run, 3)
+    images, origin = golden_images(smoke_run.config, 3)
     assert "synthetic" in origin
     engine = IntegerResNet(export, integer_only=True)
     logits = engine.integer_logits(engine.quantize_images(images))
@@ -136,11 +138,11 @@ def _golden_array(text: str, name: str) -> list[int]:
 
 def test_torch_integer_network_computes_the_c_librarys_logits(c_library):
     """torch = C, bit for bit: the logits the host-compiled C library reproduces for the golden images
-    are exactly what bintut.torch_engine computes for the same int8 codes."""
+    are exactly what bintut.integer.torch_engine computes for the same int8 codes."""
     import numpy as np
     import torch
 
-    from bintut.torch_engine import TorchIntegerResNet
+    from bintut.integer.torch_engine import TorchIntegerResNet
 
     _compiler_or_skip()
     lib = c_library / "lib"

@@ -70,7 +70,7 @@ def test_no_progress_hides_the_bars_but_keeps_the_epoch_line(data_dir, tmp_path,
 
 
 def test_rerunning_a_finished_run_says_so_and_trains_nothing(data_dir, tmp_path, capsys, monkeypatch):
-    from bintut import train as train_mod
+    from bintut.training import loop
 
     assert main(_tiny_cli(data_dir, tmp_path / "run")) == 0
     capsys.readouterr()
@@ -79,7 +79,7 @@ def test_rerunning_a_finished_run_says_so_and_trains_nothing(data_dir, tmp_path,
     def no_loading(cfg):
         raise AssertionError("a finished run loaded its data again")
 
-    monkeypatch.setattr(train_mod, "load_data", no_loading)
+    monkeypatch.setattr(loop, "load_data", no_loading)
     assert main(_tiny_cli(data_dir, tmp_path / "run")) == 0  # `make smoke` twice
     out = capsys.readouterr().out
     assert "has already finished its 1 epochs; nothing to train" in out and "resuming" not in out
@@ -88,7 +88,7 @@ def test_rerunning_a_finished_run_says_so_and_trains_nothing(data_dir, tmp_path,
 
 
 def test_results_figure_names_the_data_set(data_dir, tmp_path, monkeypatch):
-    from bintut import train as train_mod
+    from bintut.training import loop as train_mod
 
     titles = []
 
@@ -112,16 +112,17 @@ def test_reproduce_offline_points_to_commands_that_work(tmp_path, monkeypatch, c
 
     import torch
 
-    from bintut import train as train_mod
+    from bintut import commands
     from bintut.config import preset
-    from bintut.data import DataNotFoundError, _missing_message
+    from bintut.data.cifar100 import _missing_message
+    from bintut.data.images import DataNotFoundError
 
     def offline(cfg):
         raise DataNotFoundError(_missing_message(Path("data"), "could not be downloaded (no network)", True))
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(train_mod, "train", offline)
+    monkeypatch.setattr(commands, "train", offline)
     assert main(["reproduce"]) == 2
     err = capsys.readouterr().err
     assert "make smoke" in err and "--no-pretrained" in err and "resnet18.a1_in1k" in err

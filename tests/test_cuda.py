@@ -28,7 +28,7 @@ def test_fp16_run_on_the_gpu_reports_the_integer_models_accuracy(data_dir, tmp_p
     codes per layer can land one step apart (torch's conv + BatchNorm and the folded epilogue round
     differently), so near-tie predictions of a weakly trained model can flip (H100, 2026-11-27: 1.000
     loader, 0.978 device)."""
-    from bintut.train import train
+    from bintut.training.loop import train
 
     cfg = tiny(data_dir, tmp_path / data_path, device="cuda", amp="auto", data_path=data_path, epochs=6,
                synthetic_train=1024, synthetic_test=500, batch_size=64, eval_batch_size=250, augment="reference",
@@ -46,10 +46,10 @@ def test_fp16_run_on_the_gpu_reports_the_integer_models_accuracy(data_dir, tmp_p
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_cuda_integer_network_equals_the_cpu_one_bit_for_bit(seed):
-    from bintut.export import export_resnet
+    from bintut.integer.fold import export_resnet
+    from bintut.integer.torch_engine import TorchIntegerResNet
     from bintut.model import resnet18_cifar
     from bintut.quant import binarize_, set_controls
-    from bintut.torch_engine import TorchIntegerResNet
 
     torch.manual_seed(seed)
     model = binarize_(resnet18_cifar(pretrained=False))

@@ -4,14 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from bintut.data import (
-    DataNotFoundError,
-    ImageDataset,
-    load_cifar100,
-    synthetic_images,
-    train_transform,
-    write_synthetic_cifar100,
-)
+from bintut.data.cifar100 import load_cifar100, synthetic_images, write_synthetic_cifar100
+from bintut.data.images import DataNotFoundError
+from bintut.data.transforms import ImageDataset, train_transform
 
 
 def test_synthetic_set_uses_the_real_layout(tmp_path):
@@ -69,7 +64,7 @@ def test_real_data_is_still_checksummed(tmp_path):
 def test_offline_download_fails_clearly(tmp_path, monkeypatch):
     import urllib.error
 
-    from bintut import download
+    from bintut.files import download
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")

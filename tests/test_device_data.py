@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from bintut.data import CIFAR100_MEAN, CIFAR100_STD, ImageSet, synthetic_images, train_transform
-from bintut.device_data import BatchAugment, DeviceBatches, _hsv_to_rgb, _rgb_to_hsv
+from bintut.data.cifar100 import synthetic_images
+from bintut.data.device import BatchAugment, DeviceBatches, _hsv_to_rgb, _rgb_to_hsv
+from bintut.data.images import CIFAR100_MEAN, CIFAR100_STD, ImageSet
+from bintut.data.transforms import train_transform
 
 N = 2000
 MEAN = torch.tensor(CIFAR100_MEAN).view(1, 3, 1, 1)

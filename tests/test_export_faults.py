@@ -13,12 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from bintut import cexport
-from bintut.cexport import write_c_library
-from bintut.checkpoint import CHECKPOINT
 from bintut.cli import main
-from bintut.engine import IntegerResNet
-from bintut.export import ExportError, export_resnet, load_export
+from bintut.files.run_folder import CHECKPOINT
+from bintut.integer import c_build as cexport
+from bintut.integer import c_library, c_source
+from bintut.integer.c_library import write_c_library
+from bintut.integer.engine import IntegerResNet
+from bintut.integer.fold import export_resnet
+from bintut.integer.format import ExportError, load_export
 
 
 @pytest.fixture(scope="module")
@@ -202,8 +204,8 @@ def test_c_export_refuses_a_folder_holding_anything_else(c_export, smoke_run, tm
     earlier = tmp_path / "earlier"
     shutil.copytree(c_export[2], earlier)
     (earlier / "notes.txt").write_text("mine")  # an earlier export with a stranger in it
-    with pytest.raises(cexport.CFolderError, match="holds files that are not bintut's .*notes.txt"):
-        cexport.check_c_folder(earlier)
+    with pytest.raises(c_library.CFolderError, match="holds files that are not bintut's .*notes.txt"):
+        c_library.check_c_folder(earlier)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -223,13 +225,13 @@ def test_export_arguments_are_checked_up_front(smoke_run, tmp_path, monkeypatch,
 
 def test_golden_images_from_unreadable_synthetic_data_fall_back_to_seeded_ones(smoke_run, monkeypatch):
     """2d: a synthetic run whose data folder is read-only: regenerating its data was an OSError traceback."""
-    from bintut import stages
+    from bintut.data import choice
 
-    def read_only(run, n):
+    def read_only(cfg, n):
         raise PermissionError(13, "Permission denied", "data/synthetic-640-100-0")
 
-    monkeypatch.setattr(stages, "test_images", read_only)
-    images, origin = cexport.run_test_images(smoke_run, 3)
+    monkeypatch.setattr(choice, "test_images", read_only)
+    images, origin = choice.golden_images(smoke_run.config, 3)
     assert images.shape == (3, 3, 32, 32) and "seeded random images (the run's data cannot be read" in origin
 
 
@@ -245,7 +247,7 @@ def test_cexport_host_checks_its_arguments(c_export, tmp_path, monkeypatch, caps
         with pytest.raises(SystemExit):
             cexport.main(["host", str(folder), "--limit", limit])
         assert "--limit must be at least 1" in capsys.readouterr().err
-    shutil.copyfile(cexport.c_sources() / "bintut.c", folder / "bintut.c")
+    shutil.copyfile(c_source.c_sources() / "bintut.c", folder / "bintut.c")
     monkeypatch.setenv("CC", "no-such-cc-1234 -O2")
     assert cexport.main(["host", str(folder)]) == 2
     assert "$CC names 'no-such-cc-1234', which is not installed" in capsys.readouterr().err

@@ -10,18 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from bintut import data
-from bintut.data import (
-    FASHION_DEBIAN,
-    FASHION_MEAN,
-    FASHION_STD,
-    DataError,
-    DataNotFoundError,
-    ImageDataset,
-    channel_statistics,
-    load_fashion_mnist,
-    num_classes,
-)
+from bintut.data import fashion_mnist
+from bintut.data.choice import num_classes
+from bintut.data.fashion_mnist import FASHION_DEBIAN, FASHION_MEAN, FASHION_STD, load_fashion_mnist
+from bintut.data.images import DataError, DataNotFoundError, channel_statistics
+from bintut.data.transforms import ImageDataset
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DEBIAN_HERE = all((FASHION_DEBIAN / f"{name}.gz").is_file() for name in FILES)
@@ -55,7 +48,7 @@ def debian(tmp_path, monkeypatch):
     """A stand-in for the Debian package's folder, holding tiny files."""
     folder = tmp_path / "debian"
     arrays = write_idx_gz(folder)
-    monkeypatch.setattr(data, "FASHION_DEBIAN", folder)
+    monkeypatch.setattr(fashion_mnist, "FASHION_DEBIAN", folder)
     return arrays
 
 
@@ -81,13 +74,13 @@ def test_data_root_first_then_the_debian_folder(tmp_path, debian, monkeypatch, c
     assert "Debian" in capsys.readouterr().out  # says where it came from
     raw = root / "FashionMNIST" / "raw"
     assert sorted(p.name for p in raw.iterdir()) == sorted(FILES)
-    monkeypatch.setattr(data, "FASHION_DEBIAN", tmp_path / "gone")
+    monkeypatch.setattr(fashion_mnist, "FASHION_DEBIAN", tmp_path / "gone")
     assert len(load_fashion_mnist(root)) == 12  # from the data root now, the package no longer needed
     assert capsys.readouterr().out == ""
 
 
 def test_missing_everywhere_is_one_line_naming_every_place(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "FASHION_DEBIAN", tmp_path / "no-package")
+    monkeypatch.setattr(fashion_mnist, "FASHION_DEBIAN", tmp_path / "no-package")
     with pytest.raises(DataNotFoundError) as info:
         load_fashion_mnist(tmp_path / "root")
     message = str(info.value)
@@ -98,12 +91,12 @@ def test_missing_everywhere_is_one_line_naming_every_place(tmp_path, monkeypatch
 
 
 def test_offline_download_fails_with_the_same_places(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "FASHION_DEBIAN", tmp_path / "no-package")
+    monkeypatch.setattr(fashion_mnist, "FASHION_DEBIAN", tmp_path / "no-package")
 
     def offline(url, dest, *args, **kwargs):
-        raise data.DownloadError(f"no network for {url}")
+        raise fashion_mnist.DownloadError(f"no network for {url}")
 
-    monkeypatch.setattr(data, "download", offline)
+    monkeypatch.setattr(fashion_mnist, "download", offline)
     with pytest.raises(DataNotFoundError, match="could not be downloaded.*no network"):
         load_fashion_mnist(tmp_path / "root", download=True)
 
@@ -111,7 +104,7 @@ def test_offline_download_fails_with_the_same_places(tmp_path, monkeypatch):
 def test_labels_out_of_range_are_refused(tmp_path, monkeypatch):
     folder = tmp_path / "debian"
     write_idx_gz(folder, labels_max=11)
-    monkeypatch.setattr(data, "FASHION_DEBIAN", folder)
+    monkeypatch.setattr(fashion_mnist, "FASHION_DEBIAN", folder)
     with pytest.raises(DataError, match=r"labels must lie in \[0, 9\]"):
         load_fashion_mnist(tmp_path / "root")
 
@@ -120,14 +113,14 @@ def test_a_damaged_file_is_a_clear_error(tmp_path, monkeypatch):
     folder = tmp_path / "debian"
     write_idx_gz(folder)
     (folder / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip")
-    monkeypatch.setattr(data, "FASHION_DEBIAN", folder)
+    monkeypatch.setattr(fashion_mnist, "FASHION_DEBIAN", folder)
     with pytest.raises(DataError, match="not a readable gzip file"):
         load_fashion_mnist(tmp_path / "root")
 
 
 def test_the_model_head_follows_the_data_set():
     from bintut.config import preset
-    from bintut.train import build_model
+    from bintut.training.recipe import build_model
 
     model = build_model(preset("smoke", data="fashion-mnist"))
     assert model.fc.out_features == 10

@@ -10,11 +10,13 @@ import torch
 from torch import nn
 
 from bintut import binarize_, set_controls
-from bintut.checkpoint import load_checkpoint
 from bintut.config import preset
-from bintut.data import ImageSet
-from bintut.device_data import DeviceBatches
-from bintut.train import _check_resume, build_model, evaluate, loss_fn, steps_per_epoch, train
+from bintut.data.device import DeviceBatches
+from bintut.data.images import ImageSet
+from bintut.files.checkpoint import load_checkpoint
+from bintut.training.loop import train
+from bintut.training.recipe import build_model, evaluate, loss_fn, steps_per_epoch
+from bintut.training.resume import check_resume
 
 from .conftest import tiny
 
@@ -109,9 +111,9 @@ def test_drop_last_counts_whole_batches_and_refuses_a_set_smaller_than_a_batch()
 def test_a_run_saved_before_drop_last_existed_still_resumes():
     cfg = preset("smoke")
     saved = {k: v for k, v in cfg.to_dict().items() if k != "drop_last"}
-    _check_resume(cfg, saved)  # no "configuration differs": the missing field had its default
+    check_resume(cfg, saved)  # no "configuration differs": the missing field had its default
     with pytest.raises(ValueError, match="drop_last"):
-        _check_resume(cfg.replace(drop_last=True), saved)
+        check_resume(cfg.replace(drop_last=True), saved)
 
 
 def torchrun(*args):

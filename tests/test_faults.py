@@ -21,22 +21,26 @@ import numpy as np
 import pytest
 import torch
 
-from bintut import train as train_mod
-from bintut.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from bintut.cli import build_parser, main
 from bintut.config import TrainConfig, preset
-from bintut.data import DataError, DataNotFoundError, checked_set, load_cifar100, write_synthetic_cifar100
+from bintut.data.cifar100 import load_cifar100, write_synthetic_cifar100
+from bintut.data.images import DataError, DataNotFoundError, checked_set
+from bintut.files.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bintut.files.lock import RunLock
+from bintut.files.metrics import MetricsError, MetricsLog, read_metrics
+from bintut.files.run_folder import LOCK, RunFolderError
 from bintut.model import WeightsUnavailableError, resnet18_cifar
 from bintut.quant import Int8Quantizer, binarize_, hard_mode
-from bintut.runfolder import LOCK, RunFolderError, RunLock
 from bintut.schedule import SHAPES
-from bintut.tracking import MetricsError, MetricsLog, read_metrics
-from bintut.train import Diverged, train
+from bintut.training import guard, recipe
+from bintut.training import loop as train_mod
+from bintut.training.guard import Diverged
+from bintut.training.loop import train
 
 from .conftest import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNFOLDER = ROOT / "bintut" / "runfolder.py"
+RUNFOLDER = ROOT  # the checkout whose bintut the lock-holding scripts import (bintut.files: no torch)
 
 
 def small(data_dir, out, **overrides):
@@ -65,9 +69,9 @@ def leftovers(folder: Path) -> list[str]:
 
 def test_stop_after_nan_without_per_step_sync_keeps_the_good_checkpoint(data_dir, tmp_path, monkeypatch):
     """The GPU loop reads no loss per step; a stop signal after a NaN used to save the NaN model."""
-    monkeypatch.setattr(train_mod, "_syncs_every_step", lambda device: False)  # the GPU path, on the CPU
+    monkeypatch.setattr(train_mod, "syncs_every_step", lambda device: False)  # the GPU path, on the CPU
     calls = {"n": 0}
-    real_loss = train_mod.loss_fn
+    real_loss = recipe.loss_fn
 
     def nan_then_signal(*args, **kwargs):
         calls["n"] += 1
@@ -77,7 +81,7 @@ def test_stop_after_nan_without_per_step_sync_keeps_the_good_checkpoint(data_dir
             return loss * float("nan")
         return loss
 
-    monkeypatch.setattr(train_mod, "loss_fn", nan_then_signal)
+    monkeypatch.setattr(recipe, "loss_fn", nan_then_signal)
     with pytest.raises(Diverged, match="loss became nan by epoch 2, batch 1; the last good checkpoint"):
         train(small(data_dir, tmp_path / "run"))
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
@@ -132,11 +136,10 @@ def test_second_process_on_a_run_folder_stops_and_sigterm_exits_143(data_dir, tm
 
 
 HOLD_LOCK = """
-import importlib.util, sys, time
-spec = importlib.util.spec_from_file_location("runfolder", sys.argv[1])  # without torch: starts at once
-runfolder = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(runfolder)
-runfolder.RunLock(sys.argv[2]).acquire()
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from bintut.files.lock import RunLock  # no torch: starts at once
+RunLock(sys.argv[2]).acquire()
 print("locked", flush=True)
 time.sleep(60)
 """
@@ -168,10 +171,10 @@ def test_stale_lock_of_a_killed_run_is_reported_and_taken_over(tmp_path, capsys)
 FULL_DISK = """
 import resource, sys, torch
 from pathlib import Path
-from bintut.checkpoint import load_checkpoint, save_checkpoint
+from bintut.files.checkpoint import load_checkpoint, save_checkpoint
 from bintut.cli import main
-from bintut.runfolder import StorageFullError
-from bintut.tracking import MetricsLog
+from bintut.files.atomic import StorageFullError
+from bintut.files.metrics import MetricsLog
 
 folder, data = Path(sys.argv[1]), sys.argv[2]
 metrics = folder / "metrics.jsonl"
@@ -208,7 +211,7 @@ def test_full_disk_loses_nothing_and_says_so(data_dir, tmp_path):
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == ["config.json"]  # no partial checkpoint, no metric row
     cfg = TrainConfig(**json.loads((run / "config.json").read_text()))
-    assert train_mod._resume_state(cfg, run, 0) is None  # and the folder is fit to start over
+    assert train_mod.resume_state(cfg, run, 0) is None  # and the folder is fit to start over
 
 
 def test_torn_last_metrics_line_is_cut_off_with_a_warning(tmp_path):
@@ -295,9 +298,9 @@ def stalled_server(monkeypatch):
 
 
 def test_cifar_download_from_a_stalled_server_times_out_clearly(stalled_server, tmp_path, monkeypatch, capsys):
-    from bintut import data
+    from bintut.data import cifar100
 
-    monkeypatch.setattr(data, "CIFAR100_URL", f"{stalled_server}/cifar-100-python.tar.gz")
+    monkeypatch.setattr(cifar100, "CIFAR100_URL", f"{stalled_server}/cifar-100-python.tar.gz")
     started = time.monotonic()
     with pytest.raises(DataNotFoundError, match="could not be downloaded .*did not answer within 1 s") as info:
         load_cifar100(tmp_path, download=True, progress=False)
@@ -310,9 +313,9 @@ def test_cifar_download_from_a_stalled_server_times_out_clearly(stalled_server, 
 
 def test_reproduce_with_a_stalled_server_fails_clearly_and_writes_nothing(stalled_server, tmp_path, monkeypatch,
                                                                           capsys):
-    from bintut import data
+    from bintut.data import cifar100
 
-    monkeypatch.setattr(data, "CIFAR100_URL", f"{stalled_server}/cifar-100-python.tar.gz")
+    monkeypatch.setattr(cifar100, "CIFAR100_URL", f"{stalled_server}/cifar-100-python.tar.gz")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("BINTUT_DATA", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)
@@ -470,7 +473,7 @@ def test_truncated_or_foreign_checkpoints_are_one_line_errors(data_dir, tmp_path
     assert "is not a bintut checkpoint (no optimizer, scaler" in capsys.readouterr().err
     (run / "checkpoint.pt").write_bytes(good[:100])
     with pytest.raises(CheckpointError, match="init_from: .*not a readable checkpoint"):
-        train_mod.build_model(small(data_dir, tmp_path / "other", init_from=str(run)))
+        recipe.build_model(small(data_dir, tmp_path / "other", init_from=str(run)))
 
 
 def test_a_corrupt_cached_imagenet_weights_file_is_named_with_delete_it(tmp_path, monkeypatch):
@@ -515,7 +518,7 @@ def test_a_read_only_out_is_refused(tmp_path, capsys):
 
 
 def test_exploding_weights_stop_the_run_though_the_loss_is_finite(data_dir, tmp_path, monkeypatch):
-    real_step = train_mod.train_step
+    real_step = recipe.train_step
     calls = {"n": 0}
 
     def step_then_explode(model, *args, **kwargs):
@@ -536,7 +539,7 @@ def test_non_finite_weights_are_divergence():
     net = torch.nn.Linear(2, 2)
     with torch.no_grad():
         net.weight[0, 0] = float("inf")
-    assert train_mod._weights_problem(net) == "weight became non-finite"
+    assert guard._weights_problem(net) == "weight became non-finite"
 
 
 def test_abbreviated_flags_are_errors(capsys):

@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bintut import download, runfolder
 from bintut.cli import main
-from bintut.runfolder import LOCK, RunFolderError, RunLock
+from bintut.files import download, lock
+from bintut.files.lock import RunLock
+from bintut.files.run_folder import LOCK, RunFolderError
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNFOLDER = ROOT / "bintut" / "runfolder.py"
+RUNFOLDER = ROOT  # the checkout whose bintut the lock-holding scripts import (bintut.files: no torch)
 
 
 def python(code: str, *args: str, **kwargs) -> subprocess.Popen:
@@ -64,7 +65,7 @@ def test_a_filesystem_without_locks_is_one_line_and_leaves_nothing(tmp_path, mon
     def no_locks(fd, operation):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(runfolder.fcntl, "flock", no_locks)
+    monkeypatch.setattr(lock.fcntl, "flock", no_locks)
     out = tmp_path / "nfs" / "run"
     assert main(["train", "--preset", "smoke", "--out", str(out), "--data-root", str(tmp_path / "data")]) == 2
     err = capsys.readouterr().err
@@ -73,11 +74,10 @@ def test_a_filesystem_without_locks_is_one_line_and_leaves_nothing(tmp_path, mon
 
 
 FORK_AND_HOLD = """
-import importlib.util, os, sys, time
-spec = importlib.util.spec_from_file_location("runfolder", sys.argv[1])
-runfolder = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(runfolder)
-runfolder.RunLock(sys.argv[2]).acquire()
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from bintut.files.lock import RunLock  # no torch: starts at once
+RunLock(sys.argv[2]).acquire()
 ready, tell = os.pipe()
 child = os.fork()  # what a DataLoader worker is
 if child == 0:  # fork() returns here after the at-fork hooks ran: say so, so the test never races them
@@ -201,14 +201,15 @@ def test_a_trickling_server_is_given_up_and_nothing_is_left(server, tmp_path, mo
 
 DOWNLOAD_ALONE = """
 import sys
-from bintut import download
+from bintut.files import download
 download.download(sys.argv[1], sys.argv[2] + "/cifar-100-python.tar.gz", "CIFAR-100", progress=False)
 """
 DOWNLOAD_IN_A_CLI = """
 import sys
-from bintut import data
+from bintut.data import choice as data
+from bintut.data import cifar100
 from bintut.cli import main
-data.CIFAR100_URL = sys.argv[1]
+cifar100.CIFAR100_URL = sys.argv[1]
 sys.exit(main(["train", "--preset", "smoke", "--data", "cifar100", "--download", "--data-root", sys.argv[2],
                "--out", sys.argv[3], "--no-progress"]))
 """
@@ -271,7 +272,7 @@ def test_a_bad_download_timeout_is_one_line_naming_the_variable(value, tmp_path,
 @pytest.fixture
 def cached(smoke_run, tmp_path, monkeypatch):
     """A copy of the smoke run in a fresh run cache ($BINTUT_RUNS), under the name load_or_train gives it."""
-    from bintut.runs import run_name
+    from bintut.training.runs import run_name
 
     cache = tmp_path / "cache"
     folder = cache / run_name(smoke_run.config)
@@ -282,7 +283,7 @@ def cached(smoke_run, tmp_path, monkeypatch):
 
 def test_a_finished_stage_is_read_from_a_read_only_cache(cached, monkeypatch):
     """4a: the cache opened its lock file for writing before reading (a shared read-only cache failed)."""
-    from bintut import runs
+    from bintut.training import runs
 
     cfg, folder = cached
     cache = folder.parent
@@ -301,7 +302,7 @@ def test_a_finished_stage_is_read_from_a_read_only_cache(cached, monkeypatch):
 def test_a_run_cache_that_is_a_file_is_named(tmp_path, monkeypatch):
     """4b: BINTUT_RUNS naming a file gave a raw FileExistsError that did not name the variable."""
     from bintut.config import preset
-    from bintut.runs import RunCacheError, load_or_train
+    from bintut.training.runs import RunCacheError, load_or_train
 
     (tmp_path / "runs").write_text("not a folder")
     monkeypatch.setenv("BINTUT_RUNS", str(tmp_path / "runs"))
@@ -311,7 +312,7 @@ def test_a_run_cache_that_is_a_file_is_named(tmp_path, monkeypatch):
 
 def test_a_damaged_cached_stage_gets_advice_for_a_notebook(cached):
     """4c: the advice for a corrupt cached stage (delete its checkpoint) led to a second error, about --out."""
-    from bintut.runs import RunCacheError, load_or_train
+    from bintut.training.runs import RunCacheError, load_or_train
 
     cfg, folder = cached
     (folder / "checkpoint.pt").write_bytes(b"PK\x03\x04 torn")
@@ -338,7 +339,7 @@ def test_a_malformed_schedule_is_one_line_naming_the_field(value, capsys):
 
 
 def _edited_copy(run, folder: Path, edit) -> Path:
-    from bintut.checkpoint import load_checkpoint, save_checkpoint
+    from bintut.files.checkpoint import load_checkpoint, save_checkpoint
 
     shutil.copytree(run.out, folder)
     state = load_checkpoint(folder / "checkpoint.pt", required=())
@@ -381,21 +382,21 @@ def test_foreign_weights_unknown_config_keys_and_a_damaged_metrics_line_are_one_
 def test_a_checkpoint_from_before_a_setting_existed_resumes_with_a_note(capsys):
     """5c: a checkpoint written before a config field existed blamed a setting the user did not change."""
     from bintut.config import preset
-    from bintut.train import _check_resume
+    from bintut.training.resume import check_resume
 
     cfg = preset("smoke")
     saved = cfg.to_dict()
     del saved["mix_draw"]  # a run saved before the field was added
-    _check_resume(cfg, saved)
+    check_resume(cfg, saved)
     assert "predates the setting(s) mix_draw (now 'reference'); continuing" in capsys.readouterr().out
     saved["epochs"] = 99
     with pytest.raises(ValueError, match=r"differs from the saved run \(epochs: run has 99, now 3\)$"):
-        _check_resume(cfg, saved)
+        check_resume(cfg, saved)
 
 
 def test_a_synthetic_folder_does_not_stand_in_for_cifar100(tmp_path, capsys):
     """5d: a data folder carrying the synthetic marker overrode --data cifar100 (and was called CIFAR-100)."""
-    from bintut.data import write_synthetic_cifar100
+    from bintut.data.cifar100 import write_synthetic_cifar100
 
     write_synthetic_cifar100(tmp_path / "data", 16, 8, 0)
     out = tmp_path / "run"
@@ -408,7 +409,7 @@ def test_a_synthetic_folder_does_not_stand_in_for_cifar100(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def good_export(smoke_run, tmp_path_factory):
-    from bintut.export import export_resnet
+    from bintut.integer.fold import export_resnet
 
     return export_resnet(smoke_run.model).save(tmp_path_factory.mktemp("export") / "good.npz")
 
@@ -430,7 +431,7 @@ def test_an_export_with_recomputed_checksums_is_checked_for_structure_and_ranges
     import hashlib as hl
     import json
 
-    from bintut.export import ExportError, load_export
+    from bintut.integer.format import ExportError, load_export
 
     with np.load(good_export) as npz:
         files = {k: npz[k] for k in npz.files}
@@ -466,8 +467,8 @@ def test_the_engine_takes_lists_and_tensors(smoke_run):
     """5g: the engine validated np.asarray(images) but then used the original object (a list, a tensor)."""
     import torch
 
-    from bintut.engine import IntegerResNet
-    from bintut.export import export_resnet
+    from bintut.integer.engine import IntegerResNet
+    from bintut.integer.fold import export_resnet
 
     engine = IntegerResNet(export_resnet(smoke_run.model), integer_only=True)
     images = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
@@ -483,12 +484,13 @@ def test_skipped_optimizer_steps_are_counted_in_the_metrics(data_dir, tmp_path, 
     """5i: with fp16 + GradScaler, steps skipped for inf/NaN gradients were reported nowhere."""
     import torch
 
-    from bintut import train as train_mod
-    from bintut.tracking import read_metrics
+    from bintut.files.metrics import read_metrics
+    from bintut.training import loop as train_mod
+    from bintut.training import recipe
 
     from .conftest import tiny
 
-    real_scaler, real_loss = torch.amp.GradScaler, train_mod.loss_fn
+    real_scaler, real_loss = torch.amp.GradScaler, recipe.loss_fn
     monkeypatch.setattr(train_mod.torch.amp, "GradScaler", lambda device, enabled: real_scaler(device, enabled=True))
     calls = {"n": 0}
 
@@ -506,7 +508,7 @@ def test_skipped_optimizer_steps_are_counted_in_the_metrics(data_dir, tmp_path, 
         loss = real_loss(*args, **kwargs)
         return InfGradient.apply(loss) if calls["n"] == 2 else loss  # the loss stays finite, the step is skipped
 
-    monkeypatch.setattr(train_mod, "loss_fn", loss_with_one_inf_gradient)
+    monkeypatch.setattr(recipe, "loss_fn", loss_with_one_inf_gradient)
     cfg = tiny(data_dir, tmp_path / "run", synthetic_train=16, synthetic_test=8, batch_size=8, eval_batch_size=8,
                mix_prob=0.0, epochs=2)
     train_mod.train(cfg)

@@ -4,9 +4,11 @@ import torch
 from torch.nn import functional as F
 
 from bintut import binarize_, resnet18_cifar, set_controls
-from bintut.engine import IntegerResNet, layer_agreement, prediction_agreement, quantize
-from bintut.export import ExportError, export_resnet, fp32_state_dict_bytes, load_export
-from bintut.intkernels import (
+from bintut.integer.compare import layer_agreement, prediction_agreement
+from bintut.integer.engine import IntegerResNet, quantize
+from bintut.integer.fold import export_resnet, fp32_state_dict_bytes
+from bintut.integer.format import ExportError, load_export
+from bintut.integer.kernels import (
     AccumulatorRangeError,
     addsub_gemm,
     blas_gemm,
@@ -17,7 +19,7 @@ from bintut.intkernels import (
     pack_signs,
     unpack_signs,
 )
-from bintut.opcount import layer_costs, summary_table
+from bintut.integer.opcount import layer_costs, summary_table
 
 RNG = np.random.default_rng(0)
 
@@ -106,7 +108,8 @@ def test_accumulators_equal_those_implied_by_torch(exported):
 @pytest.mark.slow
 def test_whole_network_agrees_with_torch(smoke_run, data_dir):
     """A trained, fully binarized model: the engine predicts what torch predicts."""
-    from bintut.data import ImageDataset, load_cifar100, write_synthetic_cifar100
+    from bintut.data.cifar100 import load_cifar100, write_synthetic_cifar100
+    from bintut.data.transforms import ImageDataset
 
     model = smoke_run.model
     export = export_resnet(model)
@@ -198,7 +201,7 @@ def test_quantize_matches_torch_rounding():
 
 
 def test_fixed_point_multiplier_and_requantize_bit_exact_against_torch_int64():
-    from bintut.fixedpoint import integer_epilogue, quantize_multiplier, requantize
+    from bintut.integer.fixedpoint import integer_epilogue, quantize_multiplier, requantize
 
     rng = np.random.default_rng(7)
     real = np.concatenate([rng.uniform(1e-6, 1e-2, 30), -rng.uniform(1e-6, 1e-2, 10), [0.5, 2.0**-20]])
@@ -241,7 +244,7 @@ def test_integer_only_engine_is_integer_and_kernel_independent(exported):
 
 
 def test_residual_addition_at_a_shared_scale():
-    from bintut.fixedpoint import residual_add
+    from bintut.integer.fixedpoint import residual_add
 
     rng = np.random.default_rng(3)
     a, b = rng.integers(-127, 128, 20_000), rng.integers(-127, 128, 20_000)
@@ -258,8 +261,10 @@ def test_integer_only_agrees_with_torch_and_the_float_engine(smoke_run, data_dir
     top-2 logits are further apart than twice the engines' largest deviation (this weakly trained model has many
     near-ties, so the plain agreement rate, ~97-98.5 %, says more about the model than about the engine); codes
     differ from the float epilogue's by at most one almost everywhere."""
-    from bintut.data import ImageDataset, load_cifar100, write_synthetic_cifar100
-    from bintut.engine import code_differences, integer_only_agreement
+    from bintut.data.cifar100 import load_cifar100, write_synthetic_cifar100
+    from bintut.data.transforms import ImageDataset
+    from bintut.integer.compare import integer_only_agreement
+    from bintut.integer.engine import code_differences
 
     export = export_resnet(smoke_run.model)
     test = load_cifar100(write_synthetic_cifar100(data_dir / "engine", 16, 1000, seed=5), train=False)
@@ -284,7 +289,7 @@ def test_integer_only_agrees_with_torch_and_the_float_engine(smoke_run, data_dir
 
 
 def test_export_errors_name_the_layer(exported):
-    from bintut.export import add_integer_constants
+    from bintut.integer.format import add_integer_constants
 
     _, export = exported
     layer = export.layers["layer3.0.conv2"]

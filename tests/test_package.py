@@ -4,9 +4,11 @@ import bintut
 
 
 def test_every_module_is_reachable_as_an_attribute():
-    modules = {p.stem for p in Path(bintut.__file__).parent.glob("*.py")} - {"__init__", "__main__"}
-    assert modules == bintut._SUBMODULES
-    assert bintut.viz.__name__ == "bintut.viz"
+    root = Path(bintut.__file__).parent
+    modules = {p.stem for p in root.glob("*.py")} - {"__init__", "__main__", "commands"}  # commands: the CLI's
+    layers = {p.parent.name for p in root.glob("*/__init__.py")}
+    assert modules | layers == bintut._SUBMODULES
+    assert bintut.integer.__name__ == "bintut.integer"
 
 
 def test_unknown_attribute_is_an_attribute_error():

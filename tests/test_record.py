@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bintut import record
-from bintut.record import (
+from bintut.teaching import record
+from bintut.teaching.record import (
     RECORD_STAGES,
     RecordingError,
     cost_points,
@@ -26,7 +26,7 @@ def test_stage_configs_share_the_recipe_and_start_from_their_baseline(tmp_path, 
     assert list(configs) == list(RECORD_STAGES)
     base = configs["baseline"]
     assert base.epochs == 3 and base.train_subset == 20 and base.schedule("weight_p")(1.0) == 0.0
-    from bintut.runs import run_name
+    from bintut.training.runs import run_name
 
     for stage in RECORD_STAGES[1:]:
         cfg = configs[stage]
@@ -39,7 +39,7 @@ def test_stage_configs_share_the_recipe_and_start_from_their_baseline(tmp_path, 
 
 def _fake_training(cfg, label):
     """Stands in for runs.load_or_train: a run folder with metrics, config and a checkpoint."""
-    from bintut.runs import run_name, runs_dir
+    from bintut.training.runs import run_name, runs_dir
 
     out = runs_dir() / run_name(cfg, label)
     out.mkdir(parents=True)
@@ -52,7 +52,7 @@ def _fake_training(cfg, label):
 
 def test_a_recording_holds_metrics_configs_and_provenance_not_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setenv("BINTUT_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setattr("bintut.runs.load_or_train", _fake_training)
+    monkeypatch.setattr("bintut.training.runs.load_or_train", _fake_training)
     configs = record_configs("smoke", "synthetic", train_subset=20)
     folder = record.record(configs, tmp_path / "recorded", "python -m bintut record --mode smoke")
     assert folder == tmp_path / "recorded" / "synthetic"
@@ -98,12 +98,12 @@ def test_the_recorded_figures_draw_from_the_committed_metrics():
     import matplotlib
 
     matplotlib.use("Agg")
-    from bintut import viz
+    from bintut.teaching.viz import recorded
 
     rec = load_recording("fashion-mnist")
-    for figure in (viz.plot_recorded_baseline(rec), viz.plot_recorded_stage(rec, "weights"),
-                   viz.plot_recorded_stage(rec, "both"), viz.plot_recorded_costs(rec)):
+    for figure in (recorded.plot_recorded_baseline(rec), recorded.plot_recorded_stage(rec, "weights"),
+                   recorded.plot_recorded_stage(rec, "both"), recorded.plot_recorded_costs(rec)):
         assert rec.data in figure.axes[0].get_title()  # labelled with its data set, never "CIFAR-100"
         assert "CIFAR" not in figure.axes[0].get_title()
-    costs = viz.plot_recorded_costs(rec).axes[0].containers[0].datavalues.tolist()
+    costs = recorded.plot_recorded_costs(rec).axes[0].containers[0].datavalues.tolist()
     assert costs == [cost_points(rec)[s] for s in ("activations", "weights", "both")]

@@ -14,11 +14,12 @@ from torchvision.transforms import v2
 
 from bintut import model as model_mod
 from bintut.config import preset
-from bintut.device_data import BatchAugment
+from bintut.data.device import BatchAugment
 from bintut.model import WeightsUnavailableError, resnet18_cifar, timm_state_dict
 from bintut.quant import Int8Quantizer, QuantConfig, SignQuantizer, binarize_
 from bintut.schedule import REFERENCE_BINARIZATION, REFERENCE_LR
-from bintut.train import autocast_dtype, loss_fn, mixer, use_device_data
+from bintut.training.devices import use_device_data
+from bintut.training.recipe import autocast_dtype, loss_fn, mixer
 
 from .conftest import quantizer_outputs_exact
 

@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from bintut.schedule import REFERENCE_BINARIZATION, REFERENCE_LR, Schedule, plot_schedules
+from bintut.schedule import REFERENCE_BINARIZATION, REFERENCE_LR, Schedule
+from bintut.teaching.viz.quant import plot_schedules
 
 
 def test_reference_binarization_at_known_points():

@@ -1,22 +1,22 @@
 import pytest
 
-from bintut import data
-from bintut.stages import MODES, STAGES, mode_line, resolve_mode, stage_config
+from bintut.data import fashion_mnist
+from bintut.teaching.stages import MODES, STAGES, mode_line, resolve_mode, stage_config
 
 
 @pytest.fixture(autouse=True)
 def no_real_data(tmp_path, monkeypatch):
     """Every test starts on a machine without CIFAR-100 or Fashion-MNIST, whatever this one has installed."""
     monkeypatch.setenv("BINTUT_DATA", str(tmp_path / "no-data"))
-    monkeypatch.setattr(data, "FASHION_DEBIAN", tmp_path / "no-debian-package")
+    monkeypatch.setattr(fashion_mnist, "FASHION_DEBIAN", tmp_path / "no-debian-package")
 
 
 def fake_debian_package(folder, monkeypatch):
     """The Debian package's four file names (the mode choice looks at names only, reads nothing)."""
     folder.mkdir(parents=True)
-    for name, _ in data.datasets.FashionMNIST.resources:
+    for name, _ in fashion_mnist.datasets.FashionMNIST.resources:
         (folder / name).write_bytes(b"")
-    monkeypatch.setattr(data, "FASHION_DEBIAN", folder)
+    monkeypatch.setattr(fashion_mnist, "FASHION_DEBIAN", folder)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -44,7 +44,7 @@ def test_mode_switch(monkeypatch):
 
 
 def _run(stage, mode, tmp_path, metrics):
-    from bintut.runs import Run
+    from bintut.training.runs import Run
 
     return Run(model=None, metrics=metrics, out=tmp_path / f"{stage}-run", config=stage_config(stage, mode))
 
@@ -54,7 +54,7 @@ ROW = {"hard_acc": 0.5, "soft_acc": 0.6, "weights.p": 1.0, "activations.p": 1.0,
 
 @pytest.mark.parametrize("mode", MODES)
 def test_only_the_full_reference_stage_is_comparable_with_the_published_numbers(mode, tmp_path, monkeypatch):
-    from bintut.stages import results_table
+    from bintut.teaching.stages import results_table
 
     monkeypatch.setenv("BINTUT_RUNS", str(tmp_path))
     runs = {s: _run(s, mode, tmp_path, [{**ROW, "epoch": stage_config(s, mode).epochs}]) for s in STAGES}
@@ -66,7 +66,7 @@ def test_only_the_full_reference_stage_is_comparable_with_the_published_numbers(
 
 
 def test_reference_comparison_reads_the_end_of_the_fp_phase(tmp_path, monkeypatch):
-    from bintut.stages import reference_comparison
+    from bintut.teaching.stages import reference_comparison
 
     monkeypatch.setenv("BINTUT_RUNS", str(tmp_path))
     metrics = [{**ROW, "epoch": e, "soft_acc": e / 1000, "weights.p": 0.0 if e <= 60 else 0.5,
@@ -82,8 +82,8 @@ def test_reference_comparison_reads_the_end_of_the_fp_phase(tmp_path, monkeypatc
 
 
 def test_a_missing_data_set_tells_notebook_readers_about_smoke_mode(tmp_path, monkeypatch):
-    from bintut.data import DataNotFoundError
-    from bintut.stages import run_stage
+    from bintut.data.images import DataNotFoundError
+    from bintut.teaching.stages import run_stage
 
     monkeypatch.setenv("BINTUT_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("BINTUT_DATA", str(tmp_path / "nothing"))

@@ -1,4 +1,4 @@
-"""The deployed network in torch (bintut.torch_engine): bit for bit the numpy integer-only engine's, on
+"""The deployed network in torch (bintut.integer.torch_engine): bit for bit the numpy integer-only engine's, on
 every machine -- and the three faults of issue 14 that made an export or the hard view differ from it."""
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from bintut.cli import main
-from bintut.engine import IntegerResNet, clear_margin
-from bintut.export import ExportError, export_resnet, load_export
+from bintut.integer.engine import IntegerResNet, clear_margin
+from bintut.integer.fold import export_resnet
+from bintut.integer.format import ExportError, load_export
+from bintut.integer.torch_engine import TorchIntegerResNet, deployed_accuracy
 from bintut.model import resnet18_cifar
 from bintut.quant import Int8Quantizer, binarize_, hard_mode, set_controls
-from bintut.torch_engine import TorchIntegerResNet, deployed_accuracy
 
 from .conftest import tiny
 
@@ -50,10 +51,10 @@ def test_torch_integer_network_is_the_numpy_engine_bit_for_bit(seed, batch):
 
 
 def test_trained_model_torch_integer_equals_numpy_on_the_whole_test_set(smoke_run):
-    from bintut.stages import test_images
+    from bintut.data.choice import test_images
 
     export = export_resnet(smoke_run.model)
-    images, labels, _ = test_images(smoke_run)
+    images, labels, _ = test_images(smoke_run.config)
     expected, got = both_engines(export, images)
     np.testing.assert_array_equal(got, expected)
     # ... and the accuracy every epoch row reports is this network's
@@ -65,9 +66,9 @@ def test_float_fake_quant_and_integer_networks_agree_where_the_margin_guarantees
     """Where torch's hard-mode top-2 logit gap exceeds twice the largest logit difference between the two
     networks, no rounding can change the winner: those images must agree. (The share of the others is a
     property of the trained weights and of the machine's float arithmetic, so it is reported, not asserted.)"""
-    from bintut.stages import test_images
+    from bintut.data.choice import test_images
 
-    images, _, _ = test_images(smoke_run)
+    images, _, _ = test_images(smoke_run.config)
     export = export_resnet(smoke_run.model)
     with torch.no_grad(), hard_mode(smoke_run.model):
         ref = smoke_run.model(images)
@@ -82,9 +83,9 @@ def test_float_fake_quant_and_integer_networks_agree_where_the_margin_guarantees
 def test_bf16_run_reports_the_integer_networks_accuracy_on_any_cpu(data_dir, tmp_path, smoke_run):
     """Trained under bf16 autocast (native on some CPUs, emulated on others: the weights differ), the
     deployed accuracy in metrics.jsonl is the numpy integer engine's accuracy on the exported weights."""
-    from bintut.runs import load_run
-    from bintut.stages import test_images
-    from bintut.train import train
+    from bintut.data.choice import test_images
+    from bintut.training.loop import train
+    from bintut.training.runs import load_run
 
     cfg = tiny(data_dir, tmp_path / "bf16", amp="bf16", synthetic_train=8, batch_size=8, epochs=1,
                synthetic_test=100, eval_batch_size=100, init_from=str(smoke_run.out),
@@ -92,7 +93,7 @@ def test_bf16_run_reports_the_integer_networks_accuracy_on_any_cpu(data_dir, tmp
     train(cfg)
     reported = json.loads((tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()[-1])
     run = load_run(tmp_path / "bf16")
-    images, labels, _ = test_images(run)
+    images, labels, _ = test_images(run.config)
     engine = IntegerResNet(export_resnet(run.model), integer_only=True)
     accuracy = float((engine(images.numpy()).argmax(1) == labels.numpy()).mean())
     assert reported["test_images"] == 100 and reported["deployed_acc"] == pytest.approx(accuracy)
@@ -137,7 +138,7 @@ def test_a_near_dead_batchnorm_channel_exports_as_a_constant(tmp_path):
 
 
 def test_the_cli_exports_a_run_with_a_near_dead_channel(smoke_run, tmp_path):
-    from bintut.checkpoint import load_checkpoint, save_checkpoint
+    from bintut.files.checkpoint import load_checkpoint, save_checkpoint
 
     run = tmp_path / "run"
     run.mkdir()
@@ -167,7 +168,7 @@ def test_a_zero_range_quantizer_gives_the_integer_paths_codes_not_nan():
     assert torch.isfinite(out).all()
     assert torch.equal(out, codes.float() * step)
     assert codes.tolist() == [127, 127, 127, -127, 0, 0, -1, 127]
-    from bintut.engine import quantize  # what the numpy engine (and the C library) compute
+    from bintut.integer.engine import quantize  # what the numpy engine (and the C library) compute
 
     assert codes.tolist() == quantize(x.numpy(), np.float32(step.item())).tolist()
     x = torch.tensor([1.0, -2.0], requires_grad=True)  # the straight-through gradient is still defined
@@ -209,7 +210,7 @@ def test_fixed_point_epilogues_round_like_exact_arithmetic_whatever_the_sign_and
     """round((a * x + b) / unit) per channel, for negative, tiny (underflowing), crowded and zero multipliers."""
     from fractions import Fraction
 
-    from bintut.fixedpoint import apply, fixed_point
+    from bintut.integer.fixedpoint import apply, fixed_point
 
     rng = np.random.default_rng(0)
     a = np.concatenate([rng.normal(0, 1e-3, 6), [-2e-3, 3e-17, -1e-16, 0.0, 1e-9, -4e-10]])

@@ -4,11 +4,13 @@ import signal
 import pytest
 import torch
 
-from bintut import train as train_mod
-from bintut.checkpoint import load_checkpoint
 from bintut.config import preset
+from bintut.files.checkpoint import load_checkpoint
 from bintut.quant import is_fully_binary
-from bintut.train import Diverged, build_model, train
+from bintut.training import recipe
+from bintut.training.guard import Diverged
+from bintut.training.loop import train
+from bintut.training.recipe import build_model
 
 from .conftest import tiny
 
@@ -48,7 +50,7 @@ def test_resume_after_a_signal_equals_an_uninterrupted_run(data_dir, tmp_path, m
     train(straight)
 
     calls = {"n": 0}
-    real_loss = train_mod.loss_fn
+    real_loss = recipe.loss_fn
 
     def loss_then_signal(*args, **kwargs):
         calls["n"] += 1
@@ -56,13 +58,13 @@ def test_resume_after_a_signal_equals_an_uninterrupted_run(data_dir, tmp_path, m
             signal.raise_signal(signal.SIGINT)
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(train_mod, "loss_fn", loss_then_signal)
+    monkeypatch.setattr(recipe, "loss_fn", loss_then_signal)
     stopped = tiny(data_dir, tmp_path / "resumed")
     with pytest.raises(KeyboardInterrupt):
         train(stopped)
     state = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
     assert (state["epoch"], state["batch"]) == (1, 1)  # the interrupted step completed first
-    monkeypatch.setattr(train_mod, "loss_fn", real_loss)
+    monkeypatch.setattr(recipe, "loss_fn", real_loss)
     with pytest.raises(FileExistsError, match="--resume"):
         train(stopped)
     train(stopped.replace(resume=True))
@@ -82,14 +84,14 @@ def test_resume_refuses_a_different_recipe(data_dir, tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real_loss = train_mod.loss_fn
+    real_loss = recipe.loss_fn
 
     def nan_in_epoch_two(*args, **kwargs):
         calls["n"] += 1
         loss = real_loss(*args, **kwargs)
         return loss * float("nan") if calls["n"] >= 4 else loss
 
-    monkeypatch.setattr(train_mod, "loss_fn", nan_in_epoch_two)
+    monkeypatch.setattr(recipe, "loss_fn", nan_in_epoch_two)
     cfg = tiny(data_dir, tmp_path / "run")
     with pytest.raises(Diverged, match="diverged.*epoch 2.*last good checkpoint"):
         train(cfg)

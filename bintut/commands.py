@@ -1,0 +1,142 @@
+"""What the command line runs: training, export and reproduce, each with one-line errors and exit codes
+for scripts (0 done, 2 a clear error, 128 + N stopped by signal N). :mod:`bintut.cli` parses the
+arguments and imports this module only when a command runs.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import torch
+
+from bintut.cli import Terminated
+from bintut.config import TrainConfig
+from bintut.data.choice import DATA_NORMALIZATION, golden_images
+from bintut.data.images import DataNotFoundError
+from bintut.errors import BintutError
+from bintut.files.atomic import StorageFullError, full_message, storage_error
+from bintut.files.run_folder import EXPORT, check_name_lengths
+from bintut.integer.c_library import CFolderError, check_c_folder, write_c_library
+from bintut.integer.fold import export_resnet, fp32_state_dict_bytes
+from bintut.integer.format import ExportError
+from bintut.integer.opcount import layer_costs, summary_table
+from bintut.model import WeightsUnavailableError
+from bintut.quant import get_controls, hard_mode
+from bintut.training.devices import process_group
+from bintut.training.loop import train
+from bintut.training.runs import load_run
+
+
+def reproduce_settings() -> dict:
+    """``python -m bintut reproduce``: preset 'seed' on a GPU, 'workshop' on a CPU, into results/<preset>."""
+    name = "seed" if torch.cuda.is_available() else "workshop"
+    print(f"bintut: {'a GPU is' if name == 'seed' else 'no GPU is'} visible: running preset {name!r}")
+    return {"preset": name, "out": f"results/{name}", "download": True, "resume": True}
+
+
+def run_training(cfg: TrainConfig, hint: str | None = None) -> int:
+    """Train with the CLI's manners: known failures as one clear line, exit codes for scripts.
+
+    0 done (also for a run that had finished before: nothing is trained then); 2 a clear error (bad input,
+    data or weights unavailable, divergence, a busy or unusable run folder, a full disk); 128 + N stopped by
+    signal N (130 Ctrl-C, 143 SIGTERM). ``hint`` follows a missing-data or missing-weights error (reproduce's
+    way forward offline).
+    """
+    try:
+        with process_group():
+            summary = train(cfg)
+    except (BintutError, FileExistsError, FileNotFoundError, ValueError) as err:  # every bintut error: one line
+        print(f"bintut: error: {err}", file=sys.stderr)
+        if hint and isinstance(err, (DataNotFoundError, WeightsUnavailableError)):
+            print(hint, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        if isinstance(err, Terminated):  # before or after the training loop, which says what it kept
+            print(f"bintut: stopped by signal {signum}", file=sys.stderr)
+        return 128 + signum
+    except Exception as err:
+        full = storage_error(err)
+        if full is None:
+            raise
+        text = str(full) if isinstance(full, StorageFullError) else full_message(full.filename or cfg.out, full)
+        print(f"bintut: error: {text}", file=sys.stderr)
+        return 2
+    if "hard_acc" in summary:
+        deployed = summary.get("deployed_acc")
+        what = "nothing to do" if summary.get("already_finished") else "done"
+        print(f"bintut: {what}. final hard accuracy {100 * summary['hard_acc']:.2f}%, soft "
+              f"{100 * summary['soft_acc']:.2f}%, deployed (integer-only) "
+              f"{'n/a' if deployed is None else f'{100 * deployed:.2f}%'}; results in {summary['out']}")
+    return 0
+
+
+def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int = 8, force: bool = False,
+               c_kernel: str = "fast") -> int:
+    """Export a run: the .npz (always) and, with ``c_dir``, the C library; one-line errors, exit 2.
+
+    Ctrl-C or SIGTERM stops it quietly (exit 130 or 143): each file and the C folder is replaced whole
+    or not at all, so what was there before stays.
+    """
+    try:
+        return _export(run, out, c_dir, golden, force, c_kernel)
+    except KeyboardInterrupt as err:
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"\nbintut: export stopped (signal {signum}); files not yet replaced are as they were", file=sys.stderr)
+        return 128 + signum
+
+
+def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bool, c_kernel: str) -> int:
+
+
+    def fail(message: str) -> int:
+        print(f"bintut: error: {message}", file=sys.stderr)
+        return 2
+
+    path = Path(out) if out else Path(run) / EXPORT
+    try:
+        check_name_lengths(path, "--out")
+        if path.is_dir():
+            return fail(f"--out {path} is a folder: name the .npz file to write")
+        if c_dir is not None:
+            try:
+                check_c_folder(c_dir)
+            except CFolderError as err:
+                return fail(str(err))
+        loaded = load_run(run, metrics=False)
+        controls = get_controls(loaded.model)
+        if not controls or any(value != 1.0 for value in controls.values()):
+            last = ", ".join(f"{k} = {v:.4g}" for k, v in controls.items()) or "no quantizers"
+            if not force:
+                return fail(f"run {run} never reached p = bin_ratio = 1 (its last controls: {last}), so its "
+                            "fully binary view is not the network it trained; train it to the end, or pass "
+                            "--force to export that view anyway")
+            print(f"bintut: warning: run {run} never reached p = bin_ratio = 1 (its last controls: {last}); "
+                  "exporting its fully binary view because of --force", file=sys.stderr)
+        with hard_mode(loaded.model):
+            export = export_resnet(loaded.model, normalization=DATA_NORMALIZATION[loaded.config.data])
+            fp32 = fp32_state_dict_bytes(loaded.model)
+    except (FileNotFoundError, BintutError, ValueError) as err:
+        return fail(str(err))
+    try:
+        export.save(path)
+    except OSError as err:
+        return fail(f"could not write {path} ({err.strerror or err}); nothing was changed there")
+    print(summary_table(layer_costs(export)))
+    size = path.stat().st_size
+    print(f"\n{path}: {size:,} bytes on disk; the fp32 state_dict: {fp32:,} bytes ({fp32 / size:.1f}x larger)")
+    if c_dir:
+        images, origin = golden_images(loaded.config, golden)
+        try:
+            library = write_c_library(export, c_dir, images, source=f"run {Path(run).name}", kernel=c_kernel)
+        except ExportError as err:
+            return fail(str(err))
+        except (OSError, ValueError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+            return fail(f"could not write the C library to {c_dir} ({reason}); the folder is as it was")
+        flash, ram = sum(library.flash.values()), sum(library.ram.values())
+        print(f"{c_dir}: C99 library and golden test ({library.golden} images: {origin}); constant data "
+              f"{flash:,} bytes (flash), static buffers {ram:,} bytes (RAM); build and run: {c_dir}/README.md")
+    return 0
