@@ -1,4 +1,4 @@
-"""Training configuration: one dataclass, three presets, every field overridable."""
+"""Training configuration: one dataclass, four presets (``PRESETS``), every field overridable."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def _phases(default: list, help: str) -> Any:
 def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
+
 def parse_scale_init(text: str) -> float | None:
     """'mean_abs' -> None (per channel mean|w_c|); 'constant:VALUE' -> VALUE (> 0, finite)."""
     if text == "mean_abs":
@@ -61,7 +62,8 @@ class QuantConfig:
 
 @dataclass
 class TrainConfig:
-    """Everything a run needs. Defaults are the reference recipe (GUIDE §1), the `seed` preset.
+    """Everything a run needs. Defaults are the reference recipe (README, "`seed` and the reference, side by side"), the
+    `seed` preset.
 
     Where bintut offers more than the reference, the reference's choice is the default and
     bintut's is an option: ``weights``, ``scale_init``, ``mix_draw``, ``amp``, ``data_path``.

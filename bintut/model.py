@@ -47,6 +47,7 @@ def record_io(model: nn.Module, names: list[str], images: torch.Tensor) -> dict[
             h.remove()
     return seen
 
+
 WEIGHT_SOURCES = ("torchvision", "timm")
 
 TIMM_NAME = "resnet18.a1_in1k"
@@ -55,12 +56,15 @@ TIMM_FILES = ("model.safetensors", "pytorch_model.bin")
 
 TORCHVISION_BYTES = 46_830_571  # resnet18-f37072fd.pth
 
+
 class WeightsUnavailableError(RuntimeError, BintutError):
     """The ImageNet weights are neither cached nor downloadable."""
+
 
 def weights_path(weights: ResNet18_Weights = ResNet18_Weights.IMAGENET1K_V1) -> str:
     """Where torchvision's weights API caches the file (``$TORCH_HOME/hub/checkpoints``)."""
     return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+
 
 def imagenet_state_dict(progress: bool = True, source: str = "torchvision") -> dict[str, torch.Tensor]:
     """The ImageNet ResNet18 state dict from ``source`` ('torchvision' or 'timm'), or a clear error."""
@@ -92,10 +96,12 @@ def imagenet_state_dict(progress: bool = True, source: str = "torchvision") -> d
             "start from random weights with pretrained=False (CLI: --no-pretrained)."
         ) from err
 
+
 def _corrupt_cache(path: str, err: BaseException) -> WeightsUnavailableError:
     reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return WeightsUnavailableError(f"the cached ImageNet weights file {path} cannot be read ({reason}); it is "
                                    "truncated or corrupt: delete it, and the next run downloads it again")
+
 
 def _timm_unavailable(reason: str, repo: str = f"timm/{TIMM_NAME}") -> WeightsUnavailableError:
     return WeightsUnavailableError(
@@ -106,11 +112,13 @@ def _timm_unavailable(reason: str, repo: str = f"timm/{TIMM_NAME}") -> WeightsUn
         "(--no-pretrained)."
     )
 
+
 def _hub_endpoint() -> str:
     """The Hugging Face endpoint huggingface_hub uses ($HF_ENDPOINT, default https://huggingface.co)."""
     from huggingface_hub import constants
 
     return constants.ENDPOINT
+
 
 def _hub_reachable(endpoint: str) -> bool:
     """A name lookup, so that an offline machine fails at once instead of after the hub's retries."""
@@ -120,6 +128,7 @@ def _hub_reachable(endpoint: str) -> bool:
     except OSError:
         return False
     return True
+
 
 def _timm_file(repo: str) -> str:
     """The weights file of ``repo``: from the Hugging Face cache, else downloaded with a timeout."""
@@ -143,6 +152,7 @@ def _timm_file(repo: str) -> str:
     except Exception as err:  # noqa: BLE001 - the hub raises many kinds; all mean "not available"
         raise _timm_unavailable(describe(err, seconds), repo) from err
 
+
 def timm_state_dict() -> dict[str, torch.Tensor]:
     """``resnet18.a1_in1k`` through timm's API: from the local cache if it is there, else downloaded."""
     try:
@@ -160,12 +170,15 @@ def timm_state_dict() -> dict[str, torch.Tensor]:
         raise _corrupt_cache(path, err) from err
     return model.state_dict()
 
+
 def cifar_stem(model: ResNet) -> ResNet:
-    """Replace the ImageNet stem in place: 3x3 stride-1 conv (Kaiming init), no maxpool."""
+    """Replace the ImageNet stem in place: 3x3 stride-1 conv (Kaiming init), no maxpool.
+    Taught in notebooks/01_stem.ipynb."""
     model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()
     return model
+
 
 def resnet18_cifar(
     num_classes: int = 100, pretrained: bool = True, progress: bool = True, weights: str = "torchvision"

@@ -1,7 +1,7 @@
 """Gradual quantizers: one abstraction for binary weights and int8 activations.
 
 A :class:`GradualQuantizer` maps a tensor ``x`` to its quantized version ``hard(x)`` and
-introduces it gradually with two controls (GUIDE §2):
+introduces it gradually with two controls (notebooks/03_sprinkled_binarization.ipynb):
 
 * ``p`` -- each entry is replaced by its quantized value with probability ``p``
   ("sprinkling"; a fresh Bernoulli mask every forward, or a fixed nested mask);
@@ -37,12 +37,24 @@ QUANTIZED_LAYERS = (nn.Conv2d, nn.Linear)
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
-    """Round in the forward pass, identity gradient in the backward pass."""
+    """Round in the forward pass, identity gradient in the backward pass (the straight-through estimator).
+    Taught in notebooks/04_int8_activations.ipynb.
+
+    >>> x = torch.tensor([0.4, 1.6], requires_grad=True)
+    >>> y = round_ste(x); y.sum().backward()
+    >>> y.tolist(), x.grad.tolist()
+    ([0.0, 2.0], [1.0, 1.0])
+    """
     return x + (torch.round(x) - x).detach()
 
 
 def sign_ste(x: torch.Tensor) -> torch.Tensor:
-    """sign with sign(0) = +1 in the forward pass, identity gradient in the backward pass."""
+    """sign with sign(0) = +1 in the forward pass, identity gradient in the backward pass (the straight-through
+    estimator). Taught in notebooks/03_sprinkled_binarization.ipynb.
+
+    >>> sign_ste(torch.tensor([-0.3, 0.0, 2.0])).tolist()
+    [-1.0, 1.0, 1.0]
+    """
     hard = torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
     return x + (hard - x).detach()
 
@@ -94,7 +106,8 @@ class GradualQuantizer(nn.Module):
         return torch.rand_like(x, dtype=torch.float32) < self.p
 
     def sprinkle(self, x: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
-        """Entries replaced by their quantized value with probability p (a fresh mask, or the nested one)."""
+        """Entries replaced by their quantized value with probability p (a fresh mask, or the nested one).
+        Taught in notebooks/03_sprinkled_binarization.ipynb."""
         if not torch.compiler.is_compiling():
             # Same values and gradients as the masked path, without a random draw the size of x.
             if self._p_host == 0.0:
@@ -104,13 +117,13 @@ class GradualQuantizer(nn.Module):
         return torch.where(self.mask(x), hard, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The gradual view of ``x`` (any shape, same shape out): ``lerp(sprinkle(x, hard(x)), hard(x), bin_ratio)``.
+        Taught in notebooks/03_sprinkled_binarization.ipynb."""
         hard = self.hard(x)
         return torch.lerp(self.sprinkle(x, hard), hard, self.bin_ratio.to(x.dtype))
 
     def extra_repr(self) -> str:
         return f"p={self.p.item():.4g}, bin_ratio={self.bin_ratio.item():.4g}, nested={self.nested}"
-
-
 
 
 class SignQuantizer(GradualQuantizer):
@@ -151,6 +164,8 @@ class SignQuantizer(GradualQuantizer):
         return self.mean_abs(w) if self.analytic else self.scale
 
     def hard(self, w: torch.Tensor) -> torch.Tensor:
+        """``sign(w) * s_c``: the binary weight (out, in, k, k) with the per-output-channel scale s_c, STE gradient.
+        Taught in notebooks/03_sprinkled_binarization.ipynb."""
         return sign_ste(w) * self.channel_scale(w).to(w.dtype)
 
 
@@ -177,6 +192,8 @@ class Int8Quantizer(GradualQuantizer):
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     def observe(self, x: torch.Tensor) -> None:
+        """Track max|x| of a training batch: an exponential moving average with ``momentum`` (the first batch
+        sets it). Taught in notebooks/04_int8_activations.ipynb."""
         current = x.detach().abs().amax().float()
         ema = torch.lerp(self.running_max, current, self.momentum)
         self.running_max.copy_(torch.where(self.initialized, ema, current))
@@ -187,6 +204,7 @@ class Int8Quantizer(GradualQuantizer):
 
         A quantizer never run in training has no running max yet and uses max|x| of this
         batch (no Python branch on tensor values, so torch.compile keeps one graph).
+        Taught in notebooks/04_int8_activations.ipynb.
         """
         current = x.detach().abs().amax().float()
         running = torch.where(self.initialized, self.running_max, current)
@@ -202,6 +220,8 @@ class Int8Quantizer(GradualQuantizer):
         return torch.clamp(x.float() / step, -self.levels - 1, self.levels + 1)
 
     def hard(self, x: torch.Tensor) -> torch.Tensor:
+        """int8 fake-quantized ``x`` (any shape): ``round(x / step)`` clamped to ±127, times step; STE gradient.
+        In training it first updates the running max|x|. Taught in notebooks/04_int8_activations.ipynb."""
         if self.training:
             self.observe(x)
         step = self.step_for(x)
@@ -218,8 +238,6 @@ class Int8Quantizer(GradualQuantizer):
         """The int8 codes of x at the current scale (no running-max update)."""
         q = torch.round(self.scaled(x, self.step_for(x)))
         return torch.clamp(q, -self.levels, self.levels).to(torch.int8)
-
-
 
 
 def _quantize_input(module: nn.Module, args: tuple) -> tuple:

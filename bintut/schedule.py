@@ -1,8 +1,8 @@
 """Schedules: plain functions of training progress t in [0, 1], built from phase lists.
 
 A phase is ``[end_t, kind, start_value, end_value]``; phase i covers (end of phase i-1, end_t]
-with local progress u in [0, 1]. Kinds (GUIDE §1): ``stay`` (start value), ``linear``,
-``cosine`` ((1 - cos(pi u)) / 2) and ``circle`` (1 - (1 - sqrt(u))^2). A bare number is a
+with local progress u in [0, 1]. Kinds (the reference's, README "`seed` and the reference"): ``stay``
+(start value), ``linear``, ``cosine`` ((1 - cos(pi u)) / 2) and ``circle`` (1 - (1 - sqrt(u))^2). A bare number is a
 constant schedule. Every kind is monotone in u, so a phase's values lie between its values at
 u = 0 and u = 1: checking those bounds a schedule over the whole run (:meth:`Schedule.check_range`).
 """
@@ -22,11 +22,13 @@ SHAPES: dict[str, Callable[[float], float]] = {
 
 PhaseList = Sequence[Sequence] | float
 
+
 def constant(value: float) -> list[list]:
     """The phase list of a schedule that stays at ``value`` for the whole run."""
     return [[1.0, "stay", value, value]]
 
-# The reference recipe (GUIDE §1).
+
+# The reference recipe (tests/test_reference_fidelity.py pins it against SebastianFia/binary_resnet18).
 REFERENCE_LR: list[list] = [[0.05, "linear", 1e-5, 1e-3], [1.0, "cosine", 1e-3, 1e-5]]
 
 REFERENCE_BINARIZATION: list[list] = [
@@ -35,12 +37,14 @@ REFERENCE_BINARIZATION: list[list] = [
     [1.0, "cosine", 0.5, 1.0],
 ]
 
+
 @dataclass(frozen=True)
 class Phase:
     end: float
     kind: str
     start: float
     stop: float
+
 
 class Schedule:
     """A validated phase list, callable as ``schedule(t)``."""

@@ -32,6 +32,7 @@ DATA_CLASSES = {"cifar100": NUM_CLASSES, "synthetic": NUM_CLASSES, "fashion-mnis
 DATA_NORMALIZATION = {"cifar100": (CIFAR100_MEAN, CIFAR100_STD), "synthetic": (CIFAR100_MEAN, CIFAR100_STD),
                       "fashion-mnist": (FASHION_MEAN, FASHION_STD)}
 
+
 def data_words(cfg) -> str:
     """A run's data set in words (``cfg``: a TrainConfig), for figures, tables and progress lines: e.g.
     'synthetic data made offline (640 training images)', 'Fashion-MNIST (2000 training images)'."""
@@ -40,11 +41,13 @@ def data_words(cfg) -> str:
     name = DATA_NAMES.get(cfg.data, cfg.data)
     return f"{name} ({cfg.train_subset} training images)" if cfg.train_subset else name
 
+
 def num_classes(data: str) -> int:
     """How many classes the data set ``data`` (a config's ``data`` field) has: the model head's width."""
     if data not in DATA_CLASSES:
         raise ValueError(f"data must be one of {tuple(DATA_CLASSES)}, got {data!r}")
     return DATA_CLASSES[data]
+
 
 def load_images(data: str, root: str | os.PathLike | None, train: bool, download: bool = False,
                 progress: bool = True) -> ImageSet:
@@ -52,6 +55,7 @@ def load_images(data: str, root: str | os.PathLike | None, train: bool, download
     if data == "fashion-mnist":
         return load_fashion_mnist(root, train, download, progress)
     return load_cifar100(root, train, download, progress)
+
 
 def load_data(cfg: TrainConfig) -> tuple[ImageSet, ImageSet]:
     """Train and test sets as the config asks (raises DataNotFoundError with advice)."""
@@ -68,6 +72,7 @@ def load_data(cfg: TrainConfig) -> tuple[ImageSet, ImageSet]:
     train_set = load_images(cfg.data, root, train=True, download=cfg.download, progress=cfg.progress)
     test_set = load_images(cfg.data, root, train=False)
     return train_set.subset(cfg.train_subset, cfg.seed), test_set.subset(cfg.test_subset, cfg.seed + 1)
+
 
 def test_images(cfg: TrainConfig, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """The first ``n`` (default: all) test images of a config's data, normalised as the model sees them:

@@ -32,8 +32,6 @@ CIFAR100_ARCHIVE = datasets.CIFAR100.filename
 CIFAR100_BYTES = 169_001_437
 
 
-
-
 def _missing_message(root: Path, reason: str, downloading: bool = False) -> str:
     fetch = "" if downloading else ", or pass --download to let bintut fetch it"
     return (
@@ -43,6 +41,7 @@ def _missing_message(root: Path, reason: str, downloading: bool = False) -> str:
         "bintut without CIFAR-100, train on Fashion-MNIST (--data fashion-mnist) or on synthetic data "
         "generated offline (--data synthetic, or make smoke)."
     )
+
 
 def load_cifar100(
     root: str | os.PathLike | None = None, train: bool = True, download: bool = False, progress: bool = True
@@ -61,9 +60,11 @@ def load_cifar100(
         raise DataNotFoundError(_missing_message(root, "is incomplete or corrupted")) from err
     return checked_set(np.asarray(ds.data), np.asarray(ds.targets), list(ds.classes), root / FOLDER)
 
+
 def _cifar100_intact(root: Path) -> bool:
     files = datasets.CIFAR100.train_list + datasets.CIFAR100.test_list
     return all(check_integrity(str(root / FOLDER / name), md5) for name, md5 in files)
+
 
 def _fetch_cifar100(root: Path, progress: bool) -> None:
     """Download (with a timeout, see bintut.files.download) and extract the published archive."""
@@ -75,10 +76,12 @@ def _fetch_cifar100(root: Path, progress: bool) -> None:
         raise DataNotFoundError(_missing_message(root, f"could not be downloaded ({err})", True)) from err
     extract_archive(str(archive), str(root))
 
+
 def cifar100_found(root: str | os.PathLike | None = None) -> bool:
     """Whether the real CIFAR-100 (not a synthetic folder) is in the data root. Reads nothing."""
     folder = data_root(root) / FOLDER
     return (folder / "train").is_file() and not (folder / SYNTHETIC_MARKER).exists()
+
 
 _PALETTE = np.array(
     [
@@ -94,6 +97,7 @@ _PATTERNS = (
     "h-stripes", "v-stripes", "fine h-stripes", "fine v-stripes", "checker",
     "rings", "blob", "diagonal cross", "gradient", "plus",
 )
+
 
 def _pattern_maps(size: int = 32) -> np.ndarray:
     """The 10 spatial patterns as maps in [0, 1], shape (10, size, size)."""
@@ -113,6 +117,7 @@ def _pattern_maps(size: int = 32) -> np.ndarray:
     ]
     return (np.stack(waves) + 1.0) / 2.0
 
+
 def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """n labelled 32x32 RGB images (uint8 NHWC) of the 100 synthetic classes."""
     rng = np.random.default_rng(seed)
@@ -128,6 +133,7 @@ def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     img = img * rng.uniform(0.75, 1.1, (n, 1, 1, 1)) + rng.uniform(-0.08, 0.08, (n, 1, 1, 1))
     img = img + rng.normal(0.0, 0.06, img.shape)
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8), labels
+
 
 def write_synthetic_cifar100(
     root: str | os.PathLike, n_train: int = 5000, n_test: int = 1000, seed: int = 0
@@ -169,9 +175,11 @@ def write_synthetic_cifar100(
     write_atomically(marker, (signature + "".join(f"sha256 {k} {v}\n" for k, v in hashes.items())).encode())
     return root
 
+
 def _recorded_hashes(folder: Path) -> dict[str, str]:
     lines = (folder / SYNTHETIC_MARKER).read_text().splitlines()
     return {p[1]: p[2] for p in (line.split() for line in lines) if len(p) == 3 and p[0] == "sha256"}
+
 
 def _read_verified(folder: Path, name: str, recorded: dict[str, str]) -> bytes | str:
     """The bytes of a synthetic file if they match the marker's hash, else why not."""
@@ -185,6 +193,7 @@ def _read_verified(folder: Path, name: str, recorded: dict[str, str]) -> bytes |
         return f"{path} does not match the content hash its generator recorded in {SYNTHETIC_MARKER}"
     return data
 
+
 def _synthetic_problem(folder: Path) -> str | None:
     recorded = _recorded_hashes(folder)
     for name in SYNTHETIC_FILES:
@@ -192,6 +201,7 @@ def _synthetic_problem(folder: Path) -> str | None:
         if isinstance(found, str):
             return found
     return None
+
 
 class _ArraysOnly(pickle.Unpickler):
     """Unpickles numpy arrays and plain containers; refuses every other global (no code runs)."""
@@ -206,6 +216,7 @@ class _ArraysOnly(pickle.Unpickler):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
         return super().find_class(module, name)
+
 
 def _load_synthetic(folder: Path, train: bool) -> ImageSet:
     """A synthetic split, read only after its bytes match the marker's hash, with the safe unpickler."""

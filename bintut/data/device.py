@@ -1,7 +1,7 @@
 """The data path that never waits: uint8 images held on the GPU, augmented a whole batch at a time.
 
 :class:`BatchAugment` draws the reference augmentation's random parameters per sample
-(GUIDE §1) and applies them to a batch with tensor ops:
+(``bintut.data.transforms.train_transform``) and applies them to a batch with tensor ops:
 
 * crop with 4-pixel zero padding + horizontal flip, rotation (±15°), affine (±15°, translate
   10 %) and perspective (distortion 0.5, p = 0.2): one 3x3 homography per image and stage, each
@@ -12,8 +12,8 @@
 * colour jitter (brightness, contrast, saturation 0.3; hue 0.1), grayscale (p = 0.2),
   normalisation, random erasing (p = 0.3, area 5-20 %, aspect 0.3-3.3, random normal values).
 
-The parameter distributions are the PIL pipeline's; the one difference (colour operations in a
-fixed order rather than a random one) is documented in docs/fast_training.md.
+The parameter distributions are the PIL pipeline's; the two deliberate differences (colour operations in
+a fixed order; erasing samples its rectangle once, clipped) are documented in docs/fast_training.md.
 :class:`DeviceBatches` replaces the DataLoader: a seeded permutation indexes the resident tensor.
 """
 
@@ -34,14 +34,18 @@ from bintut.errors import BintutError
 class DeviceMemoryError(RuntimeError, BintutError):
     """The data set does not fit in the device's free memory."""
 
+
 def _uniform(n: int, low: float, high: float, g: torch.Generator | None, device) -> torch.Tensor:
     return torch.empty(n, device=device).uniform_(low, high, generator=g)
+
 
 def _bernoulli(n: int, p: float, g: torch.Generator | None, device) -> torch.Tensor:
     return torch.rand(n, device=device, generator=g) < p
 
+
 def _eye(n: int, device) -> torch.Tensor:
     return torch.eye(3, device=device).expand(n, 3, 3).clone()
+
 
 def _rotation(degrees: torch.Tensor) -> torch.Tensor:
     """Rotation about the image centre in normalised coordinates ([-1, 1]^2)."""
@@ -51,10 +55,12 @@ def _rotation(degrees: torch.Tensor) -> torch.Tensor:
     m[:, 1, 0], m[:, 1, 1] = torch.sin(r), torch.cos(r)
     return m
 
+
 def _translation(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
     m = _eye(len(tx), tx.device)
     m[:, 0, 2], m[:, 1, 2] = tx, ty
     return m
+
 
 def _homography(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     """Per-sample 3x3 H with H @ src_i ~ dst_i for 4 point pairs (n, 4, 2) -> (n, 3, 3)."""
@@ -69,6 +75,7 @@ def _homography(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
     h = torch.linalg.solve(a.double(), b.double()).squeeze(-1).float()
     return torch.cat([h, torch.ones(n, 1, device=src.device)], 1).view(n, 3, 3)
 
+
 def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
     r, g, b = x.unbind(1)
     maxc, _ = x.max(1)
@@ -80,13 +87,16 @@ def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
     s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
     return torch.stack([h, s, maxc], 1)
 
+
 def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     h, s, v = x.unbind(1)
     k = torch.stack([(5 + h * 6) % 6, (3 + h * 6) % 6, (1 + h * 6) % 6], 1)
     return v.unsqueeze(1) - (v * s).unsqueeze(1) * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
 
+
 def _gray(x: torch.Tensor) -> torch.Tensor:
     return (0.2989 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+
 
 class BatchAugment(nn.Module):
     """Per-sample random augmentation of a uint8 NCHW batch; returns normalised float32."""
@@ -194,6 +204,7 @@ class BatchAugment(nn.Module):
         noise = torch.randn(x.shape, device=device, generator=g)
         return torch.where(mask, noise, x)
 
+
 class DeviceBatches:
     """A data set resident on one device as uint8, served in (augmented) batches without workers."""
 
@@ -227,6 +238,7 @@ class DeviceBatches:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             yield self.augment(self.images[idx]), self.labels[idx]
+
 
 class _Batches:
     def __init__(self, source: DeviceBatches, indices: list[int], batch_size: int) -> None:

@@ -31,12 +31,15 @@ FASHION_MEAN = (0.2190,) * 3
 
 FASHION_STD = (0.3318,) * 3
 
+
 def _fashion_places(root: Path) -> list[Path]:
     return [root / FASHION_FOLDER / "raw", FASHION_DEBIAN]
+
 
 def _fashion_files() -> list[str]:
     """The four published file names (gzip-compressed IDX), e.g. train-images-idx3-ubyte.gz."""
     return [name for name, _ in datasets.FashionMNIST.resources]
+
 
 def _fashion_missing(root: Path, reason: str) -> str:
     places = " or ".join(str(p) for p in _fashion_places(root))
@@ -44,14 +47,17 @@ def _fashion_missing(root: Path, reason: str) -> str:
             f"dataset-fashion-mnist` (Debian/Ubuntu), pass --download, or point --data-root at a folder "
             f"holding {FASHION_FOLDER}/raw/")
 
+
 def _fashion_ready(raw: Path) -> bool:
     """Whether torchvision finds its four decompressed files in ``raw``."""
     return all((raw / Path(name).stem).is_file() for name in _fashion_files())
+
 
 def fashion_mnist_found(root: str | os.PathLike | None = None) -> bool:
     """Whether Fashion-MNIST is here: in the data root (torchvision's layout) or as Debian's package. Reads nothing."""
     return _fashion_ready(data_root(root) / FASHION_FOLDER / "raw") or all(
         (FASHION_DEBIAN / name).is_file() for name in _fashion_files())
+
 
 def _decompress_into(source: Path, raw: Path) -> None:
     """The four .gz files of ``source`` decompressed into ``raw`` (each under a private name, then renamed)."""
@@ -63,12 +69,14 @@ def _decompress_into(source: Path, raw: Path) -> None:
         except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
             raise DataError(f"{source / name}: not a readable gzip file ({err})") from err
 
+
 def _fetch_fashion(raw: Path, progress: bool) -> None:
     """Download the four published files (timeouts and checksums: bintut.files.download)."""
     base = datasets.FashionMNIST.mirrors[0]
     for name, md5 in datasets.FashionMNIST.resources:
         if not check_integrity(str(raw / name), md5):
             download(base + name, raw / name, f"Fashion-MNIST {name}", None, md5, progress)
+
 
 def load_fashion_mnist(
     root: str | os.PathLike | None = None, train: bool = True, download: bool = False, progress: bool = True

@@ -20,15 +20,19 @@ NUM_CLASSES = 100  # CIFAR-100's, the default head
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)
 
+
 class DataNotFoundError(FileNotFoundError, BintutError):
     """CIFAR-100 is not where we looked and could not be downloaded."""
+
 
 class DataError(ValueError, BintutError):
     """A data folder holds files that are not (or no longer) what they claim to be."""
 
+
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """The data folder: the argument, else $BINTUT_DATA, else ./data."""
     return Path(root or os.environ.get(DATA_ENV) or "data").expanduser()
+
 
 @dataclass
 class ImageSet:
@@ -53,6 +57,7 @@ class ImageSet:
         idx = np.sort(np.random.default_rng(seed).permutation(len(self))[:n])
         return ImageSet(self.images[idx], self.labels[idx], self.classes, self.mean, self.std)
 
+
 def checked_set(
     images: np.ndarray, labels: np.ndarray, classes: list[str], source: Path, n_classes: int = NUM_CLASSES,
 ) -> ImageSet:
@@ -72,6 +77,7 @@ def checked_set(
     if len(classes) != n_classes:
         raise DataError(f"{source}: expected {n_classes} class names, found {len(classes)}")
     return ImageSet(images, labels.astype(np.int64), list(classes))
+
 
 def channel_statistics(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of uint8 NHWC images, in [0, 1] units (normalisation constants)."""

@@ -13,15 +13,17 @@ from bintut.data.images import CIFAR100_MEAN, CIFAR100_STD, ImageSet
 
 AUGMENTATIONS = ("reference", "basic", "none")
 
+
 def normalize(mean: tuple[float, ...] = CIFAR100_MEAN, std: tuple[float, ...] = CIFAR100_STD) -> v2.Compose:
     """uint8 CHW -> float, normalised with the given statistics (default: CIFAR-100's)."""
     return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
 
 def train_transform(augment: str = "reference", mean: tuple[float, ...] = CIFAR100_MEAN,
                     std: tuple[float, ...] = CIFAR100_STD) -> v2.Compose:
     """Per-image training transform on uint8 CHW tensors.
 
-    ``reference`` is the published recipe (GUIDE §1); ``basic`` is crop + flip; ``none`` only
+    ``reference`` is the published recipe (tests/test_reference_fidelity.py); ``basic`` is crop + flip; ``none`` only
     normalises.
     """
     if augment not in AUGMENTATIONS:
@@ -41,6 +43,7 @@ def train_transform(augment: str = "reference", mean: tuple[float, ...] = CIFAR1
     if augment == "reference":
         steps.append(v2.RandomErasing(p=0.3, scale=(0.05, 0.2), value="random"))
     return v2.Compose(steps)
+
 
 class ImageDataset(Dataset):
     """An :class:`ImageSet` as a torch Dataset of (transformed CHW tensor, label)."""

@@ -23,11 +23,13 @@ TMP_MARK = ".tmp"  # in the name of every temporary file replacing() makes: ".<n
 
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
+
 class StorageFullError(OSError, BintutError):
     """A write failed for lack of space (disk full, quota, file-size limit); the previous file is kept."""
 
     def __str__(self) -> str:
         return str(self.strerror)
+
 
 def storage_error(err: BaseException) -> OSError | None:
     """The out-of-space OSError behind ``err`` (itself, or a cause/context such as torch.save's), else None."""
@@ -39,14 +41,17 @@ def storage_error(err: BaseException) -> OSError | None:
         err = err.__cause__ or err.__context__
     return None
 
+
 def full_message(path: os.PathLike | str, err: OSError) -> str:
     return (f"could not write {path}: the disk is full or a size limit was reached ({err.strerror}); "
             "the previous file is kept. Free some space and run again (with --resume to continue a run)")
+
 
 def temporary_path(path: str | os.PathLike) -> Path:
     """A unique name beside ``path`` for writing its replacement: ``.<stem>.<pid>.<random>.tmp<suffix>``."""
     path = Path(path)
     return path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}{TMP_MARK}{path.suffix}")
+
 
 @contextmanager
 def replacing(path: str | os.PathLike) -> Iterator[Path]:
@@ -67,9 +72,11 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
             raise StorageFullError(full.errno, full_message(path, full)) from err
         raise
 
+
 def leftover_temporaries(folder: Path) -> list[Path]:
     """Temporary files that :func:`replacing` left behind when its process was killed mid-write."""
     return sorted(p for p in folder.glob(f".*{TMP_MARK}*") if p.is_file())
+
 
 def _alive(pid: int) -> bool:
     try:
@@ -79,6 +86,7 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
 
 def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """Remove the temporaries of ``path`` that :func:`replacing` left in a process that no longer runs.
@@ -104,6 +112,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
                     tmp.unlink()
                 removed.append(tmp)
     return removed
+
 
 def write_atomically(path: Path, data: bytes) -> str:
     """Write under a private temporary name, then rename (a concurrent reader never sees half a file); its sha256."""

@@ -19,6 +19,7 @@ from bintut.files.run_folder import CHECKPOINT
 class CheckpointError(ValueError, BintutError):
     """A file that is not a readable bintut checkpoint: truncated, corrupt, or written by something else."""
 
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write atomically under a unique temporary name: a crash or a full disk leaves the previous checkpoint intact.
 
@@ -31,6 +32,7 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
         f.flush()
         os.fsync(f.fileno())
     return path
+
 
 def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", required: Iterable[str] = ("model",)

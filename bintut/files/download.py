@@ -37,8 +37,10 @@ CHUNK = 1 << 20
 
 MIN_RATE = 1024  # bytes per second, averaged over a timeout window: slower than this is a stall
 
+
 class DownloadError(OSError, BintutError):
     """A download failed: no network, a stalled or broken server, or a file that does not match its checksum."""
+
 
 def timeout() -> float:
     """Seconds a download may make no progress before giving up (``$BINTUT_DOWNLOAD_TIMEOUT``; ``inf``: never).
@@ -55,20 +57,25 @@ def timeout() -> float:
         raise ValueError(f"${TIMEOUT_ENV} must be positive (or inf for no limit), got {printable(value)!r}")
     return seconds
 
+
 def socket_seconds(seconds: float) -> float | None:
     """A timeout as sockets and HTTP libraries take it: None for no limit."""
     return None if math.isinf(seconds) else seconds
+
 
 def printable(text: object, limit: int = 200) -> str:
     """``text`` safe to print: control and other non-printable characters as '?', at most ``limit`` characters."""
     text = "".join(c if c.isprintable() else "?" for c in str(text))
     return text if len(text) <= limit else text[:limit] + "..."
 
+
 def size_text(size: int | None) -> str:
     return "size unknown" if size is None else f"{size / 2**20:,.1f} MiB"
 
+
 def announce(what: str, url: str, dest: str | os.PathLike, size: int | None) -> None:
     print(f"bintut: downloading {what} ({size_text(size)}) from {printable(url, 500)} into {dest}", flush=True)
+
 
 @contextlib.contextmanager
 def socket_timeout(seconds: float | None = None) -> Iterator[float]:
@@ -81,6 +88,7 @@ def socket_timeout(seconds: float | None = None) -> Iterator[float]:
     finally:
         socket.setdefaulttimeout(previous)
 
+
 def timed_out(err: BaseException | None) -> bool:
     """Whether ``err`` (or what caused it) is a timeout, whichever library raised it."""
     seen = set()
@@ -92,6 +100,7 @@ def timed_out(err: BaseException | None) -> bool:
         err = err.__cause__ or err.__context__
     return False
 
+
 def describe(err: BaseException, seconds: float) -> str:
     """A network error in words (the server's own text filtered through :func:`printable`)."""
     if isinstance(err, Stalled):
@@ -102,11 +111,14 @@ def describe(err: BaseException, seconds: float) -> str:
         return f"the server's reply is not HTTP ({type(err).__name__}: {printable(err, 80)})"
     return printable(getattr(err, "reason", None) or err)
 
+
 class Stalled(TimeoutError):
     """The transfer went on, but too slowly to finish: fewer than MIN_RATE bytes/s over a timeout window."""
 
+
 NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, ssl.SSLError,
                   socket.gaierror)
+
 
 def _network_failure(err: BaseException) -> bool:
     """Whether an error came from the network or the server (not from writing the local file)."""
@@ -114,6 +126,7 @@ def _network_failure(err: BaseException) -> bool:
         return True
     # http.client raises plain OSErrors too (a proxy's refused tunnel); local file errors carry a file name
     return isinstance(err, OSError) and err.filename is None and storage_error(err) is None
+
 
 def copy_with_progress(response, f, digest, bar, seconds: float, clock=time.monotonic) -> None:
     """Copy ``response`` into ``f`` as bytes arrive; raise :class:`Stalled` when fewer than ``MIN_RATE``
@@ -131,6 +144,7 @@ def copy_with_progress(response, f, digest, bar, seconds: float, clock=time.mono
                 raise Stalled(f"the server sent only {window_bytes:,} bytes in {elapsed:.0f} s, too slow to finish "
                               f"(less than {MIN_RATE:,} bytes/s; ${TIMEOUT_ENV} = {seconds:g} s)")
             window_start, window_bytes = clock(), 0
+
 
 def download(
     url: str, dest: str | os.PathLike, what: str, size: int | None = None, md5: str | None = None,

@@ -21,6 +21,7 @@ NO_LOCK_ERRNOS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EBADF, err
 
 _HELD: set[int] = set()  # descriptors of the run locks this process holds
 
+
 def _close_held_in_child() -> None:
     """In a forked child (a DataLoader worker): close the parent's lock descriptors without unlocking.
 
@@ -33,8 +34,10 @@ def _close_held_in_child() -> None:
             os.close(fd)
     _HELD.clear()
 
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_close_held_in_child)
+
 
 class RunLock:
     """An exclusive lock on a run folder for the life of a run: a ``flock`` on the folder itself.
@@ -158,6 +161,7 @@ class RunLock:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
+
 def _read_record(path: Path) -> str:
     """The holder record in a ``.lock`` file ('' if there is none or it cannot be read)."""
     try:
@@ -165,6 +169,7 @@ def _read_record(path: Path) -> str:
             return f.read(4096).decode(errors="replace")
     except OSError:
         return ""
+
 
 def _describe(record: str) -> str:
     parts = record.split()

@@ -19,6 +19,7 @@ from bintut.files.run_folder import METRICS
 class MetricsError(ValueError, BintutError):
     """A metrics.jsonl line in the middle of the file is not a JSON row: the file was edited or damaged."""
 
+
 def _scan(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The rows of a metrics file and the length of the intact part (shorter when the last line is torn)."""
     data = path.read_bytes()
@@ -40,6 +41,7 @@ def _scan(path: Path) -> tuple[list[dict[str, Any]], int]:
         offset = min(offset + len(line) + 1, len(data))
     return rows, len(data)
 
+
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     """All rows of a metrics.jsonl file (or of the metrics.jsonl inside a run folder).
 
@@ -54,6 +56,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     if intact < path.stat().st_size:
         warnings.warn(f"{path}: ignoring its torn last line (a write that was cut short)", stacklevel=2)
     return rows
+
 
 class MetricsLog:
     """One JSON row per epoch, appended: the file is never rewritten in place.

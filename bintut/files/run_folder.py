@@ -24,6 +24,7 @@ RUN_FILES = {CONFIG, CHECKPOINT, "wandb", *RESULTS}  # what a run folder may hol
 class RunFolderError(RuntimeError, BintutError):
     """The run folder cannot be used: in use by another process, read-only, not a folder."""
 
+
 def folder_contents(folder: Path) -> list[str]:
     """The names in a run folder that matter: without the lock file and leftover temporaries; [] if missing."""
     if not folder.is_dir():
@@ -31,7 +32,9 @@ def folder_contents(folder: Path) -> list[str]:
     junk = {p.name for p in leftover_temporaries(folder)} | {LOCK}
     return sorted(p.name for p in folder.iterdir() if p.name not in junk)
 
+
 NAME_MAX = 255  # bytes in one file name on Linux's file systems
+
 
 def check_name_lengths(path: str | os.PathLike, what: str) -> None:
     """Refuse a path with a name longer than the file system allows (RunFolderError naming ``what``)."""
@@ -40,6 +43,7 @@ def check_name_lengths(path: str | os.PathLike, what: str) -> None:
         if size > NAME_MAX:
             raise RunFolderError(f"{what}: the name {part[:24]}... is {size} bytes long; a file or folder name "
                                  f"may have at most {NAME_MAX}: choose a shorter one")
+
 
 def check_writable_folder(folder: Path) -> None:
     """Refuse, before any work, an --out that is a file, lies under a file, or cannot be written."""

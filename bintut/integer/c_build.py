@@ -37,6 +37,7 @@ from bintut.integer.c_source import (
 class CompilerNotFound(RuntimeError, BintutError):
     """No C compiler (or cross tool) to build the library with."""
 
+
 @dataclass
 class GoldenRun:
     """The golden test's outcome, parsed from its output."""
@@ -57,9 +58,11 @@ class GoldenRun:
     def mean_counter(self) -> float:
         return sum(r["counter"] for r in self.images) / max(len(self.images), 1)
 
+
 LINE = re.compile(r"image (\d+): PASS class (\d+) counter (\d+) (\S+)")
 
 FAIL = re.compile(r"image \d+: FAIL .*")
+
 
 def parse_golden(command: list[str], returncode: int, output: str) -> GoldenRun:
     run = GoldenRun(command, returncode, output)
@@ -74,6 +77,7 @@ def parse_golden(command: list[str], returncode: int, output: str) -> GoldenRun:
     elif not run.images:
         run.failure = "the golden test ran no image"
     return run
+
 
 def host_compiler() -> list[str]:
     """The host C compiler command: ``$CC`` split as a shell would (``"gcc -m32"`` keeps its flags), else cc,
@@ -96,6 +100,7 @@ def host_compiler() -> list[str]:
             return [path]
     raise CompilerNotFound("no C compiler found (tried $CC, cc, gcc, clang)")
 
+
 def _compile(command: list[str], cwd: Path) -> str:
     """Run a compiler command; returns its diagnostics (warnings), raises RuntimeError on failure."""
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
@@ -103,8 +108,10 @@ def _compile(command: list[str], cwd: Path) -> str:
         raise RuntimeError(f"compiling failed: {' '.join(command)}\n{_printable(result.stderr[-3000:])}")
     return result.stderr
 
+
 class LibraryIncomplete(RuntimeError, BintutError):
     """The folder lacks files of an exported C library."""
+
 
 def check_library(folder: Path, sources: tuple[str, ...]) -> None:
     """Raise :class:`LibraryIncomplete` naming the files of an export that ``folder`` lacks."""
@@ -114,9 +121,11 @@ def check_library(folder: Path, sources: tuple[str, ...]) -> None:
         raise LibraryIncomplete(f"{folder} lacks {', '.join(missing)} of an exported C library: export it again "
                                 "with `python -m bintut export RUN --c DIR`")
 
+
 def _printable(text: str) -> str:
     """``text`` without control characters (but newlines and tabs): what a program printed, safe to show."""
     return "".join(c if c in "\n\t" or c.isprintable() else "?" for c in text)
+
 
 def kernel_flags(kernel: str | None = None, simd: bool = True) -> list[str]:
     """Compiler flags choosing bintut.c's kernel: ``None`` keeps bintut.h's default, ``"fast"`` or
@@ -125,6 +134,7 @@ def kernel_flags(kernel: str | None = None, simd: bool = True) -> list[str]:
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
     flags = [] if kernel is None else [f"-DBINTUT_FAST={int(kernel == 'fast')}"]
     return flags + ([] if simd else ["-DBINTUT_NO_SIMD"])
+
 
 def build_host(folder: str | os.PathLike, limit: int | None = None, kernel: str | None = None,
                simd: bool = True) -> tuple[Path, str]:
@@ -150,6 +160,7 @@ def build_host(folder: str | os.PathLike, limit: int | None = None, kernel: str 
     warnings += _compile([*cc, *HOST_CFLAGS, *extra, *rest, obj.name, "-o", exe], folder)
     return folder / exe, warnings
 
+
 def run_host_golden(folder: str | os.PathLike, limit: int | None = None, timeout: float = 600,
                     kernel: str | None = None, simd: bool = True) -> GoldenRun:
     """Build and run the golden test on this machine; the counter is CPU time in microseconds.
@@ -159,6 +170,7 @@ def run_host_golden(folder: str | os.PathLike, limit: int | None = None, timeout
     run = parse_golden([str(exe)], result.returncode, result.stdout + result.stderr)
     run.warnings = warnings
     return run
+
 
 @dataclass
 class LayerCheck:
@@ -179,6 +191,7 @@ class LayerCheck:
         found = re.search(r"kernel: (.+)", self.output)
         return found[1] if found else "unknown"
 
+
 def run_layer_check(folder: str | os.PathLike, seed: int = 1, images: int = 1, simd: bool = True,
                     timeout: float = 600) -> LayerCheck:
     """Compile and run layer_check.c on the host: every conv layer's int32 accumulators from the fast
@@ -191,6 +204,7 @@ def run_layer_check(folder: str | os.PathLike, seed: int = 1, images: int = 1, s
     command = [str(folder / exe), str(seed), str(images)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     return LayerCheck(command, result.returncode, result.stdout + result.stderr, warnings)
+
 
 def kernel_timings(folder: str | os.PathLike) -> list[dict]:
     """The golden test with the reference kernel, the fast kernel's portable C path and its SIMD path (named
@@ -210,9 +224,11 @@ def kernel_timings(folder: str | os.PathLike) -> list[dict]:
                      "bit-exact": run.passed})
     return rows
 
+
 def missing_mcu_tools() -> list[str]:
     """The cross tools (``make mcu`` installs them through apt-get) that are not on PATH."""
     return [tool for tool in (MCU_CC, "arm-none-eabi-size", QEMU) if shutil.which(tool) is None]
+
 
 def build_mcu(folder: str | os.PathLike, limit: int | None = None, kernel: str | None = None) -> tuple[Path, str]:
     """Cross-compile the golden test for QEMU's mps2-an386 (Cortex-M4); returns the ELF and the warnings.
@@ -227,11 +243,13 @@ def build_mcu(folder: str | os.PathLike, limit: int | None = None, kernel: str |
                          *MCU_FILES, "-lgcc", "-o", "golden.elf"], folder)
     return folder / "golden.elf", warnings
 
+
 def mcu_size(elf: str | os.PathLike) -> dict[str, int]:
     """arm-none-eabi-size: text, data, bss; flash = text + data, RAM = data + bss (the stack included)."""
     out = subprocess.run(["arm-none-eabi-size", str(elf)], capture_output=True, text=True, check=True).stdout
     text, data, bss = (int(v) for v in out.splitlines()[1].split()[:3])
     return {"text": text, "data": data, "bss": bss, "flash": text + data, "ram": data + bss}
+
 
 def run_mcu_golden(folder: str | os.PathLike, limit: int | None = None, timeout: float = 1800,
                    kernel: str | None = None) -> GoldenRun:
@@ -244,12 +262,14 @@ def run_mcu_golden(folder: str | os.PathLike, limit: int | None = None, timeout:
     run.warnings = warnings
     return run
 
+
 def inner_loop(folder: str | os.PathLike | None = None, kernel: str = "reference") -> str:
     """The add/sub kernel (between the INNER LOOP markers) of bintut.c (``kernel="reference"``) or of
     bintut_fast.c's portable and Cortex-M4 path (``"fast"``), to show it."""
     name = {"reference": "bintut.c", "fast": "bintut_fast.c"}[kernel]
     text = (Path(folder) if folder else c_sources()).joinpath(name).read_text()
     return text.split("/* BEGIN INNER LOOP */\n")[1].split("/* END INNER LOOP */")[0]
+
 
 def sizes_table(library: CLibrary, elf_size: dict[str, int] | None = None) -> list[dict]:
     """Flash and RAM rows (bytes) for a notebook table; with arm-none-eabi-size figures when given."""
@@ -261,6 +281,7 @@ def sizes_table(library: CLibrary, elf_size: dict[str, int] | None = None) -> li
                  {"memory": "RAM", "what": f"whole {MCU_BOARD} image (data + bss, 16 KB stack included)",
                   "bytes": elf_size["ram"]}]
     return rows
+
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m bintut.integer.c_build {host,mcu} DIR``: build and run an exported library's golden test."""
@@ -300,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"host CPU time per image: {run.mean_counter / 1e3:.1f} ms")
     print("PASS" if run.passed else f"FAIL: {run.failure}")
     return 0 if run.passed else 1
+
 
 if __name__ == "__main__":
     sys.exit(main())

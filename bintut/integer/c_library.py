@@ -64,14 +64,17 @@ class CLibrary:
     ram: dict[str, int]
     golden: int
 
+
 EXPORT_MARK = ".bintut-export"  # in every folder write_c_library made: the names it wrote, one a line
 
 BUILD_PRODUCTS = ("bintut.o", "golden_host", "golden.elf")  # what building the golden test adds
 
 MAX_GOLDEN = 1000  # golden images in golden.h (each 3 KB of int8 codes, 400 bytes of logits)
 
+
 class CFolderError(ValueError, BintutError):
     """The folder given for the C library cannot take it: not empty and not an earlier bintut export."""
+
 
 def _export_names(folder: Path) -> set[str] | None:
     """The names an earlier bintut export wrote in ``folder`` (its mark, else this version's list); None if
@@ -82,6 +85,7 @@ def _export_names(folder: Path) -> set[str] | None:
         return set((folder / EXPORT_MARK).read_text().split()) | {EXPORT_MARK}
     except OSError:
         return {"bintut.h", "bintut_model.h", "golden.h", "README.md", "mcu", *STATIC_SOURCES}
+
 
 def check_c_folder(folder: str | os.PathLike) -> Path:
     """Refuse, before any work, a folder for the C library that is empty-named, a file, or holds anything but
@@ -110,6 +114,7 @@ def check_c_folder(folder: str | os.PathLike) -> Path:
         raise CFolderError(f"--c {folder} {what} (it holds {shown}); an export replaces the whole folder: "
                            "move them away or choose an empty or new folder")
     return folder
+
 
 def write_c_library(export: ResNetExport, folder: str | os.PathLike, images: np.ndarray,
                     source: str = "a bintut export", kernel: str = "fast") -> CLibrary:
@@ -174,6 +179,7 @@ def write_c_library(export: ResNetExport, folder: str | os.PathLike, images: np.
         raise
     return library
 
+
 def _put_in_place(new: Path, folder: Path) -> None:
     """Make ``new`` (a complete folder) take the name ``folder``; the folder it replaces is removed."""
     if not folder.exists():
@@ -191,6 +197,7 @@ def _put_in_place(new: Path, folder: Path) -> None:
         os.rename(old, folder)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two names atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where that is unavailable."""

@@ -45,9 +45,11 @@ MCU_PACKAGES = ("gcc-arm-none-eabi", "libnewlib-arm-none-eabi", "qemu-system-arm
 
 MAX_KERNEL = 9  # bintut.c keeps the taps of one window on the stack
 
+
 def c_sources() -> Path:
     """The folder of the C sources shipped with bintut (package data)."""
     return Path(str(resources.files("bintut.integer") / "c"))
+
 
 def tap_major_bits(layer) -> np.ndarray:
     """(out, kernel * kernel * ceil(C / 8)) bytes: per output channel and tap, the C input channels'
@@ -55,6 +57,7 @@ def tap_major_bits(layer) -> np.ndarray:
     w = unpack_signs(layer.bits, layer.k).reshape(layer.out_channels, layer.in_channels, layer.kernel, layer.kernel)
     w = w.transpose(0, 2, 3, 1) >= 0  # (O, kh, kw, C)
     return np.packbits(w, axis=3).reshape(layer.out_channels, -1)
+
 
 def memory_plan(export: ResNetExport) -> dict[str, int]:
     """Static buffers of bintut.c: buffer A holds the stem's and every block's output (int8 codes,
@@ -79,6 +82,7 @@ def memory_plan(export: ResNetExport) -> dict[str, int]:
     scratch = channels * (4 + 4 + 1 + 8)  # two int32 accumulator rows, one int8 output row, int64 pool sums
     return {"buffer_a": a, "buffer_b": b, "max_channels": channels, "scratch": scratch, "ram": a + b + scratch}
 
+
 def _check_in_place(shortcut, size: int, out: int) -> None:
     """Writing output position p over the block input must not clobber input a later position reads."""
     cin, cout = shortcut.in_channels, shortcut.out_channels
@@ -93,13 +97,16 @@ def _check_in_place(shortcut, size: int, out: int) -> None:
         if (p + 1) * cout > later[p + 1]:
             raise ExportError(f"layer {shortcut.name}: the residual block cannot be updated in place")
 
+
 def flash_bytes(export: ResNetExport) -> dict[str, int]:
     """Constant data bintut_model.h puts in flash: sign bits and the per-channel integer constants."""
     bits = sum(tap_major_bits(layer).nbytes for layer in export.layers.values())
     constants = sum(layer.out_channels * (4 + 1 + 8) for layer in export.layers.values())
     return {"sign bits": bits, "integer constants": constants}
 
+
 OCTAL = [f"\\{i:03o}" for i in range(256)]  # "\ooo" escapes: never more than three digits, unlike "\x"
+
 
 def _c_values(ctype: str, values: np.ndarray, per_line: int) -> str:
     flat = list(map(str, np.asarray(values).reshape(-1).tolist()))
@@ -107,12 +114,14 @@ def _c_values(ctype: str, values: np.ndarray, per_line: int) -> str:
         flat = [f"INT64_C({v})" for v in flat]
     return ",\n    ".join(", ".join(flat[i : i + per_line]) for i in range(0, len(flat), per_line))
 
+
 def _c_bytes(name: str, values: np.ndarray) -> str:
     """uint8 data as one string literal of exactly n characters (no terminating NUL is stored): a C compiler
     reads it ~20x faster than a brace list of 1.4 million numbers."""
     flat = np.asarray(values, dtype=np.uint8).reshape(-1).tolist()
     lines = ('    "' + "".join(OCTAL[v] for v in flat[i : i + 64]) + '"' for i in range(0, len(flat), 64))
     return f"static const uint8_t {name}[{len(flat)}] =\n" + "\n".join(lines) + ";\n"
+
 
 def _c_array(ctype: str, name: str, values: np.ndarray, per_line: int = 24) -> str:
     """``static const ctype name[n] = {...};`` (``name[rows][n]`` for a 2-D ``values``)."""
@@ -124,8 +133,10 @@ def _c_array(ctype: str, name: str, values: np.ndarray, per_line: int = 24) -> s
         return f"static const {ctype} {name}[{values.shape[0]}][{values.shape[1]}] = {{\n{rows}\n}};\n"
     return f"static const {ctype} {name}[{values.size}] = {{\n    {_c_values(ctype, values, per_line)}\n}};\n"
 
+
 def _identifier(name: str) -> str:
     return re.sub(r"[^0-9a-zA-Z]", "_", name)
+
 
 def api_header(export: ResNetExport, source: str, kernel: str = "fast") -> str:
     if kernel not in KERNELS:
@@ -169,6 +180,7 @@ int bintut_infer(const int8_t *image, int32_t *logits);
 #endif
 """
 
+
 def model_header(export: ResNetExport, source: str) -> str:
     plan = memory_plan(export)
     names = list(export.layers)
@@ -198,6 +210,7 @@ def model_header(export: ResNetExport, source: str) -> str:
                       f"{block['identity_m'] or 0}, {block['identity_shift'] or 0}}}")
     parts.append("\nstatic const bintut_block bintut_blocks[BINTUT_NUM_BLOCKS] = {\n" + ",\n".join(blocks) + "\n};\n")
     return "".join(parts)
+
 
 def fast_kernel_plan(export: ResNetExport, check: bool = True) -> dict[str, int]:
     """Sizes bintut_fast.c needs, checking the shapes it supports.
@@ -246,6 +259,7 @@ def fast_kernel_plan(export: ResNetExport, check: bool = True) -> dict[str, int]
     return {"weight_bytes": weight_bytes, "tap_bytes": tap_bytes, "shortcut_tap_bytes": shortcut_bytes,
             "positions": positions, "buffer_b_tail": tail}
 
+
 def fast_kernel_defines(export: ResNetExport) -> str:
     """The ``#define``s of bintut_model.h that size bintut_fast.c's static buffers."""
     plan = fast_kernel_plan(export, check=False)
@@ -253,12 +267,14 @@ def fast_kernel_defines(export: ResNetExport) -> str:
             f"#define BINTUT_MAX_SHORTCUT_TAP_BYTES {plan['shortcut_tap_bytes']}\n"
             f"#define BINTUT_FAST_WEIGHT_BYTES {plan['weight_bytes']} /* x86 AVX-512 VNNI path only */\n")
 
+
 def golden_header(codes: np.ndarray, logits: np.ndarray) -> str:
     return ("/* golden.h -- generated by bintut: test images (int8 codes, channels last) and the int32 logits\n"
             " * bintut's numpy integer-only engine computed for them. */\n"
             f"#define BINTUT_GOLDEN_COUNT {len(codes)}\n"
             + _c_array("int8_t", "bintut_golden_images", codes.reshape(len(codes), -1), 32)
             + _c_array("int32_t", "bintut_golden_logits", logits, 10))
+
 
 def golden_vectors(export: ResNetExport, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Normalised float images (N, 3, H, W) -> their int8 codes (N, H, W, 3) and int32 logits (numpy engine)."""

@@ -35,6 +35,7 @@ def integer_only_agreement(model, export: ResNetExport, images) -> dict[str, flo
         "clear winners (torch top-2 gap > 2x that)": int(clear.sum()),
     }
 
+
 def layer_agreement(model, export: ResNetExport, images) -> list[dict]:
     """Per layer: do our kernels, fed the int8 codes torch computed, give exactly the integer
     accumulators implied by torch (its conv on those codes and the ±1 signs)?
@@ -72,6 +73,7 @@ def layer_agreement(model, export: ResNetExport, images) -> list[dict]:
         rows.append({"layer": name, "exact": exact,
                      "torch deviation": float(deviation / max(np.abs(implied * scale).max(), 1e-30))})
     return rows
+
 
 def prediction_agreement(model, export: ResNetExport, images) -> dict[str, float]:
     """Top-1 agreement and the largest logit difference between torch (hard mode) and the engine."""

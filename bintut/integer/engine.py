@@ -36,6 +36,7 @@ from bintut.integer.kernels import (
 
 KERNELS = ("blas", "addsub", "oracle")
 
+
 def quantize(x: np.ndarray, step: np.float32, dtype: type = np.int8) -> np.ndarray:
     """Float activations -> int8 codes: clip(round_half_even(x / step), -127, 127), as the torch layer.
 
@@ -45,6 +46,7 @@ def quantize(x: np.ndarray, step: np.float32, dtype: type = np.int8) -> np.ndarr
     with np.errstate(over="ignore"):
         return np.clip(np.rint(x / step), -INT8_MAX, INT8_MAX).astype(dtype, copy=False)
 
+
 def as_array(values: object) -> np.ndarray:
     """A numpy array of ``values``: an array, a nested list, or a torch tensor (on any device, with grad)."""
     if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor, without importing torch
@@ -53,6 +55,7 @@ def as_array(values: object) -> np.ndarray:
         return np.asarray(values)
     except (TypeError, ValueError) as err:
         raise ValueError(f"expected an array of images, got {type(values).__name__} ({err})") from None
+
 
 def check_images(images: np.ndarray) -> np.ndarray:
     """Refuse what is not a non-empty batch of normalised float images (N, 3, H, W), with a clear message;
@@ -71,6 +74,7 @@ def check_images(images: np.ndarray) -> np.ndarray:
         raise ValueError(f"the images contain {np.count_nonzero(~np.isfinite(images))} NaN or infinite values")
     return images
 
+
 def check_codes(codes: np.ndarray, size: int) -> None:
     """Refuse what is not a non-empty batch of int8 image codes (N, size, size, 3), channels last."""
     if codes.dtype != np.int8:
@@ -79,6 +83,7 @@ def check_codes(codes: np.ndarray, size: int) -> None:
         raise ValueError(f"expected image codes of shape (N, {size}, {size}, 3), got {codes.shape}")
     if len(codes) == 0:
         raise ValueError("the batch is empty: pass at least one image")
+
 
 class IntegerResNet:
     """Runs the exported network; ``kernel`` picks the GEMM (all three give identical accumulators).
@@ -198,6 +203,7 @@ class IntegerResNet:
 
     def _integer_forward(self, codes: np.ndarray, record: Callable[[str, np.ndarray], None] | None = None,
                          ) -> np.ndarray:
+        """Taught in notebooks/07_integer_only_and_c.ipynb."""
         export, frac = self.export, self.export.fraction_bits
         note = record or (lambda name, c: None)
         note("conv1", codes)
@@ -240,6 +246,7 @@ class IntegerResNet:
             self._forward(images, note=note)
         return codes
 
+
 def code_differences(export: ResNetExport, images: np.ndarray) -> list[dict]:
     """Per binary layer: how often the int8 codes it reads differ between the float-epilogue and the
     integer-only engine, run end to end on the same images (differences propagate downstream)."""
@@ -252,6 +259,7 @@ def code_differences(export: ResNetExport, images: np.ndarray) -> list[dict]:
                      "off by 1 %": round(100 * float(np.mean(diff == 1)), 3),
                      "off by more %": round(100 * float(np.mean(diff > 1)), 3)})
     return rows
+
 
 def clear_margin(reference: np.ndarray, logits: np.ndarray) -> tuple[float, np.ndarray]:
     """The largest |logits - reference| over a batch (N, classes), and per image whether the reference's

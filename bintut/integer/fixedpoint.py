@@ -30,8 +30,10 @@ INT64_LIMIT = 2**63
 
 MAX_SHIFT = 62
 
+
 class FixedPointRangeError(ValueError, BintutError):
     """A multiplier or bias does not fit the fixed-point format."""
+
 
 def quantize_multiplier(real: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-channel real multipliers -> (M0 in [2^30, 2^31) int64, shift n in [1, 62] int64, sign +-1 int64).
@@ -40,6 +42,11 @@ def quantize_multiplier(real: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     which would need a shift above 62): it moves an output by less than 2^-32 per unit of input, and, as
     in TFLite, the exact integer form of such a channel is a constant (the bias). Raises
     FixedPointRangeError naming the channel for a multiplier that is not finite or too large (>= 2^30).
+    Taught in notebooks/07_integer_only_and_c.ipynb.
+
+    >>> m0, shift, sign = quantize_multiplier(np.array([0.75, 0.1]))
+    >>> m0.tolist(), shift.tolist(), sign.tolist()  # 0.75 = 1610612736 / 2^31, 0.1 ~ 1717986918 / 2^34
+    ([1610612736, 1717986918], [31, 34], [1, 1])
     """
     real = np.asarray(real, dtype=np.float64)
     m0 = np.zeros(real.shape, dtype=np.int64)
@@ -63,21 +70,32 @@ def quantize_multiplier(real: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
         m0.flat[i], shift.flat[i] = q, 31 - exponent
     return m0, shift, np.where(real < 0, -1, 1).astype(np.int64)
 
+
 def apply(x: np.ndarray, m: np.ndarray, shift: np.ndarray, bias: np.ndarray | int = 0) -> np.ndarray:
-    """e(x) = (x * m + bias + 2^(shift - 1)) >> shift in int64, per channel on the last axis."""
+    """e(x) = (x * m + bias + 2^(shift - 1)) >> shift in int64, per channel on the last axis: x times the
+    real multiplier m / 2^shift, rounded half up. Taught in notebooks/07_integer_only_and_c.ipynb.
+
+    >>> m0, shift, sign = quantize_multiplier(np.array([0.75, 0.1]))
+    >>> apply(np.array([[10, 10]]), sign * m0, shift).tolist()  # 7.5 rounds up to 8; 1.0 stays 1
+    [[8, 1]]
+    """
     total = x.astype(np.int64) * m + bias
     return (total + (np.int64(1) << (shift - 1))) >> shift
+
 
 def round_shift(t: np.ndarray, bits: int = FRACTION_BITS) -> np.ndarray:
     """Drop ``bits`` fractional bits, rounding half up (the last step of a residual addition)."""
     return (t + (np.int64(1) << (bits - 1))) >> bits
+
 
 def requantize(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, sign: np.ndarray, bias: np.ndarray,
                low: int = -127, high: int = 127) -> np.ndarray:
     """int32 accumulators (..., C) -> int8 codes, integer arithmetic only (per-channel M0, n, sign, b)."""
     return np.clip(apply(acc, sign * m0, shift, bias), low, high).astype(np.int8)
 
+
 CONSTANT_SHIFT = 31  # the shift of a constant channel (multiplier 0): its bias keeps 31 fractional bits
+
 
 def integer_epilogue(a: np.ndarray, b: np.ndarray, unit: float) -> tuple[np.ndarray, ...]:
     """(M0, n, sign, bias) for ``round((a * x + b) / unit)``, the bias in the same 2^-n format.
@@ -107,6 +125,7 @@ def integer_epilogue(a: np.ndarray, b: np.ndarray, unit: float) -> tuple[np.ndar
             f"channel {i}: bias {float(np.asarray(b).flat[i]):.3g} does not fit 64 bits at unit {unit:.3g}")
     return m0, shift, sign, np.round(scaled).astype(np.int64)
 
+
 def fixed_point(a: np.ndarray, b: np.ndarray, unit: float, max_input: int) -> tuple[np.ndarray, ...]:
     """Signed multiplier m (fits int32), shift and bias of ``round((a * x + b) / unit)``, checked so that
     ``x * m + bias + 2^(shift - 1)`` cannot leave int64 for any |x| <= max_input."""
@@ -116,12 +135,14 @@ def fixed_point(a: np.ndarray, b: np.ndarray, unit: float, max_input: int) -> tu
         raise FixedPointRangeError(f"|x * m + bias| could reach {worst:.3g}, beyond int64")
     return sign * m0, shift, bias
 
+
 def output_bound(m: np.ndarray, shift: np.ndarray, bias: np.ndarray, max_input: int) -> int:
     """An upper bound of |e(x)| over |x| <= max_input (Python integers, one unit of margin for the floor)."""
     return max(
         ((abs(int(mi)) * max_input + abs(int(bi)) + 2 ** (int(si) - 1)) >> int(si)) + 1
         for mi, si, bi in zip(m.flat, shift.flat, bias.flat, strict=True)
     )
+
 
 def residual_add(codes_a: np.ndarray, step_a: float, codes_b: np.ndarray, step_b: float, step_out: float,
                  bits: int = FRACTION_BITS) -> dict:

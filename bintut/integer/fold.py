@@ -37,7 +37,9 @@ def _quantizers(layer: nn.Module, name: str) -> tuple[SignQuantizer, Int8Quantiz
         )
     return wq, aq
 
+
 def _fold(layer: nn.Module, name: str, bn: nn.BatchNorm2d | None) -> LayerExport:
+    """Taught in notebooks/05_int8_addsub_gemm.ipynb."""
     wq, aq = _quantizers(layer, name)
     with torch.no_grad():
         w = layer.parametrizations.weight.original.detach().float()
@@ -68,6 +70,7 @@ def _fold(layer: nn.Module, name: str, bn: nn.BatchNorm2d | None) -> LayerExport
     except ValueError as err:
         raise ExportError(f"layer {name}: {err}") from err
     return out
+
 
 def export_resnet(model: nn.Module, image_size: int = 32,
                   normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> ResNetExport:
@@ -105,8 +108,10 @@ def export_resnet(model: nn.Module, image_size: int = 32,
     add_integer_constants(export)
     return export
 
+
 def _blocks(model: ResNet) -> list[nn.Module]:
     return [b for stage in (model.layer1, model.layer2, model.layer3, model.layer4) for b in stage]
+
 
 def fp32_state_dict_bytes(model: nn.Module) -> int:
     """Bytes on disk of the equivalent plain fp32 torchvision state_dict (torch.save)."""

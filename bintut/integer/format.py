@@ -35,8 +35,10 @@ LOGIT_BITS = 16  # logits are int32 in units of 2^-LOGIT_BITS (fewer bits if the
 
 INT32_MAX = 2**31 - 1
 
+
 class ExportError(ValueError, BintutError):
     """The model cannot be exported, or a file is not a valid export."""
+
 
 @dataclass
 class LayerExport:
@@ -74,6 +76,7 @@ class LayerExport:
         meta = {k: v for k, v in asdict(self).items() if k not in self.ARRAYS}
         meta["act_step"] = float(self.act_step)
         return meta
+
 
 @dataclass
 class ResNetExport:
@@ -131,8 +134,10 @@ class ResNetExport:
     def total_bytes(self) -> int:
         return sum(getattr(layer, key).nbytes for layer in self.layers.values() for key in LayerExport.ARRAYS)
 
+
 def _digest(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
 
 def load_export(path: str | os.PathLike) -> ResNetExport:
     """Read and verify an export; a corrupt or mismatched file raises ExportError naming the problem."""
@@ -168,6 +173,7 @@ def load_export(path: str | os.PathLike) -> ResNetExport:
             raise
         raise ExportError(f"{path}: the header is malformed ({type(err).__name__}: {str(err)[:200]})") from None
 
+
 def _from_files(path: Path, header: dict, files: dict[str, np.ndarray]) -> ResNetExport:
     layers: dict[str, LayerExport] = {}
     for meta in header["layers"]:
@@ -195,10 +201,12 @@ def _from_files(path: Path, header: dict, files: dict[str, np.ndarray]) -> ResNe
                         header["fraction_bits"], header["logit_bits"], tuple(mean) if mean else None,
                         tuple(std) if std else None)
 
+
 # dtype kind ('u' unsigned, 'i' signed, 'f' float) and the value range of each array; None: any finite value
 ARRAY_RULES = {"bits": ("u", None), "weight_scale": ("f", None), "a": ("f", None), "b": ("f", None),
                "m": ("iu", (-INT32_MAX, INT32_MAX)), "shift": ("iu", (1, fixedpoint.MAX_SHIFT)),
                "bias": ("iu", None)}
+
 
 def _checked(export: ResNetExport, path: Path) -> ResNetExport:
     """Refuse an export whose checksums match but whose contents are out of range (an edited file with
@@ -245,6 +253,7 @@ def _checked(export: ResNetExport, path: Path) -> ResNetExport:
                       f"{block.get('identity_shift')!r} out of range")
     return export
 
+
 def final_size(export: ResNetExport) -> int:
     """Height (= width) of the last block's output for the export's image size."""
     size = export.image_size
@@ -254,6 +263,7 @@ def final_size(export: ResNetExport) -> int:
     if size < 1:
         raise ExportError(f"images of {export.image_size} x {export.image_size} are too small for this network")
     return size
+
 
 def add_integer_constants(export: ResNetExport) -> None:
     """Compute every fixed-point constant of the integer-only network once (see bintut.integer.fixedpoint).

@@ -19,17 +19,26 @@ INT8_MAX = 127
 
 FLOAT32_EXACT = 2**24  # every integer of magnitude below this is a float32
 
+
 class AccumulatorRangeError(ValueError, BintutError):
     """The fast path cannot be exact for this reduction length."""
 
+
 def pack_signs(w: np.ndarray) -> np.ndarray:
-    """(N, K) real weights -> (N, ceil(K/8)) uint8 bits, bit = 1 where w >= 0 (sign(0) = +1)."""
+    """(N, K) real weights -> (N, ceil(K/8)) uint8 bits, bit = 1 where w >= 0 (sign(0) = +1), MSB first.
+    Taught in notebooks/05_int8_addsub_gemm.ipynb.
+
+    >>> pack_signs(np.array([[0.5, -1.0, 0.0]])).tolist()  # bits 1, 0, 1 then zero padding: 0b10100000
+    [[160]]
+    """
     return np.packbits(np.asarray(w) >= 0, axis=1)
+
 
 def unpack_signs(bits: np.ndarray, k: int) -> np.ndarray:
     """(N, ceil(K/8)) packed bits -> (N, K) int8 weights in {-1, +1}."""
     m = np.unpackbits(bits, axis=1, count=k).astype(np.int8)
     return 2 * m - 1
+
 
 def check_exact_range(k: int) -> None:
     """Refuse a reduction whose worst-case |acc| = 127 K could leave float32's exact integers."""
@@ -39,14 +48,23 @@ def check_exact_range(k: int) -> None:
             f"(2^24 = {FLOAT32_EXACT}); use oracle_gemm"
         )
 
+
 def _check_codes(x: np.ndarray) -> None:
     if x.dtype != np.int8:
         raise TypeError(f"activations must be int8 codes, got {x.dtype}")
 
+
 def addsub_gemm(x: np.ndarray, bits: np.ndarray, k: int) -> np.ndarray:
     """Teaching kernel: acc[:, n] = 2 * (sum of x's columns where w_n = +1) - sum of all x's columns.
 
-    x: (M, K) int8, bits: (N, ceil(K/8)) packed signs. Only additions and one doubling.
+    x: (M, K) int8, bits: (N, ceil(K/8)) packed signs; returns (M, N) int32. Only additions and one
+    doubling. Raises AccumulatorRangeError for codes outside [-127, 127].
+    Taught in notebooks/05_int8_addsub_gemm.ipynb.
+
+    >>> w = np.array([[0.5, -1.0, 0.0], [-2.0, 3.0, -0.1]])
+    >>> x = np.array([[1, 2, 3], [-4, 5, 6]], dtype=np.int8)
+    >>> addsub_gemm(x, pack_signs(w), 3).tolist()  # = x @ sign(w).T
+    [[2, -2], [-3, 3]]
     """
     _check_codes(x)
     plus = np.unpackbits(bits, axis=1, count=k).astype(bool)
@@ -56,6 +74,7 @@ def addsub_gemm(x: np.ndarray, bits: np.ndarray, k: int) -> np.ndarray:
         selected = x[:, columns].sum(axis=1, dtype=np.int32)
         acc[:, n] = selected + selected - total
     return acc
+
 
 def blas_gemm(x: np.ndarray, w: np.ndarray, out_dtype: type = np.int32) -> np.ndarray:
     """Fast path: x (M, K) int8 codes (or the same codes in float32), w (N, K) ±1.
@@ -69,10 +88,12 @@ def blas_gemm(x: np.ndarray, w: np.ndarray, out_dtype: type = np.int32) -> np.nd
     acc = xf @ np.asarray(w, dtype=np.float32).T
     return acc.astype(out_dtype, copy=False)
 
+
 def oracle_gemm(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """int64 reference: x (M, K) int8, w (N, K) ±1."""
     _check_codes(x)
     return x.astype(np.int64) @ np.asarray(w, dtype=np.int64).T
+
 
 def im2col(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
     """NHWC (N, H, W, C) -> (N * OH * OW, kernel * kernel * C) patches in tap-major (kh, kw, C) order.
@@ -95,9 +116,11 @@ def im2col(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
             out[:, :, :, dy, dx, :] = x[:, rows, cols]
     return out.reshape(n * oh * ow, kernel * kernel * c)
 
+
 def conv_weight_matrix(w: np.ndarray) -> np.ndarray:
     """torch conv weights (O, C, kh, kw) -> (O, kh * kw * C), the column order of :func:`im2col`."""
     return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(w.shape[0], -1)
+
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1

@@ -27,6 +27,7 @@ class LayerCost:
         """'stem', 'head', or 'block conv' (the residual blocks' 3x3 and 1x1 convs)."""
         return {"conv1": "stem", "fc": "head"}.get(self.name, "block conv")
 
+
 def layer_costs(export: ResNetExport, image_size: int = 32) -> list[LayerCost]:
     """Walk the network's shapes from a (3, image_size, image_size) input."""
     sizes: dict[str, int] = {}
@@ -59,6 +60,7 @@ def layer_costs(export: ResNetExport, image_size: int = 32) -> list[LayerCost]:
         size = out
     add("fc", 1)
     return rows
+
 
 def summary_table(costs: list[LayerCost]) -> str:
     """A plain-text table with totals, for notebooks, the CLI and the docs."""

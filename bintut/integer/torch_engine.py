@@ -136,6 +136,7 @@ class TorchIntegerResNet:
         logits = self.integer_logits(self.quantize_images(images))
         return logits.float() * 2.0**-self.export.logit_bits
 
+
 @torch.no_grad()
 def deployed_accuracy(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                       device: str | torch.device = "cpu") -> dict[str, float | int | str | None]:

@@ -14,6 +14,7 @@ from bintut.model import WeightsUnavailableError, cifar_stem, imagenet_state_dic
 
 STAGES = ("conv1", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
+
 def imagenet_resnet18(allow_random: bool = False) -> tuple[nn.Module, str]:
     """torchvision's ImageNet ResNet18 and a note on where its weights came from.
 
@@ -32,6 +33,7 @@ def imagenet_resnet18(allow_random: bool = False) -> tuple[nn.Module, str]:
             raise
         return model, "random weights: the ImageNet file is not available offline (smoke mode)"
 
+
 def with_cifar_stem(model: nn.Module, num_classes: int = 100) -> nn.Module:
     """A copy of an ImageNet ResNet with the CIFAR stem and a new head (the rest keeps its weights)."""
 
@@ -39,10 +41,12 @@ def with_cifar_stem(model: nn.Module, num_classes: int = 100) -> nn.Module:
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model
 
+
 def feature_maps(model: nn.Module, size: int = 32) -> dict[str, tuple[int, ...]]:
     """Output shape (C, H, W) of the stem and each residual stage for one size x size image."""
     seen = record_io(model, list(STAGES), torch.zeros(1, 3, size, size))
     return {name: tuple(seen[name][1].shape[1:]) for name in STAGES}
+
 
 def layer_macs(model: nn.Module, size: int = 32) -> dict[str, int]:
     """Multiply-accumulates per image of every Conv2d and Linear."""
@@ -57,8 +61,10 @@ def layer_macs(model: nn.Module, size: int = 32) -> dict[str, int]:
         macs[name] = seen[name][1][0].numel() * k
     return macs
 
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
 
 def stem_comparison(imagenet: nn.Module, cifar: nn.Module, size: int = 32) -> list[dict[str, object]]:
     """Rows comparing the two stems on a size x size image: feature maps per stage, then totals."""
@@ -71,6 +77,7 @@ def stem_comparison(imagenet: nn.Module, cifar: nn.Module, size: int = 32) -> li
     rows.append({"stage": "MACs / image", "ImageNet stem": f"{sum(layer_macs(imagenet, size).values()):,}",
                  "CIFAR stem": f"{sum(layer_macs(cifar, size).values()):,}"})
     return rows
+
 
 @torch.no_grad()
 def fold_check(model: nn.Module, export, conv: str, bn: str, channel: int, images: torch.Tensor,

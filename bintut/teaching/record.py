@@ -47,12 +47,15 @@ PROVENANCE = "provenance.json"
 
 ROOT = Path(__file__).resolve().parent.parent.parent  # the checkout: bintut/teaching/ is two levels down
 
+
 class RecordingError(FileNotFoundError, BintutError):
     """A recording folder is missing or lacks a stage's files."""
+
 
 def recorded_dir() -> Path:
     """Where recordings live: ``$BINTUT_RECORDED``, else ``docs/recorded`` of this checkout."""
     return Path(os.environ.get(RECORDED_ENV) or ROOT / "docs" / "recorded")
+
 
 def record_configs(mode: str, data: str, ramp: list | None = None, baseline_epochs: int | None = None,
                    **overrides: Any) -> dict[str, TrainConfig]:
@@ -79,6 +82,7 @@ def record_configs(mode: str, data: str, ramp: list | None = None, baseline_epoc
         configs[stage] = stage_config(stage, mode, data=data, **{**overrides, **schedule, "init_from": start})
     return configs
 
+
 def machine() -> str:
     """The GPU's name when one computes, else the CPU model (lscpu) and its core count."""
     import torch
@@ -94,6 +98,7 @@ def machine() -> str:
         pass
     return f"CPU {model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
+
 def git_commit() -> str:
     """This checkout's commit (with ``+changes`` when the work tree differs from it), or 'unknown'."""
     try:
@@ -104,6 +109,7 @@ def git_commit() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("+changes" if dirty else "")
+
 
 def record(configs: dict[str, TrainConfig], out: str | os.PathLike, command: str) -> Path:
     """Train (or load) each stage in order and copy its metrics and config into ``out/<data>/<stage>/``.
@@ -143,6 +149,7 @@ def record(configs: dict[str, TrainConfig], out: str | os.PathLike, command: str
         (folder / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
     return folder
 
+
 def portable_config(config: dict[str, Any], runs: Path) -> dict[str, Any]:
     """A run's config.json with this machine's paths made portable: run folders relative to the run cache
     (``runs/NAME``, as under the default ``$BINTUT_RUNS``), the data root dropped (it never changes a result)."""
@@ -152,6 +159,7 @@ def portable_config(config: dict[str, Any], runs: Path) -> dict[str, Any]:
             saved[key] = str(Path("runs") / Path(saved[key]).name)
     saved["data_root"] = None
     return saved
+
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """The ``record`` subcommand of ``python -m bintut``."""
@@ -174,6 +182,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         "--set train_subset=2000 --set epochs=3")
     return parser
 
+
 def _overrides(pairs: list[str]) -> dict[str, Any]:
     values = {}
     for pair in pairs:
@@ -185,6 +194,7 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             values[name.strip()] = text
     return values
+
 
 def main(args: dict[str, Any]) -> int:
     """``python -m bintut record``: one-line errors (exit 2) as ``train``."""
@@ -201,6 +211,7 @@ def main(args: dict[str, Any]) -> int:
         return 2
     print(f"bintut: recorded {', '.join(configs)} in {folder}")
     return 0
+
 
 @dataclass
 class Recording:
@@ -228,6 +239,7 @@ class Recording:
         return (f"{self.data} ({sizes}), recorded {p.get('date', '?')} on {p.get('machine', '?')}, "
                 f"commit {str(p.get('commit', '?'))[:10]}")
 
+
 def load_recording(data: str | None = None, folder: str | os.PathLike | None = None) -> Recording:
     """The recording of ``data`` under ``folder`` (default :func:`recorded_dir`); RecordingError if absent.
 
@@ -251,6 +263,7 @@ def load_recording(data: str | None = None, folder: str | os.PathLike | None = N
         raise RecordingError(f"{where}: the recording holds no baseline stage")
     return Recording(where, metrics, configs, json.loads((where / PROVENANCE).read_text()))
 
+
 def cost_points(rec: Recording) -> dict[str, float]:
     """What each binarizing stage costs, in points of test accuracy: the baseline's final soft accuracy (the
     full-precision network) minus the stage's final soft accuracy (the network the stage trained, its quantizers
@@ -262,6 +275,7 @@ def cost_points(rec: Recording) -> dict[str, float]:
     base = rec.final("baseline", "soft_acc")
     return {stage: round(base - rec.final(stage, "soft_acc"), 1) for stage in RECORD_STAGES[1:]
             if stage in rec.metrics}
+
 
 def recorded_rows(rec: Recording) -> list[dict[str, Any]]:
     """Results-table rows of a recording (one per stage), labelled with their data set and provenance."""
@@ -277,6 +291,7 @@ def recorded_rows(rec: Recording) -> list[dict[str, Any]]:
             "comparable to published": f"no: other data ({rec.data})",
         })
     return rows
+
 
 def published_rows() -> list[dict[str, Any]]:
     """The published reference's two numbers (CIFAR-100) in the columns of :func:`recorded_rows`."""

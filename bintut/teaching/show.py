@@ -27,6 +27,7 @@ class Source:
     def __repr__(self) -> str:
         return "\n\n".join(f"# {name} -- defined in {path}:{line}\n{code}" for name, path, line, code in self.parts)
 
+
 def source_of(obj: object) -> tuple[str, str, int, str]:
     """(qualified name, repository-relative file, first line, dedented code) of a function, method or class."""
     target = inspect.unwrap(obj.fget if isinstance(obj, property) else obj)
@@ -40,6 +41,7 @@ def source_of(obj: object) -> tuple[str, str, int, str]:
     path = module.__name__.replace(".", "/") + ".py"
     name = getattr(target, "__qualname__", getattr(target, "__name__", repr(target)))
     return name, path, first, textwrap.dedent("".join(lines)).rstrip()
+
 
 def show(*objects: object) -> Source:
     """The source of bintut functions, methods or classes, with the file and line each is defined at.

@@ -66,6 +66,7 @@ FASHION_WORKSHOP: dict[str, Any] = dict(
 # The reference spends 60 of its 300 epochs on the baseline; the stage-wise version keeps that split.
 FULL_EPOCHS = {"baseline": 60, "weights": 240, "activations": 240, "both": 240, "reference": 300}
 
+
 def resolve_mode(mode: str | None = None, fallback: bool = True) -> str:
     """The parameter, else $BINTUT_MODE, else 'full' on a GPU and 'workshop' without one.
 
@@ -81,6 +82,7 @@ def resolve_mode(mode: str | None = None, fallback: bool = True) -> str:
         raise ValueError(f"mode must be one of {MODES}, got {chosen!r} (from the parameters cell or ${MODE_ENV})")
     return chosen
 
+
 def workshop_data(root: str | os.PathLike | None = None) -> str | None:
     """The real data found here: 'cifar100' (in the data root), else 'fashion-mnist' (data root or Debian's
     package), else None. Looks at files only; reads nothing."""
@@ -88,6 +90,7 @@ def workshop_data(root: str | os.PathLike | None = None) -> str | None:
     if cifar100_found(root):
         return "cifar100"
     return "fashion-mnist" if fashion_mnist_found(root) else None
+
 
 def mode_line(mode: str) -> str:
     """One line for a notebook's first cell: the mode, and the data and recipe it takes here."""
@@ -104,6 +107,7 @@ def mode_line(mode: str) -> str:
                 f"{cfg.epochs} epochs per stage (sized for about ten minutes per stage on a laptop CPU, an estimate)")
     subset = f"{cfg.train_subset:,} training images, " if cfg.train_subset else ""
     return f"running in {mode} mode on CIFAR-100: {subset}{cfg.epochs} epochs per stage"
+
 
 def stage_config(stage: str, mode: str | None = None, **overrides: Any) -> TrainConfig:
     """The configuration of one tutorial stage in one mode."""
@@ -133,6 +137,7 @@ def stage_config(stage: str, mode: str | None = None, **overrides: Any) -> Train
         settings["init_from"] = str(runs_dir() / run_name(stage_config("baseline", mode, **base), "baseline"))
     return preset(name, **{**settings, **overrides})
 
+
 # What each stage trains, in words (rows of results_table).
 STAGE_TITLES = {
     "baseline": "full precision",
@@ -149,6 +154,7 @@ PUBLISHED = {"fp": (76.7, 60, "full precision, end of the first 60 epochs"),
 NOTEBOOK_HINT = ('Set mode = "smoke" in the parameters cell (synthetic data generated offline, random initial '
                  "weights) to run this notebook without downloads; or install Fashion-MNIST (apt-get install "
                  "dataset-fashion-mnist) for workshop mode on real images.")
+
 
 def run_stage(stage: str, mode: str | None = None, *, verbose: bool = True, **overrides: Any) -> Run:
     """Load the stage's finished run, or train it (and the baseline it starts from) first.
@@ -172,6 +178,7 @@ def run_stage(stage: str, mode: str | None = None, *, verbose: bool = True, **ov
     except (DataNotFoundError, WeightsUnavailableError) as err:
         raise type(err)(f"{NOTEBOOK_HINT}\nWhat was missing: {err}") from None  # one traceback, the hint first
 
+
 def describe(run: Run, label: str) -> str:
     """One honest line: what was run, in which mode and on which data, and what it reached."""
     cfg, last = run.config, run.final
@@ -179,6 +186,7 @@ def describe(run: Run, label: str) -> str:
     return (f"{label}: {100 * last['hard_acc']:.1f} % hard / {100 * last['soft_acc']:.1f} % soft{deployed} "
             "test accuracy "
             f"after {last['epoch']} epochs on {data_words(cfg)} (preset {cfg.preset}, run {run.out.name})")
+
 
 def comparable(stage: str, run: Run) -> str:
     """Whether a run can stand beside the published numbers, and if not, why not (one phrase)."""
@@ -191,8 +199,10 @@ def comparable(stage: str, run: Run) -> str:
         return f"no: {cfg.preset} preset ({cfg.train_subset or 'all'} images, {cfg.epochs} epochs)"
     return "yes: the reference recipe (README lists the remaining differences)"
 
+
 def _points(value: float | None) -> float | str:
     return "n/a" if value is None else round(100 * value, 1)
+
 
 def results_table(runs: dict[str, Run]) -> list[dict[str, Any]]:
     """One row per finished run, keyed by stage name: what it trains, hard and soft accuracy, and
@@ -216,6 +226,7 @@ def results_table(runs: dict[str, Run]) -> list[dict[str, Any]]:
         })
     return rows
 
+
 def reference_comparison(run: Run) -> list[dict[str, Any]]:
     """The reference stage beside the published numbers: its full-precision accuracy at the end of the
     fp phase (the last epoch with both controls at 0, i.e. t <= 0.2) and its final hard accuracy."""
@@ -230,6 +241,7 @@ def reference_comparison(run: Run) -> list[dict[str, Any]]:
         rows.append({"what": what, "published (epoch)": f"{value} % ({epoch})", f"this run ({run.out.name})": ours,
                      "comparable": verdict})
     return rows
+
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of dict rows (shared keys), for print() in notebooks and docs."""

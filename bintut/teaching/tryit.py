@@ -20,6 +20,7 @@ def _close(prediction: Any, actual: Any, tolerance: float) -> bool:
         return math.isclose(prediction, actual, rel_tol=0.0, abs_tol=tolerance)
     return prediction == actual
 
+
 def check(prediction: Any, actual: Any, tolerance: float = 0.0) -> bool | None:
     """Compare a Try-it prediction with the computed value and print the verdict in one line.
 

@@ -26,6 +26,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device(name)
 
+
 def use_device_data(cfg: TrainConfig, device: torch.device) -> bool:
     """Whether to hold the data on the device; 'device' without a GPU says so and runs on the CPU."""
     if cfg.data_path == "device" and device.type != "cuda":
@@ -33,11 +34,13 @@ def use_device_data(cfg: TrainConfig, device: torch.device) -> bool:
               "augmenting in batches on the CPU (for speed on a CPU use --data-path loader)")
     return cfg.data_path == "device" or (cfg.data_path == "auto" and device.type == "cuda")
 
+
 def worker_count(requested: int, device: torch.device) -> int:
     """-1: up to 8 loader processes when a GPU computes; none on a CPU, where they would steal its cores."""
     if requested >= 0:
         return requested
     return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+
 
 def compile_backend() -> str:
     """The torch.compile backend: $BINTUT_COMPILE_BACKEND, default 'inductor'.
@@ -46,6 +49,7 @@ def compile_backend() -> str:
     generates no code: seconds instead of minutes on a CPU, for tests and for diagnosing recompiles.
     """
     return os.environ.get("BINTUT_COMPILE_BACKEND", "inductor")
+
 
 def compile_model(model: nn.Module) -> nn.Module:
     """``torch.compile`` with static shapes: one graph per input shape, never a dynamic-shape one.
@@ -58,10 +62,12 @@ def compile_model(model: nn.Module) -> nn.Module:
     """
     return torch.compile(model, backend=compile_backend(), dynamic=False)
 
+
 def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
 
 @contextmanager
 def process_group() -> Iterator[int]:
@@ -79,6 +85,7 @@ def process_group() -> Iterator[int]:
         yield world
     finally:
         dist.destroy_process_group()
+
 
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank if it is true on one (a collective: every rank must call it)."""

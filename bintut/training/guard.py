@@ -21,8 +21,10 @@ if TYPE_CHECKING:  # the loop's session, checked by check_health; guard itself s
 
 WEIGHT_LIMIT = 1e4  # a parameter beyond this magnitude has exploded (trained ResNet18 weights stay below ~10)
 
+
 class Diverged(RuntimeError, BintutError):
     """The loss or the weights became NaN, infinite or huge; the last good checkpoint is kept."""
+
 
 class Stopped(KeyboardInterrupt):
     """Training stopped on a signal; ``signum`` says which (the CLI exits with 128 + signum)."""
@@ -30,6 +32,7 @@ class Stopped(KeyboardInterrupt):
     def __init__(self, signum: int, message: str = "") -> None:
         super().__init__(message or f"signal {signum}")
         self.signum = signum
+
 
 class StopRequest:
     """SIGINT/SIGTERM ask the loop to stop at the next step boundary (a second one stops at once).
@@ -69,6 +72,7 @@ class StopRequest:
             self.at_boundary = True
             raise Stopped(self.signum if self.signum is not None else signal.SIGINT)
 
+
 def loss_scale(scaler: torch.amp.GradScaler, device: torch.device) -> torch.Tensor | None:
     """The GradScaler's current scale as a device tensor (no host sync), None when no scaler is in use."""
     if not scaler.is_enabled():
@@ -78,9 +82,11 @@ def loss_scale(scaler: torch.amp.GradScaler, device: torch.device) -> torch.Tens
         return torch.tensor(scaler.get_scale(), device=device)
     return scale.clone()
 
+
 def syncs_every_step(device: torch.device) -> bool:
     """Whether the loop may read the loss on the host every step (on a CPU it costs nothing)."""
     return device.type == "cpu"
+
 
 def check_health(s: Session, weights: bool = True) -> None:
     """Raise :class:`Diverged` if the epoch's loss so far -- or any weight or buffer -- is not finite, or a
@@ -98,6 +104,7 @@ def check_health(s: Session, weights: bool = True) -> None:
         f"training diverged: {problem} by epoch {s.epoch + 1}, batch {s.batch_done}; {kept}. "
         "Try a lower learning rate or a slower binarization schedule."
     )
+
 
 @torch.no_grad()
 def _weights_problem(net: nn.Module) -> str | None:

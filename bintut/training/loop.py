@@ -104,6 +104,7 @@ class Session:
         check_health(self)
         save_checkpoint(self.ckpt_path, self.snapshot())
 
+
 def open_session(cfg: TrainConfig) -> tuple[Session | None, dict[str, Any] | None]:
     """Set-up: lock the folder, check it against the config, load data, build the model and optimizer.
 
@@ -130,6 +131,7 @@ def open_session(cfg: TrainConfig) -> tuple[Session | None, dict[str, Any] | Non
         if lock is not None:
             lock.release(remove_created=True)
         raise
+
 
 def _set_up(
     cfg: TrainConfig, rank: int, world: int, device: torch.device, lock: RunLock | None,
@@ -180,6 +182,7 @@ def _set_up(
         s.tracker = WandbRun(cfg.wandb, cfg.to_dict(), out, state.get("wandb_id") if state else None)
     return s, state
 
+
 def _data_sources(
     cfg: TrainConfig, device: torch.device, train_set: ImageSet, test_set: ImageSet, workers: int, rank: int,
     world: int,
@@ -192,6 +195,7 @@ def _data_sources(
     test_loader = DataLoader(ImageDataset(test_set), batch_size=cfg.eval_batch_size, sampler=test_shard,
                              num_workers=min(workers, 2), pin_memory=device.type == "cuda")
     return ImageDataset(train_set, train_transform(cfg.augment, train_set.mean, train_set.std)), test_loader
+
 
 def _epoch_batches(s: Session) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """This epoch's training batches from where it stands (a seeded order, resumable mid-epoch)."""
@@ -206,6 +210,7 @@ def _epoch_batches(s: Session) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         pin_memory=s.device.type == "cuda", drop_last=False,
         generator=torch.Generator().manual_seed(cfg.seed * 7919 + s.epoch),
     ))
+
 
 def train_epoch(s: Session, stop: StopRequest, resumed: dict[str, Any] | None = None) -> float:
     """One epoch of optimisation steps (the rest of it, after a mid-epoch resume); returns its seconds."""
@@ -244,6 +249,7 @@ def train_epoch(s: Session, stop: StopRequest, resumed: dict[str, Any] | None = 
     check_health(s)
     return time.perf_counter() - started
 
+
 def evaluate_epoch(s: Session, train_seconds: float) -> dict[str, Any]:
     """The epoch's metrics row: hard and soft test accuracy (float32), deployed accuracy (the integer-only
     network exported from the current weights, bintut.integer.torch_engine; None while it cannot be exported),
@@ -268,6 +274,7 @@ def evaluate_epoch(s: Session, train_seconds: float) -> dict[str, Any]:
         "deployed_seconds": deployed["seconds"],
     }
 
+
 def finish_epoch(s: Session, row: dict[str, Any]) -> None:
     """The epoch counts as done; on rank 0 the book-keeping: checkpoint (carrying the row), metrics row, wandb.
 
@@ -285,8 +292,10 @@ def finish_epoch(s: Session, row: dict[str, Any]) -> None:
               f"deployed {_percent(row.get('deployed_acc'))}  "
               f"({row['epoch_seconds']:.1f} s)")
 
+
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
+
 
 def _summary(s: Session) -> dict[str, Any]:
     summary: dict[str, Any] = {"epochs": s.epoch, "out": str(s.out)}
@@ -297,6 +306,7 @@ def _summary(s: Session) -> dict[str, Any]:
             with replacing(s.out / FIGURE) as tmp:
                 plot_run(rows, tmp, data=data_words(s.cfg))
     return summary
+
 
 def _finished_summary(cfg: TrainConfig, state: dict[str, Any]) -> dict[str, Any]:
     """The summary of a run that completed all its epochs before this call (which trains nothing)."""
@@ -309,6 +319,7 @@ def _finished_summary(cfg: TrainConfig, state: dict[str, Any]) -> dict[str, Any]
         if rows:
             summary |= {"hard_acc": rows[-1]["hard_acc"], "soft_acc": rows[-1]["soft_acc"]}
     return summary
+
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) a training run; returns a summary with the final hard/soft accuracy.

@@ -36,12 +36,15 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
         return torch.float16 if device.type == "cuda" else None
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[amp]
 
+
 def seed_everything(*parts: int) -> None:
-    """Seed torch, numpy and random from a tuple (seed, epoch, batch): resumable streams."""
+    """Seed torch, numpy and random from a tuple of ints, e.g. (seed,) at set-up and (seed, epoch, rank) per
+    epoch: every rank and epoch gets its own stream, which a resumed run recreates."""
     seed = int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
+
 
 def build_model(cfg: TrainConfig) -> nn.Module:
     """ResNet18-CIFAR converted for gradual binarization, controls at 0.
@@ -63,6 +66,7 @@ def build_model(cfg: TrainConfig) -> nn.Module:
             reason = str(err).strip().splitlines()[0]
             raise ValueError(f"init_from: {source} holds a model of another layout ({reason})") from err
     return model
+
 
 @dataclass
 class Recipe:
@@ -91,6 +95,7 @@ class Recipe:
             if f"{target}.p" in values:
                 set_controls(model, values[f"{target}.p"], values[f"{target}.bin_ratio"], target=target)
 
+
 class EpochSampler(Sampler[int]):
     """A seeded permutation per epoch, resumable mid-epoch, sharded across ranks.
 
@@ -109,6 +114,7 @@ class EpochSampler(Sampler[int]):
     def __len__(self) -> int:
         return len(self.indices)
 
+
 def mixer(cfg: TrainConfig) -> v2.Transform | None:
     """Mixup or cutmix on whole batches, chosen 50/50; None if mixing is off.
 
@@ -126,11 +132,14 @@ def mixer(cfg: TrainConfig) -> v2.Transform | None:
         pairs = [(v2.MixUp, cfg.mixup_alpha), (v2.CutMix, cfg.cutmix_alpha)]
     return v2.RandomChoice([op(alpha=alpha, num_classes=num_classes(cfg.data)) for op, alpha in pairs])
 
+
 def loss_fn(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """Cross-entropy; soft (mixed) targets get label smoothing, as in the reference."""
+    """Cross-entropy; soft (mixed) targets get label smoothing, as in the reference.
+    Taught in notebooks/02_baseline.ipynb."""
     if target.is_floating_point():
         return F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
     return F.cross_entropy(logits.float(), target)
+
 
 def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
     """Optimizer steps per epoch over n training images; ``drop_last`` counts whole batches only.
@@ -142,11 +151,13 @@ def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
                          "lower --batch-size or use --no-drop-last")
     return n // batch_size if drop_last else math.ceil(n / batch_size)
 
+
 def train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, x: torch.Tensor,
     y: torch.Tensor, cfg: TrainConfig, dtype: torch.dtype | None, mix: v2.Transform | None,
 ) -> torch.Tensor:
-    """One optimisation step on a device batch; returns the detached loss (no host sync)."""
+    """One optimisation step on a device batch; returns the detached loss (no host sync).
+    Taught in notebooks/02_baseline.ipynb."""
     if mix is not None and torch.rand(()) < cfg.mix_prob:
         x, y = mix(x, y)
     with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
@@ -159,6 +170,7 @@ def train_step(
     scaler.step(optimizer)
     scaler.update()
     return loss.detach()
+
 
 @contextlib.contextmanager
 def ieee_float32() -> Iterator[None]:
@@ -176,6 +188,7 @@ def ieee_float32() -> Iterator[None]:
             yield
         finally:
             torch.backends.cudnn.allow_tf32 = saved
+
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, hard: bool = False,
@@ -213,8 +226,10 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, hard: b
     correct, loss, count = totals.tolist()
     return {"acc": correct / max(count, 1), "loss": loss / max(count, 1), "count": int(count)}
 
+
 def memory_format_for(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
+
 
 def to_device(
     x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool

@@ -23,6 +23,7 @@ RESUME_KEYS = ("model", "optimizer", "scaler", "epoch", "batch", "global_step", 
 # Fields that may differ between a run and its resumption without changing what is computed.
 MACHINERY = {"resume", "progress", "num_workers", "wandb", "compile", "out", "device", "data_root", "download"}
 
+
 def check_resume(cfg: TrainConfig, saved: dict[str, Any]) -> None:
     """Refuse to continue a run under another recipe, naming each differing field. A field the saved run
     predates (it was written by an older bintut) behaved then as its default does: at its default it is
@@ -38,6 +39,7 @@ def check_resume(cfg: TrainConfig, saved: dict[str, Any]) -> None:
     if newer:
         print("bintut: note: the saved run predates the setting(s) " + ", ".join(f"{k} (now {now[k]!r})" for k in newer)
               + "; continuing with these values")
+
 
 def resume_state(cfg: TrainConfig, out: Path, rank: int, created: bool = False) -> dict[str, Any] | None:
     """The checkpoint to continue from, None for a new run; refuses a folder whose files a run would clobber."""
@@ -65,8 +67,10 @@ def resume_state(cfg: TrainConfig, out: Path, rank: int, created: bool = False) 
         print(f"bintut: nothing to resume in {out}; starting a new run")
     return None
 
+
 def _empty_metrics(path: Path) -> bool:
     return path.name == METRICS and not read_metrics(path)
+
 
 def _read_config(path: Path) -> dict[str, Any]:
     try:
@@ -76,6 +80,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not isinstance(saved, dict):
         raise ValueError(f"{path} is not a run configuration; move it away or choose another --out")
     return saved
+
 
 def lock_folder(out: Path, rank: int, device: torch.device) -> RunLock | None:
     """Rank 0 takes the run folder's lock (a second process on the folder stops here); all ranks agree."""

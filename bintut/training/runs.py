@@ -32,12 +32,15 @@ from bintut.training.resume import MACHINERY
 
 RUNS_ENV = "BINTUT_RUNS"
 
+
 class RunCacheError(RuntimeError, BintutError):
     """The run cache (``$BINTUT_RUNS``) cannot be used, or a run cached in it is damaged; the message says why."""
+
 
 def runs_dir() -> Path:
     """The run cache: ``$BINTUT_RUNS``, default ``./runs``."""
     return Path(os.environ.get(RUNS_ENV) or "runs")
+
 
 def _check_runs_dir(folder: Path) -> None:
     existing = folder
@@ -48,11 +51,13 @@ def _check_runs_dir(folder: Path) -> None:
         raise RunCacheError(f"${RUNS_ENV} = {folder} {where}, not a folder: set ${RUNS_ENV} to a folder "
                             "for the trained runs (or unset it for ./runs)")
 
+
 def run_name(cfg: TrainConfig, label: str | None = None) -> str:
     """``<preset>[-<label>]-<hash of the recipe>``: a changed recipe gets a new folder."""
     recipe = {k: v for k, v in cfg.to_dict().items() if k not in MACHINERY}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
     return "-".join(part for part in (cfg.preset, label, digest) if part)
+
 
 @dataclass
 class Run:
@@ -72,6 +77,7 @@ class Run:
             return self.last_row
         return self.metrics[-1]
 
+
 @contextmanager
 def _locked(path: Path):
     try:
@@ -88,10 +94,12 @@ def _locked(path: Path):
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
+
 def _damaged(out: Path, err: Exception) -> RunCacheError:
     reason = str(err).split("; ")[0]
     return RunCacheError(f"the cached run {out} is damaged ({reason}): delete that whole folder (in Python: "
                          f"shutil.rmtree({str(out)!r})) and run this cell again to train it anew")
+
 
 def load_or_train(cfg: TrainConfig, label: str | None = None) -> Run:
     """The trained model of ``cfg``: loaded if a finished run exists, else trained (resuming).
@@ -114,6 +122,7 @@ def load_or_train(cfg: TrainConfig, label: str | None = None) -> Run:
     except (CheckpointError, FileExistsError) as err:
         raise _damaged(out, err) from err
 
+
 def load_run(out: str | os.PathLike, metrics: bool = True) -> Run:
     """A run folder's model (controls set to their values at the end of training) and, with ``metrics``, its
     metrics rows (else none: exporting a model needs no metrics).
@@ -134,6 +143,7 @@ def load_run(out: str | os.PathLike, metrics: bool = True) -> Run:
         raise CheckpointError(f"{path} holds a model of another layout ({reason[:300]})") from None
     Recipe.apply(Recipe(cfg).at(state["epoch"] / cfg.epochs), model)
     return Run(model.eval(), read_metrics(out) if metrics else [], out, cfg, state.get("last_row"))
+
 
 def saved_config(saved: Any, path: Path) -> TrainConfig:
     """The TrainConfig a checkpoint recorded, or a CheckpointError naming the file and the offending field."""

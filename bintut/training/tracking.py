@@ -18,6 +18,7 @@ def _in_notebook() -> bool:
     ip = shell.get_ipython() if shell is not None and hasattr(shell, "get_ipython") else None
     return ip is not None and "IPKernelApp" in getattr(ip, "config", {})
 
+
 class WandbRun:
     """wandb that can never fail the training: offline by default, every call guarded."""
 

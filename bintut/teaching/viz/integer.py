@@ -31,6 +31,7 @@ def plot_layer_costs(costs: list):
         ax.grid(axis="y", alpha=0.3)
     return fig
 
+
 PIPELINE = (
     ("ImageNet\nResNet18", "torchvision"),
     ("01 stem", "3×3/1 conv,\nno max-pool"),
@@ -39,6 +40,7 @@ PIPELINE = (
     ("05 export", "sign bits,\nBN folded: A·acc + B"),
     ("numpy engine", "int8 add/sub,\nint32 accumulators"),
 )
+
 
 def plot_pipeline():
     """The tutorial's pipeline as boxes and arrows, with the reference recipe's single run beneath."""
@@ -62,6 +64,7 @@ def plot_pipeline():
     ax.set_title("from a pretrained float network to integer add/sub: the notebooks in order")
     return fig
 
+
 def plot_prediction(image: torch.Tensor, torch_logits: np.ndarray, engine_logits: np.ndarray, classes: list[str],
                     label: int | None = None, k: int = 5):
     """One (normalised) image and the top-k classes of torch (hard mode) and of the integer engine."""
@@ -80,6 +83,7 @@ def plot_prediction(image: torch.Tensor, torch_logits: np.ndarray, engine_logits
     right.set_title(f"top-{k} classes")
     right.legend(fontsize="small")
     return fig
+
 
 def plot_code_differences(rows: list[dict]):
     """Per binary layer (bintut.integer.engine.code_differences): the share of int8 input codes the integer-only engine
@@ -100,6 +104,7 @@ def plot_code_differences(rows: list[dict]):
     ax.legend(fontsize="small", ncols=3, loc="lower left")
     return fig
 
+
 def plot_memory(rows: list[dict]):
     """Flash and RAM of the exported C library (bintut.integer.c_library.sizes_table rows) as stacked bars, in KiB."""
     fig, (ax,) = figure_grid(width=8, height=2.6)
@@ -119,6 +124,7 @@ def plot_memory(rows: list[dict]):
     ax.set_title("what the C library needs on a microcontroller")
     ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return fig
+
 
 def plot_speed(rows: list[dict], key: str = "images/s", title: str = "one CPU core, one image at a time"):
     """Horizontal bars of ``row[key]`` labelled by ``row["path"]`` (e.g. bintut.integer.c_build.kernel_timings rows)."""

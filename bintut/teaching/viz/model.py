@@ -29,6 +29,7 @@ def plot_stems(imagenet: nn.Module, cifar: nn.Module, size: int = 32):
     ax.legend(loc="upper right")
     return fig
 
+
 @torch.no_grad()
 def plot_feature_maps(imagenet: nn.Module, cifar: nn.Module, image: torch.Tensor):
     """One image through both stems: the mean |activation| over channels after each stage."""
@@ -49,6 +50,7 @@ def plot_feature_maps(imagenet: nn.Module, cifar: nn.Module, image: torch.Tensor
         ax.set_yticks([])
     fig.suptitle("mean |activation| over channels after each stage (one image)")
     return fig
+
 
 def plot_mixed_batch(images: torch.Tensor, labels: torch.Tensor, seed: int = 0, num_classes: int = 100):
     """A few images, their mixup and their cutmix versions (as the training loop draws them)."""

@@ -36,6 +36,7 @@ def plot_blend(w: torch.Tensor, entries: int = 6):
     ax.grid(alpha=0.3)
     return fig
 
+
 @torch.no_grad()
 def plot_sprinkling(w: torch.Tensor, ps=(0.0, 0.25, 0.5, 0.75, 1.0), seed: int = 0):
     """Left: measured fraction of binarized entries against p. Right: weight histograms at several p."""
@@ -64,6 +65,7 @@ def plot_sprinkling(w: torch.Tensor, ps=(0.0, 0.25, 0.5, 0.75, 1.0), seed: int =
     right.legend(fontsize="small")
     return fig
 
+
 @torch.no_grad()
 def fp_share(w: torch.Tensor, p: float, bin_ratio: float) -> float:
     """Mean share of the full-precision weight in the effective weight, measured on the quantizer.
@@ -75,6 +77,7 @@ def fp_share(w: torch.Tensor, p: float, bin_ratio: float) -> float:
     hard = q.hard(w)
     keep = (w - hard).abs() > 1e-6
     return float(((q(w) - hard)[keep] / (w - hard)[keep]).mean())
+
 
 def plot_fp_share(w: torch.Tensor, seed: int = 0):
     """Blend and sprinkle together: the full-precision share at p = bin_ratio = t is (1 − t)^2."""
@@ -90,6 +93,7 @@ def plot_fp_share(w: torch.Tensor, seed: int = 0):
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     return fig
+
 
 @torch.no_grad()
 def plot_int8(x: torch.Tensor, zoom: float = 6.0):
@@ -120,6 +124,7 @@ def plot_int8(x: torch.Tensor, zoom: float = 6.0):
     right.set_title("uniform in [−1/2, 1/2]")
     return fig
 
+
 def tracked_maxima(batch_maxima: list[float], momentum: float = 0.1) -> np.ndarray:
     """The running max each batch is quantized against (an Int8Quantizer's EMA before it sees the
     batch; the first batch initialises it)."""
@@ -129,6 +134,7 @@ def tracked_maxima(batch_maxima: list[float], momentum: float = 0.1) -> np.ndarr
         tracked.append(float(q.running_max) if bool(q.initialized) else m)
         q.observe(torch.tensor([m]))
     return np.asarray(tracked)
+
 
 def plot_running_max(batch_maxima: list[float], momentum: float = 0.1):
     """How the EMA running max follows the per-batch max|x|: where a batch's max is above it, the
@@ -148,6 +154,7 @@ def plot_running_max(batch_maxima: list[float], momentum: float = 0.1):
     ax.grid(alpha=0.3)
     return fig
 
+
 @torch.no_grad()
 def input_codes(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """The int8 codes every quantized layer receives for ``images`` (eval mode, frozen running max)."""
@@ -156,6 +163,7 @@ def input_codes(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tenso
     modules = dict(model.named_modules())
     seen = record_io(model, layers, images)
     return {name: modules[name].input_quant.integer(seen[name][0]) for name in layers}
+
 
 def plot_code_histogram(codes: dict[str, torch.Tensor]):
     """Histogram of the int8 codes: the image (signed) vs every other layer's input (after a ReLU)."""
@@ -173,6 +181,7 @@ def plot_code_histogram(codes: dict[str, torch.Tensor]):
         ax.set_ylabel("count")
         ax.axvline(0, color="k", lw=0.8)
     return fig
+
 
 def plot_schedules(schedules: Mapping[str, Schedule | PhaseList], epochs: int | None = None, ax=None):
     """Plot schedules over training progress (or epochs); returns the matplotlib Figure."""

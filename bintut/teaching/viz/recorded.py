@@ -24,11 +24,13 @@ def plot_stage_bars(rows: list[dict], title: str = "test accuracy by stage"):
     ax.legend(fontsize="small")
     return fig
 
+
 def _recorded_title(ax, title: str, rec) -> None:
     cfg, p = rec.configs["baseline"], rec.provenance
     ax.set_title(f"{title}\n{rec.data}, {cfg['train_subset'] or 'all'} training / {cfg['test_subset'] or 'all'} "
                  f"test images; recorded {p.get('date', '?')[:10]} ({str(p.get('machine', '?')).split(',')[0]})",
                  fontsize="medium")
+
 
 def plot_recorded_baseline(rec):
     """The recorded baseline: its test accuracy (soft: the full-precision network it trains) and, for the same
@@ -55,6 +57,7 @@ def plot_recorded_baseline(rec):
     ax.legend(*handles, fontsize="small", loc="center right")
     _recorded_title(ax, "the recorded baseline", rec)
     return fig
+
 
 def plot_recorded_stage(rec, stage: str = "weights"):
     """A recorded binarizing stage after the baseline it starts from: hard and soft test accuracy against the
@@ -98,6 +101,7 @@ def plot_recorded_stage(rec, stage: str = "weights"):
     ctl.grid(alpha=0.3)
     ctl.legend(fontsize="small", loc="upper left")
     return fig
+
 
 def plot_recorded_costs(rec):
     """What binarizing costs on the recording, in points of test accuracy (bintut.teaching.record.cost_points): the
