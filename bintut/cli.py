@@ -11,6 +11,7 @@ import threading
 from types import ModuleType
 
 from bintut.config import PRESETS, SCHEDULE_FIELDS, TrainConfig, preset
+from bintut.errors import Terminated
 from bintut.integer.c_library import MAX_GOLDEN
 
 DESCRIPTION = """\
@@ -108,14 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             train.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, help=help_text)
     return parser
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM outside the training loop: unwinds like Ctrl-C, so that every temporary file is removed."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"signal {signum}")
-        self.signum = signum
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import torch
 
-from bintut.cli import Terminated
 from bintut.config import TrainConfig
 from bintut.data.choice import DATA_NORMALIZATION, golden_images
 from bintut.data.images import DataNotFoundError
-from bintut.errors import BintutError
+from bintut.errors import BintutError, Terminated
 from bintut.files.atomic import StorageFullError, full_message, storage_error
 from bintut.files.run_folder import EXPORT, check_name_lengths
 from bintut.integer.c_library import CFolderError, check_c_folder, write_c_library

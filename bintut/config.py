@@ -47,6 +47,9 @@ def parse_scale_init(text: str) -> float | None:
     return number
 
 
+INT8_MAX = 127  # symmetric int8 codes lie in [-127, 127]: the fake-quantizer's levels and the integer network's clamp
+
+
 @dataclass(frozen=True)
 class QuantConfig:
     """How :func:`bintut.quant.binarize_` converts a model: what to quantize, how the weight scale is

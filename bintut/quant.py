@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from bintut.config import QuantConfig, parse_scale_init
+from bintut.config import INT8_MAX, QuantConfig, parse_scale_init
 
 Target = Literal["all", "weights", "activations"]
 QUANTIZED_LAYERS = (nn.Conv2d, nn.Linear)
@@ -183,7 +183,7 @@ class Int8Quantizer(GradualQuantizer):
     """
 
     role = "activations"
-    levels = 127
+    levels = INT8_MAX
 
     def __init__(self, momentum: float = 0.1) -> None:
         super().__init__(None)

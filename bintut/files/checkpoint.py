@@ -72,7 +72,12 @@ def completed_epochs(folder: str | os.PathLike) -> int:
     return int(load_checkpoint(path, required=("epoch",))["epoch"])
 
 
-def is_finished(folder: str | os.PathLike, epochs: int) -> bool:
-    """Whether the run in ``folder`` has completed all its ``epochs`` (the one definition bintut uses)."""
-    return completed_epochs(folder) >= epochs
+def finished(state: dict[str, Any], epochs: int) -> bool:
+    """Whether a loaded checkpoint ``state`` has completed all ``epochs``: the one definition of a finished run."""
+    return state["epoch"] >= epochs
 
+
+def is_finished(folder: str | os.PathLike, epochs: int) -> bool:
+    """Whether the run in ``folder`` has completed all its ``epochs`` (:func:`finished`, read from its checkpoint).
+    Raises CheckpointError for a damaged checkpoint."""
+    return finished({"epoch": completed_epochs(folder)}, epochs)

@@ -20,10 +20,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from bintut.config import INT8_MAX
 from bintut.integer import fixedpoint
 from bintut.integer.format import LayerExport, ResNetExport
 from bintut.integer.kernels import (
-    INT8_MAX,
     addsub_gemm,
     blas_gemm,
     conv_output_size,

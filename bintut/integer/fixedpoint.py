@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 
+from bintut.config import INT8_MAX
 from bintut.errors import BintutError
 
 FRACTION_BITS = 16  # fractional bits of the shared scale in residual additions and the pool
@@ -89,7 +90,7 @@ def round_shift(t: np.ndarray, bits: int = FRACTION_BITS) -> np.ndarray:
 
 
 def requantize(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, sign: np.ndarray, bias: np.ndarray,
-               low: int = -127, high: int = 127) -> np.ndarray:
+               low: int = -INT8_MAX, high: int = INT8_MAX) -> np.ndarray:
     """int32 accumulators (..., C) -> int8 codes, integer arithmetic only (per-channel M0, n, sign, b)."""
     return np.clip(apply(acc, sign * m0, shift, bias), low, high).astype(np.int8)
 
@@ -153,8 +154,8 @@ def residual_add(codes_a: np.ndarray, step_a: float, codes_b: np.ndarray, step_b
     Returns every intermediate, and the float reference ``round((a * step_a + b * step_b) / step_out)``.
     """
     unit = step_out * 2.0**-bits
-    m_a, shift_a, _ = fixed_point([step_a], [0.0], unit, 127)
-    m_b, shift_b, _ = fixed_point([step_b], [0.0], unit, 127)
+    m_a, shift_a, _ = fixed_point([step_a], [0.0], unit, INT8_MAX)
+    m_b, shift_b, _ = fixed_point([step_b], [0.0], unit, INT8_MAX)
     a, b = np.asarray(codes_a, dtype=np.int64), np.asarray(codes_b, dtype=np.int64)
     term_a, term_b = apply(a, m_a[0], shift_a[0]), apply(b, m_b[0], shift_b[0])
     return {

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bintut.config import INT8_MAX
 from bintut.errors import BintutError
 from bintut.integer import fixedpoint
-from bintut.integer.kernels import INT8_MAX, conv_output_size
+from bintut.integer.kernels import conv_output_size
 
 FORMAT = "bintut-binary-resnet"
 

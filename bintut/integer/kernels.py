@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bintut.config import INT8_MAX
 from bintut.errors import BintutError
-
-INT8_MAX = 127
 
 FLOAT32_EXACT = 2**24  # every integer of magnitude below this is a float32
 

@@ -34,9 +34,10 @@ import torch
 import torch.distributed as dist
 from torch.nn import functional as F
 
+from bintut.config import INT8_MAX
 from bintut.integer.fold import export_resnet
 from bintut.integer.format import ExportError, LayerExport, ResNetExport
-from bintut.integer.kernels import INT8_MAX, unpack_signs
+from bintut.integer.kernels import unpack_signs
 from bintut.quant import hard_mode
 
 

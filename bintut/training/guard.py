@@ -8,16 +8,14 @@ from __future__ import annotations
 import math
 import signal
 import threading
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from bintut.errors import BintutError
 from bintut.training.devices import any_rank
-
-if TYPE_CHECKING:  # the loop's session, checked by check_health; guard itself stays below the loop
-    from bintut.training.loop import Session
 
 WEIGHT_LIMIT = 1e4  # a parameter beyond this magnitude has exploded (trained ResNet18 weights stay below ~10)
 
@@ -88,20 +86,23 @@ def syncs_every_step(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
-def check_health(s: Session, weights: bool = True) -> None:
-    """Raise :class:`Diverged` if the epoch's loss so far -- or any weight or buffer -- is not finite, or a
-    weight has exploded past ``WEIGHT_LIMIT``. One host sync; called before every checkpoint write."""
+def check_health(loss_sum: torch.Tensor, net: nn.Module, checkpoint: Path, where: str, weights: bool = True) -> None:
+    """Raise :class:`Diverged` if the epoch's loss so far (``loss_sum``, a 0-d tensor) -- or, with ``weights``,
+    any weight or buffer of ``net`` -- is not finite, or a weight has exploded past ``WEIGHT_LIMIT``.
+
+    ``where`` ("epoch 3, batch 10") and ``checkpoint`` (the last good one, if written) go into the message.
+    One host sync; the loop calls it before every checkpoint write (:meth:`bintut.training.loop.Session.save`).
+    """
     problem = None
-    if not torch.isfinite(s.loss_sum):
-        problem = f"the loss became {s.loss_sum.item()}"
+    if not torch.isfinite(loss_sum):
+        problem = f"the loss became {loss_sum.item()}"
     elif weights:
-        problem = _weights_problem(s.net)
+        problem = _weights_problem(net)
     if problem is None:
         return
-    kept = (f"the last good checkpoint is {s.ckpt_path}" if s.ckpt_path.is_file()
-            else "no checkpoint was written yet")
+    kept = f"the last good checkpoint is {checkpoint}" if checkpoint.is_file() else "no checkpoint was written yet"
     raise Diverged(
-        f"training diverged: {problem} by epoch {s.epoch + 1}, batch {s.batch_done}; {kept}. "
+        f"training diverged: {problem} by {where}; {kept}. "
         "Try a lower learning rate or a slower binarization schedule."
     )
 

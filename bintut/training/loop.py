@@ -28,7 +28,7 @@ from bintut.data.device import DeviceBatches
 from bintut.data.images import ImageSet
 from bintut.data.transforms import ImageDataset, train_transform
 from bintut.files.atomic import replacing
-from bintut.files.checkpoint import CheckpointError, save_checkpoint
+from bintut.files.checkpoint import CheckpointError, finished, save_checkpoint
 from bintut.files.lock import RunLock
 from bintut.files.metrics import MetricsLog, read_metrics
 from bintut.files.run_folder import CHECKPOINT, CONFIG, FIGURE, METRICS
@@ -99,9 +99,14 @@ class Session:
             "epoch_skipped": int(self.skipped.item()),
         }
 
+    def check_health(self, weights: bool = True) -> None:
+        """:func:`bintut.training.guard.check_health` on this run's loss so far and (``weights``) its model."""
+        check_health(self.loss_sum, self.net, self.ckpt_path, f"epoch {self.epoch + 1}, batch {self.batch_done}",
+                     weights)
+
     def save(self) -> None:
         """Write the checkpoint -- only after :func:`check_health` passes, on every device, for every write."""
-        check_health(self)
+        self.check_health()
         save_checkpoint(self.ckpt_path, self.snapshot())
 
 
@@ -122,7 +127,7 @@ def open_session(cfg: TrainConfig) -> tuple[Session | None, dict[str, Any] | Non
     lock = lock_folder(Path(cfg.out), rank, device)
     try:
         state = resume_state(cfg, Path(cfg.out), rank, created=bool(lock and lock.created))
-        if state is not None and state["epoch"] >= cfg.epochs:
+        if state is not None and finished(state, cfg.epochs):
             if lock is not None:
                 lock.release()
             return None, state
@@ -241,12 +246,12 @@ def train_epoch(s: Session, stop: StopRequest, resumed: dict[str, Any] | None = 
         s.global_step += 1
         s.batch_done += 1
         if syncs_every_step(s.device):  # on a GPU: no host sync in the loop; checked at epoch end and on save
-            check_health(s, weights=False)
+            s.check_health(weights=False)
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if s.world == 1:  # under DDP all ranks must stop together: at the epoch's end
             stop.check()
     bar.close()
-    check_health(s)
+    s.check_health()
     return time.perf_counter() - started
 
 
