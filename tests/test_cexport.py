@@ -8,16 +8,15 @@ import pytest
 
 from bintut.cli import main
 from bintut.data.choice import golden_images
-from bintut.integer import c_build as cexport
-from bintut.integer import c_source
+from bintut.integer import c_build, c_source
 from bintut.integer.engine import IntegerResNet
 from bintut.integer.format import load_export
 
 
 def _compiler_or_skip() -> None:
     try:
-        cexport.host_compiler()
-    except cexport.CompilerNotFound as err:
+        c_build.host_compiler()
+    except c_build.CompilerNotFound as err:
         pytest.skip(f"{err}: the C golden test needs one")
 
 
@@ -35,8 +34,8 @@ def test_c_sources_are_integer_only_and_static():
         code = re.sub(r"/\*.*?\*/", "", (c_source.c_sources() / name).read_text(), flags=re.S)
         for word in ("float", "double", "malloc", "calloc", "free", "printf"):
             assert not re.search(rf"\b{word}\b", code), (name, word)
-    assert "plus + plus - total" in cexport.inner_loop()  # the reference's add/sub form
-    assert "__usada8" in cexport.inner_loop(kernel="fast")  # the fast kernel's |x - mask| sums
+    assert "plus + plus - total" in c_build.inner_loop()  # the reference's add/sub form
+    assert "__usada8" in c_build.inner_loop(kernel="fast")  # the fast kernel's |x - mask| sums
 
 
 def test_export_writes_a_self_contained_library(c_library, smoke_run):
@@ -65,7 +64,7 @@ def test_export_writes_a_self_contained_library(c_library, smoke_run):
 def test_host_c_build_is_bit_exact_and_reports_the_first_mismatch(c_library):
     _compiler_or_skip()
     lib = c_library / "lib"
-    run = cexport.run_host_golden(lib)
+    run = c_build.run_host_golden(lib)
     assert run.passed, run.output
     assert [r["image"] for r in run.images] == [0, 1, 2] and run.unit == "us"
     assert run.warnings == "", run.warnings  # -std=c99 -Wall -Wextra -pedantic: clean
@@ -76,7 +75,7 @@ def test_host_c_build_is_bit_exact_and_reports_the_first_mismatch(c_library):
     value, tail = rest.split(",", 1)
     golden.write_text(f"{head}bintut_golden_logits[3][100] = {{\n  {{\n    {int(value) + 1},{tail}")
     try:
-        bad = cexport.run_host_golden(lib)
+        bad = c_build.run_host_golden(lib)
     finally:
         golden.write_text(text)
     assert bad.returncode == 1 and not bad.passed
@@ -90,7 +89,7 @@ def test_fast_kernel_equals_the_reference_layer_by_layer(c_library):
     _compiler_or_skip()
     seed = random.randrange(1, 2**31)
     for simd in (True, False):
-        check = cexport.run_layer_check(c_library / "lib", seed=seed, simd=simd)
+        check = c_build.run_layer_check(c_library / "lib", seed=seed, simd=simd)
         assert check.passed, f"seed {seed}, simd {simd}:\n{check.output}"
         assert check.warnings == "", check.warnings
         assert len(re.findall(r"accumulators equal", check.output)) == 19
@@ -105,7 +104,7 @@ def test_host_golden_with_each_kernel(c_library):
     lib = c_library / "lib"
     assert "#define BINTUT_FAST 1" in (lib / "bintut.h").read_text()  # the default
     for kernel, simd in (("fast", True), ("fast", False), ("reference", True)):
-        run = cexport.run_host_golden(lib, kernel=kernel, simd=simd)
+        run = c_build.run_host_golden(lib, kernel=kernel, simd=simd)
         assert run.passed and len(run.images) == 3, (kernel, simd, run.output)
         assert run.warnings == "", run.warnings
 
@@ -117,17 +116,17 @@ def test_export_can_default_to_the_reference_kernel(smoke_run, tmp_path):
 
 
 def test_mcu_golden_under_qemu(c_library):
-    missing = cexport.missing_mcu_tools()
+    missing = c_build.missing_mcu_tools()
     if missing:
         pytest.skip(f"{', '.join(missing)} not installed: `make mcu` installs them with apt-get (CI does not)")
     lib = c_library / "lib"
-    reference = cexport.run_mcu_golden(lib, limit=1, kernel="reference")
+    reference = c_build.run_mcu_golden(lib, limit=1, kernel="reference")
     assert reference.passed, reference.output
     assert reference.unit == "instructions" and reference.images[0]["counter"] > 555_000_000  # >= 1 per add/sub
-    run = cexport.run_mcu_golden(lib, limit=1)  # the default: the fast kernel (USADA8)
+    run = c_build.run_mcu_golden(lib, limit=1)  # the default: the fast kernel (USADA8)
     assert run.passed, run.output
     assert run.images[0]["counter"] * 4 < reference.images[0]["counter"]
-    size = cexport.mcu_size(lib / "golden.elf")
+    size = c_build.mcu_size(lib / "golden.elf")
     assert 1_400_000 < size["flash"] < 1_600_000 and 131_072 < size["ram"] < 200_000, size
 
 
@@ -146,7 +145,7 @@ def test_torch_integer_network_computes_the_c_librarys_logits(c_library):
 
     _compiler_or_skip()
     lib = c_library / "lib"
-    assert cexport.run_host_golden(lib).passed
+    assert c_build.run_host_golden(lib).passed
     text = (lib / "golden.h").read_text()
     export = load_export(c_library / "model.npz")
     size = export.image_size

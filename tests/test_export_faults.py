@@ -15,8 +15,7 @@ import torch
 
 from bintut.cli import main
 from bintut.files.run_folder import CHECKPOINT
-from bintut.integer import c_build as cexport
-from bintut.integer import c_library, c_source
+from bintut.integer import c_build, c_library, c_source
 from bintut.integer.c_library import write_c_library
 from bintut.integer.engine import IntegerResNet
 from bintut.integer.fold import export_resnet
@@ -167,7 +166,7 @@ def test_a_failed_or_interrupted_c_export_leaves_the_earlier_one_whole(c_export,
         write_c_library(export, folder, images)
     assert _tree(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["lib"]
 
-    real_copy = cexport.shutil.copyfile
+    real_copy = c_build.shutil.copyfile
     calls = {"n": 0}
 
     def interrupted(*args, **kwargs):
@@ -176,13 +175,13 @@ def test_a_failed_or_interrupted_c_export_leaves_the_earlier_one_whole(c_export,
             raise KeyboardInterrupt
         return real_copy(*args, **kwargs)
 
-    monkeypatch.setattr(cexport.shutil, "copyfile", interrupted)
+    monkeypatch.setattr(c_build.shutil, "copyfile", interrupted)
     assert main(["export", str(smoke_run.out), "--out", str(tmp_path / "m.npz"), "--c", str(folder),
                  "--golden", "2"]) == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err and "bintut: export stopped" in err
     assert _tree(folder) == before and sorted(p.name for p in tmp_path.iterdir()) == ["lib", "m.npz"]
-    monkeypatch.setattr(cexport.shutil, "copyfile", real_copy)
+    monkeypatch.setattr(c_build.shutil, "copyfile", real_copy)
     (folder / "bintut.o").write_bytes(b"an old build")  # build products of the earlier export go with it
     library = write_c_library(export, folder, images[:1])
     assert library.golden == 1 and not (folder / "bintut.o").exists()
@@ -241,16 +240,16 @@ def test_cexport_host_checks_its_arguments(c_export, tmp_path, monkeypatch, caps
     folder = tmp_path / "lib"
     shutil.copytree(c_export[2], folder)
     (folder / "bintut.c").unlink()
-    assert cexport.main(["host", str(folder)]) == 2
+    assert c_build.main(["host", str(folder)]) == 2
     assert f"bintut: error: {folder} lacks bintut.c of an exported C library" in capsys.readouterr().err
     for limit in ("-5", "0"):
         with pytest.raises(SystemExit):
-            cexport.main(["host", str(folder), "--limit", limit])
+            c_build.main(["host", str(folder), "--limit", limit])
         assert "--limit must be at least 1" in capsys.readouterr().err
     shutil.copyfile(c_source.c_sources() / "bintut.c", folder / "bintut.c")
     monkeypatch.setenv("CC", "no-such-cc-1234 -O2")
-    assert cexport.main(["host", str(folder)]) == 2
+    assert c_build.main(["host", str(folder)]) == 2
     assert "$CC names 'no-such-cc-1234', which is not installed" in capsys.readouterr().err
     if shutil.which("cc"):
         monkeypatch.setenv("CC", "cc -O0 -DX='a b'")
-        assert cexport.host_compiler() == [shutil.which("cc"), "-O0", "-DX=a b"]
+        assert c_build.host_compiler() == [shutil.which("cc"), "-O0", "-DX=a b"]

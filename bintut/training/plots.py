@@ -14,8 +14,8 @@ def plot_run(
 ):
     """Hard, soft and deployed test accuracy, training loss, p, bin_ratio and LR against epochs; PNG if path.
 
-    ``data`` names the data set in the title (train.py passes e.g. 'synthetic data made offline (640 training
-    images)'), so that a figure seen alone says what its accuracies were measured on.
+    ``data`` names the data set in the title (the training loop passes e.g. 'synthetic data made offline
+    (640 training images)'), so that a figure seen alone says what its accuracies were measured on.
     """
     import matplotlib
 

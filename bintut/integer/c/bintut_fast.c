@@ -529,7 +529,7 @@ static int fast_infer(const int8_t *image, int32_t *logits)
         if (block->shortcut < 0) {
             sink.out = buffer_a;
         } else {
-            if (h_bytes + y_bytes > BINTUT_BUFFER_B_BYTES) return -1; /* cexport.py checks this at export */
+            if (h_bytes + y_bytes > BINTUT_BUFFER_B_BYTES) return -1; /* c_source.fast_kernel_plan checks this at export */
             sink.out = buffer_b + h_bytes;
         }
         size = fast_conv(block->conv2, buffer_b, h_size, &sink);

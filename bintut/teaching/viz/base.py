@@ -14,6 +14,8 @@ DPI = 80  # small PNGs: the committed notebooks keep their teaching figures
 
 
 def figure_grid(ncols: int = 1, width: float = 4.2, height: float = 3.2, nrows: int = 1):
+    """A figure of ``nrows`` x ``ncols`` panels, each ``width`` x ``height`` inches at the notebooks' DPI; returns
+    (figure, axes), axes a row when ``nrows`` is 1."""
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), layout="constrained",
                              squeeze=False, dpi=DPI)
     return fig, axes[0] if nrows == 1 else axes
@@ -27,10 +29,11 @@ def table(rows: list[dict]):
     return Markdown(format_table(rows))
 
 
-def display_image(image: torch.Tensor) -> np.ndarray:
-    """A normalised CHW image back to HWC colours in [0, 1] (undoing the CIFAR-100 normalisation)."""
-
-    mean, std = torch.tensor(CIFAR100_MEAN)[:, None, None], torch.tensor(CIFAR100_STD)[:, None, None]
+def display_image(image: torch.Tensor, mean: tuple[float, ...] = CIFAR100_MEAN,
+                  std: tuple[float, ...] = CIFAR100_STD) -> np.ndarray:
+    """A normalised (3, H, W) image back to (H, W, 3) colours in [0, 1], undoing the normalisation with
+    ``mean``/``std`` (default CIFAR-100's; ``bintut.data.choice.DATA_NORMALIZATION`` has each data set's)."""
+    mean, std = torch.tensor(mean)[:, None, None], torch.tensor(std)[:, None, None]
     return (image * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
