@@ -60,7 +60,7 @@ def sign_ste(x: torch.Tensor) -> torch.Tensor:
 
 
 def check_control(name: str, value: float) -> float:
-    """Reject a control outside [0, 1] with a message naming the value."""
+    """``value`` as a float, or ValueError naming the control and its value when it is outside [0, 1] (or NaN)."""
     value = float(value)
     if not 0.0 <= value <= 1.0:  # also rejects NaN
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
@@ -90,6 +90,7 @@ class GradualQuantizer(nn.Module):
         self._p_host = 0.0
 
     def hard(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """The fully quantized tensor, same shape as ``x``; each subclass defines it (here: NotImplementedError)."""
         raise NotImplementedError
 
     def set_controls(self, p: float | None = None, bin_ratio: float | None = None) -> None:
@@ -248,6 +249,8 @@ def binarize_(model: nn.Module, config: QuantConfig | None = None) -> nn.Module:
     """Convert every Conv2d/Linear of ``model`` in place; returns the model.
 
     The controls start at 0, so the converted model computes what it computed before.
+    Raises ValueError when ``config`` quantizes nothing, the model is already converted, or it has no
+    Conv2d or Linear layer.
     """
     config = config or QuantConfig()
     if not (config.weights or config.activations):
@@ -268,7 +271,9 @@ def binarize_(model: nn.Module, config: QuantConfig | None = None) -> nn.Module:
 
 
 def quantizers(model: nn.Module, target: Target = "all") -> Iterator[GradualQuantizer]:
-    """The quantizers of a converted model, optionally only those of weights or activations."""
+    """The quantizers of a converted model, optionally only those of weights or activations.
+
+    Raises ValueError for a ``target`` other than 'all', 'weights' or 'activations'."""
     if target not in ("all", "weights", "activations"):
         raise ValueError(f"target must be 'all', 'weights' or 'activations', got {target!r}")
     for m in model.modules():
@@ -279,7 +284,10 @@ def quantizers(model: nn.Module, target: Target = "all") -> Iterator[GradualQuan
 def set_controls(
     model: nn.Module, p: float | None = None, bin_ratio: float | None = None, target: Target = "all"
 ) -> None:
-    """Set p and/or bin_ratio of every quantizer (or those of one target) in place."""
+    """Set p and/or bin_ratio of every quantizer (or those of one target) in place.
+
+    Raises ValueError when a control is outside [0, 1], ``target`` is unknown, or the model has no such
+    quantizers (not converted with :func:`binarize_`)."""
     p = None if p is None else check_control("p", p)
     bin_ratio = None if bin_ratio is None else check_control("bin_ratio", bin_ratio)
     found = False

@@ -49,7 +49,9 @@ class ImageSet:
         return len(self.labels)
 
     def subset(self, n: int | None, seed: int = 0) -> ImageSet:
-        """A random subset of n images (all of them when n is None or too large)."""
+        """A random subset of n images (all of them when n is None or too large), drawn with ``seed``.
+
+        Raises ValueError, quoting n, when n is below 1."""
         if n is None or n >= len(self):
             return self
         if n < 1:

@@ -61,7 +61,11 @@ def tap_major_bits(layer) -> np.ndarray:
 
 def memory_plan(export: ResNetExport) -> dict[str, int]:
     """Static buffers of bintut.c: buffer A holds the stem's and every block's output (int8 codes,
-    overwritten in place), buffer B conv1's output inside a block. Checks the in-place update is safe."""
+    overwritten in place), buffer B conv1's output inside a block. Checks the in-place update is safe.
+
+    Returns sizes in bytes (``buffer_a``, ``buffer_b``, ``scratch``, their sum ``ram``) and ``max_channels``.
+    Raises ExportError when a kernel is larger than MAX_KERNEL x MAX_KERNEL, or a shortcut cannot update
+    buffer A in place."""
     size = conv_output_size(export.image_size, export.layers["conv1"].kernel, export.layers["conv1"].stride,
                             export.layers["conv1"].padding)
     a = size * size * export.layers["conv1"].out_channels
@@ -139,6 +143,8 @@ def _identifier(name: str) -> str:
 
 
 def api_header(export: ResNetExport, source: str, kernel: str = "fast") -> str:
+    """The text of bintut.h: image size, input step and normalisation, logit units, ``bintut_infer``; ``kernel``
+    (``"fast"`` or ``"reference"``) is the default BINTUT_FAST. Raises ValueError listing the kernels otherwise."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
     size, classes = export.image_size, export.num_classes
@@ -182,6 +188,9 @@ int bintut_infer(const int8_t *image, int32_t *logits);
 
 
 def model_header(export: ResNetExport, source: str) -> str:
+    """The text of bintut_model.h: each layer's packed sign bits, int32 multipliers, shifts and int64 biases, the
+    layer and block tables and the buffer sizes (bytes) of :func:`memory_plan`. Raises ExportError when the
+    layers do not start with the stem ``conv1`` and end with the head ``fc``, or as memory_plan does."""
     plan = memory_plan(export)
     names = list(export.layers)
     if names[0] != "conv1" or names[-1] != "fc":

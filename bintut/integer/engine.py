@@ -48,7 +48,8 @@ def quantize(x: np.ndarray, step: np.float32, dtype: type = np.int8) -> np.ndarr
 
 
 def as_array(values: object) -> np.ndarray:
-    """A numpy array of ``values``: an array, a nested list, or a torch tensor (on any device, with grad)."""
+    """A numpy array of ``values``: an array, a nested list, or a torch tensor (on any device, with grad);
+    shape and dtype as given. Raises ValueError, naming the type, when numpy cannot make an array of it."""
     if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor, without importing torch
         values = values.detach().cpu().numpy()
     try:
@@ -59,7 +60,10 @@ def as_array(values: object) -> np.ndarray:
 
 def check_images(images: np.ndarray) -> np.ndarray:
     """Refuse what is not a non-empty batch of normalised float images (N, 3, H, W), with a clear message;
-    returns it as a numpy array (a list or a torch tensor is converted once, here)."""
+    returns it as a numpy array (a list or a torch tensor is converted once, here), dtype unchanged.
+
+    Raises ValueError saying which: not an array, not (N, 3, H, W), N = 0, an integer dtype (raw pixels:
+    normalise first), or NaN / infinite values (and how many)."""
     images = as_array(images)
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images of shape (N, 3, H, W), got {images.shape}")
@@ -76,7 +80,9 @@ def check_images(images: np.ndarray) -> np.ndarray:
 
 
 def check_codes(codes: np.ndarray, size: int) -> None:
-    """Refuse what is not a non-empty batch of int8 image codes (N, size, size, 3), channels last."""
+    """Refuse what is not a non-empty batch of int8 image codes (N, size, size, 3), channels last.
+
+    Raises ValueError naming the dtype or shape it got (or an empty batch) and the expected one."""
     if codes.dtype != np.int8:
         raise ValueError(f"expected int8 image codes, got {codes.dtype} (use IntegerResNet.quantize_images)")
     if codes.ndim != 4 or codes.shape[1:] != (size, size, 3):
@@ -176,7 +182,10 @@ class IntegerResNet:
     # ------------------------------------------------------------------ integer only
 
     def quantize_images(self, images: np.ndarray) -> np.ndarray:
-        """The only float step: normalised images (N, 3, H, W) -> int8 codes (N, H, W, 3), channels last."""
+        """The only float step: normalised float images (N, 3, H, W) -> int8 codes (N, H, W, 3), channels last,
+        in units of the stem's input step (code = round(x / step), clamped to +-127).
+
+        Raises ValueError as :func:`check_images` does, or when H x W is not the export's image size."""
         images = check_images(images)
         size = self.export.image_size
         if images.shape[2:] != (size, size):

@@ -128,7 +128,11 @@ def integer_epilogue(a: np.ndarray, b: np.ndarray, unit: float) -> tuple[np.ndar
 
 def fixed_point(a: np.ndarray, b: np.ndarray, unit: float, max_input: int) -> tuple[np.ndarray, ...]:
     """Signed multiplier m (fits int32), shift and bias of ``round((a * x + b) / unit)``, checked so that
-    ``x * m + bias + 2^(shift - 1)`` cannot leave int64 for any |x| <= max_input."""
+    ``x * m + bias + 2^(shift - 1)`` cannot leave int64 for any |x| <= max_input.
+
+    ``a``, ``b``: (C,) float per-channel scale and offset; ``unit``: the output step. Returns three (C,) arrays:
+    m int64 (|m| < 2^31), shift int64 (bits), bias int64 (in units of 2^-shift output steps).
+    Raises FixedPointRangeError, with the worst-case magnitude, when the sum could leave int64."""
     m0, shift, sign, bias = integer_epilogue(a, b, unit)
     worst = max_input * (2**31 - 1) + int(np.abs(bias).max(initial=0)) + 2 ** (int(shift.max(initial=1)) - 1)
     if worst >= INT64_LIMIT:

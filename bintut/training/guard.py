@@ -64,7 +64,8 @@ class StopRequest:
         self.previous = {}
 
     def check(self, device: torch.device | None = None) -> None:
-        """Raise KeyboardInterrupt if a stop was asked for; with a device, agreed across ranks."""
+        """Raise Stopped (a KeyboardInterrupt carrying the signal) if a stop was asked for; with a device, agreed
+        across ranks."""
         asked = self.signum is not None
         if device is not None:
             asked = any_rank(asked, device)

@@ -49,7 +49,9 @@ def seed_everything(*parts: int) -> None:
 def build_model(cfg: TrainConfig) -> nn.Module:
     """ResNet18-CIFAR converted for gradual binarization, controls at 0.
 
-    With ``cfg.init_from`` the weights (quantizer state included) come from that run's checkpoint.
+    With ``cfg.init_from`` the weights (quantizer state included) come from that run's checkpoint:
+    raises FileNotFoundError when that run has no checkpoint, CheckpointError (prefixed ``init_from:``)
+    when it cannot be read, ValueError when it holds a model of another layout.
     """
     pretrained = cfg.pretrained and cfg.init_from is None
     model = resnet18_cifar(num_classes(cfg.data), pretrained=pretrained, progress=cfg.progress, weights=cfg.weights)
