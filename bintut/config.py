@@ -70,6 +70,7 @@ class TrainConfig:
 
     Where bintut offers more than the reference, the reference's choice is the default and
     bintut's is an option: ``weights``, ``scale_init``, ``mix_draw``, ``amp``, ``data_path``.
+    Constructing one validates it: raises ValueError naming the field (see :meth:`validate`).
     """
 
     preset: str = _f("seed", "the preset these values started from")

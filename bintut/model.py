@@ -159,7 +159,8 @@ def _timm_file(repo: str) -> str:
 
 
 def timm_state_dict() -> dict[str, torch.Tensor]:
-    """``resnet18.a1_in1k`` through timm's API: from the local cache if it is there, else downloaded.
+    """``resnet18.a1_in1k`` through timm's API: from the local cache if it is there, else downloaded; parameter
+    name -> tensor in torchvision's ResNet18 layout (conv weights (out, in, k, k), fc (1000, 512)).
 
     Raises WeightsUnavailableError when timm is not installed (the message gives the pip command, or
     --weights torchvision), or when the cached file cannot be loaded."""

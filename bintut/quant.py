@@ -37,7 +37,8 @@ QUANTIZED_LAYERS = (nn.Conv2d, nn.Linear)
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
-    """Round in the forward pass, identity gradient in the backward pass (the straight-through estimator).
+    """Round in the forward pass, identity gradient in the backward pass (the straight-through estimator);
+    any shape, same shape and dtype out.
     Taught in notebooks/04_int8_activations.ipynb.
 
     >>> x = torch.tensor([0.4, 1.6], requires_grad=True)
@@ -101,7 +102,7 @@ class GradualQuantizer(nn.Module):
             self.bin_ratio.fill_(check_control("bin_ratio", bin_ratio))
 
     def mask(self, x: torch.Tensor) -> torch.Tensor:
-        """Which entries are binarized at the current p."""
+        """Which entries are binarized at the current p: a bool tensor of ``x``'s shape."""
         if self.nested:
             return self.threshold < self.p
         return torch.rand_like(x, dtype=torch.float32) < self.p
@@ -133,7 +134,8 @@ class SignQuantizer(GradualQuantizer):
     ``scale="learned"`` makes ``s_c`` a parameter, initialised by ``scale_init``: ``"mean_abs"``
     (mean|w_c|, so the binary weights start at the magnitude of the real ones) or
     ``"constant:VALUE"`` (the reference initialises every channel at 0.01). ``scale="analytic"``
-    recomputes ``s_c = mean|w_c|`` every forward (XNOR-Net style).
+    recomputes ``s_c = mean|w_c|`` every forward (XNOR-Net style). Raises ValueError for another ``scale``
+    or a bad ``scale_init``.
     """
 
     role = "weights"
@@ -158,10 +160,11 @@ class SignQuantizer(GradualQuantizer):
 
     @staticmethod
     def mean_abs(w: torch.Tensor) -> torch.Tensor:
-        """Per-output-channel mean |w|, shaped to broadcast against w."""
+        """Per-output-channel mean |w| of weights (out, ...), shaped (out, 1, ...) to broadcast against w."""
         return w.abs().flatten(1).mean(1).view(-1, *([1] * (w.dim() - 1)))
 
     def channel_scale(self, w: torch.Tensor) -> torch.Tensor:
+        """s_c of weights (out, in, k, k) or (out, in): the learned scale or mean|w_c|, shaped (out, 1, ...)."""
         return self.mean_abs(w) if self.analytic else self.scale
 
     def hard(self, w: torch.Tensor) -> torch.Tensor:
@@ -193,15 +196,15 @@ class Int8Quantizer(GradualQuantizer):
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     def observe(self, x: torch.Tensor) -> None:
-        """Track max|x| of a training batch: an exponential moving average with ``momentum`` (the first batch
-        sets it). Taught in notebooks/04_int8_activations.ipynb."""
+        """Track max|x| of a training batch (any shape): an exponential moving average with ``momentum``
+        (the first batch sets it), a 0-d float32 buffer. Taught in notebooks/04_int8_activations.ipynb."""
         current = x.detach().abs().amax().float()
         ema = torch.lerp(self.running_max, current, self.momentum)
         self.running_max.copy_(torch.where(self.initialized, ema, current))
         self.initialized.fill_(True)
 
     def step_for(self, x: torch.Tensor) -> torch.Tensor:
-        """Quantization step (the int8 scale) for x: running_max / 127.
+        """Quantization step (the int8 scale) for x: running_max / 127, a 0-d float32 tensor in units of x per code.
 
         A quantizer never run in training has no running max yet and uses max|x| of this
         batch (no Python branch on tensor values, so torch.compile keeps one graph).
@@ -212,7 +215,8 @@ class Int8Quantizer(GradualQuantizer):
         return running.clamp_min(torch.finfo(torch.float32).tiny) / self.levels
 
     def scaled(self, x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        """x / step in float32, bounded to [-128, 128] so that rounding never meets an infinity.
+        """x / step in float32 (``x``'s shape, ``step`` 0-d), bounded to [-128, 128] so that rounding never meets
+        an infinity.
 
         A zero or subnormal range makes the step subnormal and x / step overflow to +-inf; the bound keeps
         the codes (+-127 after the clamp, as :meth:`integer` gives) and, since codes beyond +-127.5 get no
@@ -230,13 +234,15 @@ class Int8Quantizer(GradualQuantizer):
         return q * step
 
     def sprinkle(self, x: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        """In training as :meth:`GradualQuantizer.sprinkle` (same shape as ``x``); in eval ``x`` unchanged."""
         return super().sprinkle(x, hard) if self.training else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer input a quantized layer sees: ``x`` (any shape) in float32, blended and sprinkled."""
         return super().forward(x.float())
 
     def integer(self, x: torch.Tensor) -> torch.Tensor:
-        """The int8 codes of x at the current scale (no running-max update)."""
+        """The int8 codes of x (int8, same shape) at the current scale (no running-max update)."""
         q = torch.round(self.scaled(x, self.step_for(x)))
         return torch.clamp(q, -self.levels, self.levels).to(torch.int8)
 
@@ -357,7 +363,8 @@ def distinct_weight_values(model: nn.Module) -> dict[str, int]:
 
 
 def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state_dict the model had before :func:`binarize_`: full-precision weights, no quantizer state."""
+    """The state_dict the model had before :func:`binarize_`: full-precision weights (their original shapes),
+    no quantizer state."""
     plain = {}
     for key, value in model.state_dict().items():
         if ".input_quant." in key or ".parametrizations.weight.0." in key:

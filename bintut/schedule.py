@@ -47,7 +47,10 @@ class Phase:
 
 
 class Schedule:
-    """A validated phase list, callable as ``schedule(t)``."""
+    """A validated phase list, callable as ``schedule(t)`` (t: progress through the run, clamped to [0, 1]).
+
+    Raises ValueError, naming the schedule, for a malformed phase list, and when called with t = NaN.
+    """
 
     def __init__(self, phases: PhaseList, name: str = "schedule") -> None:
         self.name = name

@@ -123,7 +123,8 @@ def _pattern_maps(size: int = 32) -> np.ndarray:
 
 
 def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """n labelled 32x32 RGB images (uint8 NHWC) of the 100 synthetic classes."""
+    """n labelled 32x32 RGB images of the 100 synthetic classes: (n, 32, 32, 3) uint8 pixels in [0, 255]
+    and (n,) int64 labels in [0, 100)."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 100, n)
     maps = _pattern_maps()

@@ -94,7 +94,8 @@ class TorchIntegerResNet:
         return acc.to(torch.int64)
 
     def epilogue(self, name: str, acc: torch.Tensor) -> torch.Tensor:
-        """e(acc) = (acc * m + bias + 2^(shift-1)) >> shift per output channel (dim 1), int64, in place."""
+        """e(acc) = (acc * m + bias + 2^(shift-1)) >> shift per output channel (dim 1), int64, in place:
+        int64 accumulators (N, C, H, W) or (N, C) -> the same tensor, rescaled."""
         m, shift, offset = self.constants[name]
         return acc.mul_(m).add_(offset).bitwise_right_shift_(shift)
 

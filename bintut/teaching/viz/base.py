@@ -28,7 +28,8 @@ def table(rows: list[dict]):
 
 
 def display_image(image: torch.Tensor) -> np.ndarray:
-    """A normalised CHW image back to HWC colours in [0, 1] (undoing the CIFAR-100 normalisation)."""
+    """A normalised (3, H, W) image back to (H, W, 3) float colours in [0, 1] (undoing the CIFAR-100
+    normalisation)."""
 
     mean, std = torch.tensor(CIFAR100_MEAN)[:, None, None], torch.tensor(CIFAR100_STD)[:, None, None]
     return (image * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
