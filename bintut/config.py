@@ -34,7 +34,10 @@ def _f(default: Any, help: str) -> Any:
 
 
 def parse_scale_init(text: str) -> float | None:
-    """'mean_abs' -> None (per channel mean|w_c|); 'constant:VALUE' -> VALUE (> 0, finite)."""
+    """'mean_abs' -> None (per channel mean|w_c|); 'constant:VALUE' -> VALUE (> 0, finite).
+
+    Raises ValueError, quoting ``text``, when it is neither form or VALUE is not a finite number > 0.
+    """
     if text == "mean_abs":
         return None
     kind, _, value = text.partition(":")
@@ -70,6 +73,7 @@ class TrainConfig:
 
     Where bintut offers more than the reference, the reference's choice is the default and
     bintut's is an option: ``weights``, ``scale_init``, ``mix_draw``, ``amp``, ``data_path``.
+    Constructing one validates it: raises ValueError naming the field (see :meth:`validate`).
     """
 
     preset: str = _f("seed", "the preset these values started from")
@@ -144,7 +148,12 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Reject bad values with a message naming the field."""
+        """Reject bad values with a message naming the field.
+
+        Raises ValueError naming the field, its value and what is allowed when a choice is not one of its
+        options, a count is below 1, a fraction leaves [0, 1], both quantizers are off, a schedule leaves its
+        range at some t of the run, or ``out`` is empty.
+        """
         choices = {
             "data": ("cifar100", "fashion-mnist", "synthetic"),
             "augment": ("reference", "basic", "none"),
@@ -249,7 +258,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
-    """The named preset with field overrides, e.g. ``preset('smoke', epochs=2)``."""
+    """The named preset with field overrides, e.g. ``preset('smoke', epochs=2)``.
+
+    Raises ValueError listing the presets for an unknown ``name``, or the unknown field names for an override
+    that is not a TrainConfig field.
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     known = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -67,7 +67,12 @@ def weights_path(weights: ResNet18_Weights = ResNet18_Weights.IMAGENET1K_V1) -> 
 
 
 def imagenet_state_dict(progress: bool = True, source: str = "torchvision") -> dict[str, torch.Tensor]:
-    """The ImageNet ResNet18 state dict from ``source`` ('torchvision' or 'timm'), or a clear error."""
+    """The ImageNet ResNet18 state dict from ``source`` ('torchvision' or 'timm'), or a clear error.
+
+    Raises ValueError for another ``source``; WeightsUnavailableError when the weights are neither cached nor
+    downloadable (the message names the file, its URL and how to copy it in or start without them), or when
+    the cached file is truncated or foreign. A full disk is re-raised as it came.
+    """
     if source not in WEIGHT_SOURCES:
         raise ValueError(f"weights source must be one of {WEIGHT_SOURCES}, got {source!r}")
     if source == "timm":
@@ -154,7 +159,11 @@ def _timm_file(repo: str) -> str:
 
 
 def timm_state_dict() -> dict[str, torch.Tensor]:
-    """``resnet18.a1_in1k`` through timm's API: from the local cache if it is there, else downloaded."""
+    """``resnet18.a1_in1k`` through timm's API: from the local cache if it is there, else downloaded; parameter
+    name -> tensor in torchvision's ResNet18 layout (conv weights (out, in, k, k), fc (1000, 512)).
+
+    Raises WeightsUnavailableError when timm is not installed (the message gives the pip command, or
+    --weights torchvision), or when the cached file cannot be loaded."""
     try:
         import timm
     except ImportError as err:
@@ -186,7 +195,11 @@ def resnet18_cifar(
     """torchvision ResNet18 with the CIFAR stem and a ``num_classes`` head.
 
     With ``pretrained=True`` every layer but the stem conv and the head starts from ImageNet
-    weights of ``weights`` ('torchvision' or 'timm', see the module docstring).
+    weights of ``weights`` ('torchvision' or 'timm', see the module docstring). The model maps
+    normalised float images (N, 3, H, W) (32 x 32 in the tutorial) to (N, num_classes) float logits.
+
+    Raises ValueError when ``num_classes`` < 1 or ``weights`` is neither source; with ``pretrained``, as
+    :func:`imagenet_state_dict` does (WeightsUnavailableError when the weights cannot be had).
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")

@@ -37,7 +37,8 @@ QUANTIZED_LAYERS = (nn.Conv2d, nn.Linear)
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
-    """Round in the forward pass, identity gradient in the backward pass (the straight-through estimator).
+    """Round in the forward pass, identity gradient in the backward pass (the straight-through estimator);
+    any shape, same shape and dtype out.
     Taught in notebooks/04_int8_activations.ipynb.
 
     >>> x = torch.tensor([0.4, 1.6], requires_grad=True)
@@ -60,7 +61,7 @@ def sign_ste(x: torch.Tensor) -> torch.Tensor:
 
 
 def check_control(name: str, value: float) -> float:
-    """Reject a control outside [0, 1] with a message naming the value."""
+    """``value`` as a float, or ValueError naming the control and its value when it is outside [0, 1] (or NaN)."""
     value = float(value)
     if not 0.0 <= value <= 1.0:  # also rejects NaN
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
@@ -90,6 +91,7 @@ class GradualQuantizer(nn.Module):
         self._p_host = 0.0
 
     def hard(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """The fully quantized tensor, same shape as ``x``; each subclass defines it (here: NotImplementedError)."""
         raise NotImplementedError
 
     def set_controls(self, p: float | None = None, bin_ratio: float | None = None) -> None:
@@ -100,7 +102,7 @@ class GradualQuantizer(nn.Module):
             self.bin_ratio.fill_(check_control("bin_ratio", bin_ratio))
 
     def mask(self, x: torch.Tensor) -> torch.Tensor:
-        """Which entries are binarized at the current p."""
+        """Which entries are binarized at the current p: a bool tensor of ``x``'s shape."""
         if self.nested:
             return self.threshold < self.p
         return torch.rand_like(x, dtype=torch.float32) < self.p
@@ -132,7 +134,8 @@ class SignQuantizer(GradualQuantizer):
     ``scale="learned"`` makes ``s_c`` a parameter, initialised by ``scale_init``: ``"mean_abs"``
     (mean|w_c|, so the binary weights start at the magnitude of the real ones) or
     ``"constant:VALUE"`` (the reference initialises every channel at 0.01). ``scale="analytic"``
-    recomputes ``s_c = mean|w_c|`` every forward (XNOR-Net style).
+    recomputes ``s_c = mean|w_c|`` every forward (XNOR-Net style). Raises ValueError for another ``scale``
+    or a bad ``scale_init``.
     """
 
     role = "weights"
@@ -157,10 +160,11 @@ class SignQuantizer(GradualQuantizer):
 
     @staticmethod
     def mean_abs(w: torch.Tensor) -> torch.Tensor:
-        """Per-output-channel mean |w|, shaped to broadcast against w."""
+        """Per-output-channel mean |w| of weights (out, ...), shaped (out, 1, ...) to broadcast against w."""
         return w.abs().flatten(1).mean(1).view(-1, *([1] * (w.dim() - 1)))
 
     def channel_scale(self, w: torch.Tensor) -> torch.Tensor:
+        """s_c of weights (out, in, k, k) or (out, in): the learned scale or mean|w_c|, shaped (out, 1, ...)."""
         return self.mean_abs(w) if self.analytic else self.scale
 
     def hard(self, w: torch.Tensor) -> torch.Tensor:
@@ -192,15 +196,15 @@ class Int8Quantizer(GradualQuantizer):
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     def observe(self, x: torch.Tensor) -> None:
-        """Track max|x| of a training batch: an exponential moving average with ``momentum`` (the first batch
-        sets it). Taught in notebooks/04_int8_activations.ipynb."""
+        """Track max|x| of a training batch (any shape): an exponential moving average with ``momentum``
+        (the first batch sets it), a 0-d float32 buffer. Taught in notebooks/04_int8_activations.ipynb."""
         current = x.detach().abs().amax().float()
         ema = torch.lerp(self.running_max, current, self.momentum)
         self.running_max.copy_(torch.where(self.initialized, ema, current))
         self.initialized.fill_(True)
 
     def step_for(self, x: torch.Tensor) -> torch.Tensor:
-        """Quantization step (the int8 scale) for x: running_max / 127.
+        """Quantization step (the int8 scale) for x: running_max / 127, a 0-d float32 tensor in units of x per code.
 
         A quantizer never run in training has no running max yet and uses max|x| of this
         batch (no Python branch on tensor values, so torch.compile keeps one graph).
@@ -211,7 +215,8 @@ class Int8Quantizer(GradualQuantizer):
         return running.clamp_min(torch.finfo(torch.float32).tiny) / self.levels
 
     def scaled(self, x: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        """x / step in float32, bounded to [-128, 128] so that rounding never meets an infinity.
+        """x / step in float32 (``x``'s shape, ``step`` 0-d), bounded to [-128, 128] so that rounding never meets
+        an infinity.
 
         A zero or subnormal range makes the step subnormal and x / step overflow to +-inf; the bound keeps
         the codes (+-127 after the clamp, as :meth:`integer` gives) and, since codes beyond +-127.5 get no
@@ -229,13 +234,15 @@ class Int8Quantizer(GradualQuantizer):
         return q * step
 
     def sprinkle(self, x: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        """In training as :meth:`GradualQuantizer.sprinkle` (same shape as ``x``); in eval ``x`` unchanged."""
         return super().sprinkle(x, hard) if self.training else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer input a quantized layer sees: ``x`` (any shape) in float32, blended and sprinkled."""
         return super().forward(x.float())
 
     def integer(self, x: torch.Tensor) -> torch.Tensor:
-        """The int8 codes of x at the current scale (no running-max update)."""
+        """The int8 codes of x (int8, same shape) at the current scale (no running-max update)."""
         q = torch.round(self.scaled(x, self.step_for(x)))
         return torch.clamp(q, -self.levels, self.levels).to(torch.int8)
 
@@ -248,6 +255,8 @@ def binarize_(model: nn.Module, config: QuantConfig | None = None) -> nn.Module:
     """Convert every Conv2d/Linear of ``model`` in place; returns the model.
 
     The controls start at 0, so the converted model computes what it computed before.
+    Raises ValueError when ``config`` quantizes nothing, the model is already converted, or it has no
+    Conv2d or Linear layer.
     """
     config = config or QuantConfig()
     if not (config.weights or config.activations):
@@ -268,7 +277,9 @@ def binarize_(model: nn.Module, config: QuantConfig | None = None) -> nn.Module:
 
 
 def quantizers(model: nn.Module, target: Target = "all") -> Iterator[GradualQuantizer]:
-    """The quantizers of a converted model, optionally only those of weights or activations."""
+    """The quantizers of a converted model, optionally only those of weights or activations.
+
+    Raises ValueError for a ``target`` other than 'all', 'weights' or 'activations'."""
     if target not in ("all", "weights", "activations"):
         raise ValueError(f"target must be 'all', 'weights' or 'activations', got {target!r}")
     for m in model.modules():
@@ -279,7 +290,10 @@ def quantizers(model: nn.Module, target: Target = "all") -> Iterator[GradualQuan
 def set_controls(
     model: nn.Module, p: float | None = None, bin_ratio: float | None = None, target: Target = "all"
 ) -> None:
-    """Set p and/or bin_ratio of every quantizer (or those of one target) in place."""
+    """Set p and/or bin_ratio of every quantizer (or those of one target) in place.
+
+    Raises ValueError when a control is outside [0, 1], ``target`` is unknown, or the model has no such
+    quantizers (not converted with :func:`binarize_`)."""
     p = None if p is None else check_control("p", p)
     bin_ratio = None if bin_ratio is None else check_control("bin_ratio", bin_ratio)
     found = False
@@ -349,7 +363,8 @@ def distinct_weight_values(model: nn.Module) -> dict[str, int]:
 
 
 def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state_dict the model had before :func:`binarize_`: full-precision weights, no quantizer state."""
+    """The state_dict the model had before :func:`binarize_`: full-precision weights (their original shapes),
+    no quantizer state."""
     plain = {}
     for key, value in model.state_dict().items():
         if ".input_quant." in key or ".parametrizations.weight.0." in key:

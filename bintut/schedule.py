@@ -47,7 +47,10 @@ class Phase:
 
 
 class Schedule:
-    """A validated phase list, callable as ``schedule(t)``."""
+    """A validated phase list, callable as ``schedule(t)`` (t: progress through the run, clamped to [0, 1]).
+
+    Raises ValueError, naming the schedule, for a malformed phase list, and when called with t = NaN.
+    """
 
     def __init__(self, phases: PhaseList, name: str = "schedule") -> None:
         self.name = name
@@ -106,7 +109,8 @@ class Schedule:
         return points
 
     def check_range(self, low: float, high: float = math.inf) -> None:
-        """Raise, naming the schedule and the t, if it leaves [low, high] anywhere in the run."""
+        """Raise ValueError, naming the schedule, the value and the t, if it leaves [low, high] anywhere in
+        the run (t: progress through the run, 0 to 1)."""
         for t, value in self.extremes():
             if not low <= value <= high:
                 allowed = f"at least {low}" if high == math.inf else f"within [{low}, {high}]"

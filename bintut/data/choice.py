@@ -43,7 +43,9 @@ def data_words(cfg) -> str:
 
 
 def num_classes(data: str) -> int:
-    """How many classes the data set ``data`` (a config's ``data`` field) has: the model head's width."""
+    """How many classes the data set ``data`` (a config's ``data`` field) has: the model head's width.
+
+    Raises ValueError listing the known data sets for any other name."""
     if data not in DATA_CLASSES:
         raise ValueError(f"data must be one of {tuple(DATA_CLASSES)}, got {data!r}")
     return DATA_CLASSES[data]
@@ -58,7 +60,12 @@ def load_images(data: str, root: str | os.PathLike | None, train: bool, download
 
 
 def load_data(cfg: TrainConfig) -> tuple[ImageSet, ImageSet]:
-    """Train and test sets as the config asks (raises DataNotFoundError with advice)."""
+    """Train and test sets as the config asks.
+
+    Raises DataError when ``data='cifar100'`` but the folder holds bintut's synthetic images (the message says
+    to pass --data synthetic or another --data-root); the loaders raise DataNotFoundError, with advice on where
+    to put the files, when the data are missing.
+    """
     root = data_root(cfg.data_root)
     if cfg.data == "synthetic":
         root = write_synthetic_cifar100(

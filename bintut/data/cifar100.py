@@ -46,7 +46,11 @@ def _missing_message(root: Path, reason: str, downloading: bool = False) -> str:
 def load_cifar100(
     root: str | os.PathLike | None = None, train: bool = True, download: bool = False, progress: bool = True
 ) -> ImageSet:
-    """Read CIFAR-100 with torchvision (checksums verified), or a synthetic folder we wrote (hashes verified)."""
+    """Read CIFAR-100 with torchvision (checksums verified), or a synthetic folder we wrote (hashes verified).
+
+    Raises DataNotFoundError when ``root`` holds no cifar-100-python folder, or torchvision finds it incomplete
+    or corrupted; the message says where the files go and how to fetch them.
+    """
     root = data_root(root)
     if (root / FOLDER / SYNTHETIC_MARKER).is_file():
         return _load_synthetic(root / FOLDER, train)
@@ -119,7 +123,8 @@ def _pattern_maps(size: int = 32) -> np.ndarray:
 
 
 def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """n labelled 32x32 RGB images (uint8 NHWC) of the 100 synthetic classes."""
+    """n labelled 32x32 RGB images of the 100 synthetic classes: (n, 32, 32, 3) uint8 pixels in [0, 255]
+    and (n,) int64 labels in [0, 100)."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 100, n)
     maps = _pattern_maps()
@@ -141,7 +146,8 @@ def write_synthetic_cifar100(
     """Write a synthetic data set in the real cifar-100-python layout; returns root.
 
     Regenerates only when the folder is missing, was written with other sizes or seed, or no
-    longer matches the content hashes in its marker (damaged or changed since).
+    longer matches the content hashes in its marker (damaged or changed since). Images are 32 x 32 RGB uint8.
+    Raises ValueError, quoting both sizes, when ``n_train`` or ``n_test`` is below 1.
     """
     root = Path(root)
     folder = root / FOLDER

@@ -99,7 +99,8 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 
 
 class BatchAugment(nn.Module):
-    """Per-sample random augmentation of a uint8 NCHW batch; returns normalised float32."""
+    """Per-sample random augmentation of a uint8 NCHW batch; returns normalised float32.
+    Raises ValueError listing the choices for an unknown ``augment``."""
 
     def __init__(self, augment: str = "reference", padding: int = 4, mean: tuple[float, ...] = CIFAR100_MEAN,
                  std: tuple[float, ...] = CIFAR100_STD) -> None:
@@ -153,6 +154,7 @@ class BatchAugment(nn.Module):
 
     # -- application -----------------------------------------------------------------------
     def forward(self, images: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 pixels (N, 3, H, W) in [0, 255] -> augmented, normalised float32 (N, 3, H, W), drawn from ``g``."""
         x = images.float().div_(255)
         n, _, h, w = x.shape
         device = x.device
@@ -172,7 +174,8 @@ class BatchAugment(nn.Module):
         return x
 
     def colour(self, x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
-        """ColorJitter(0.3, 0.3, 0.3, 0.1), then RandomGrayscale(0.2), per sample."""
+        """ColorJitter(0.3, 0.3, 0.3, 0.1), then RandomGrayscale(0.2), per sample: float (N, 3, H, W) colours in
+        [0, 1] -> the same shape and range."""
         n, device = x.shape[0], x.device
         factor = lambda: _uniform(n, 0.7, 1.3, g, device).view(n, 1, 1, 1)  # noqa: E731
         x = (x * factor()).clamp(0, 1)  # brightness
@@ -187,7 +190,8 @@ class BatchAugment(nn.Module):
         return torch.where(gray, _gray(x).expand_as(x), x)
 
     def erase(self, x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
-        """RandomErasing(p=0.3, scale=(0.05, 0.2), ratio=(0.3, 3.3), value='random'), per sample."""
+        """RandomErasing(p=0.3, scale=(0.05, 0.2), ratio=(0.3, 3.3), value='random'), per sample, on normalised
+        float (N, 3, H, W) images; same shape out."""
         n, _, h, w = x.shape
         device = x.device
         area = _uniform(n, 0.05, 0.2, g, device) * h * w
@@ -206,7 +210,9 @@ class BatchAugment(nn.Module):
 
 
 class DeviceBatches:
-    """A data set resident on one device as uint8, served in (augmented) batches without workers."""
+    """A data set resident on one device as uint8, served in (augmented) batches without workers.
+    Raises DeviceMemoryError when the set would need more than half the GPU's free memory (the message
+    suggests --data-path loader or a --train-subset)."""
 
     def __init__(self, images: ImageSet, device: torch.device, augment: str | None) -> None:
         data = torch.from_numpy(images.images).permute(0, 3, 1, 2).contiguous()
@@ -233,7 +239,8 @@ class DeviceBatches:
     def batches(
         self, indices: list[int] | torch.Tensor, batch_size: int
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Normalised batches in the given order, augmented when the set was built with an augmentation."""
+        """Normalised batches in the given order, augmented when the set was built with an augmentation:
+        (images (B, 3, H, W) float32, labels (B,) int64) on the set's device, B <= ``batch_size``."""
         order = torch.as_tensor(indices, device=self.images.device, dtype=torch.long)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]

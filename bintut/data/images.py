@@ -49,7 +49,9 @@ class ImageSet:
         return len(self.labels)
 
     def subset(self, n: int | None, seed: int = 0) -> ImageSet:
-        """A random subset of n images (all of them when n is None or too large)."""
+        """A random subset of n images (all of them when n is None or too large), drawn with ``seed``.
+
+        Raises ValueError, quoting n, when n is below 1."""
         if n is None or n >= len(self):
             return self
         if n < 1:
@@ -80,6 +82,7 @@ def checked_set(
 
 
 def channel_statistics(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation of uint8 NHWC images, in [0, 1] units (normalisation constants)."""
+    """Per-channel mean and standard deviation of uint8 images (N, H, W, 3), in [0, 1] units (pixels / 255):
+    the normalisation constants, three floats each."""
     x = images.astype(np.float64) / 255.0
     return tuple(x.mean(axis=(0, 1, 2)).tolist()), tuple(x.std(axis=(0, 1, 2)).tolist())

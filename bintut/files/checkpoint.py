@@ -39,7 +39,8 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load a checkpoint with the safe (tensors and plain containers only) unpickler.
 
-    Raises :class:`CheckpointError` naming the file when it cannot be read or lacks a ``required`` entry.
+    Raises FileNotFoundError naming ``path`` when no file is there; :class:`CheckpointError` naming the file
+    when it cannot be read (truncated, corrupt, foreign) or lacks a ``required`` entry.
     """
     path = Path(path)
     if not path.is_file():

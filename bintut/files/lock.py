@@ -66,6 +66,12 @@ class RunLock:
         return self.fd is not None
 
     def acquire(self) -> RunLock:
+        """Take the lock (creating the folder if needed) and return self; a stale record is taken over.
+
+        Raises RunFolderError, naming the folder, when it cannot be opened or locked, when another process
+        holds it (the message names its PID and start), or when its filesystem has no file locks (NFS
+        without a lock manager); nothing created is left behind.
+        """
         check_writable_folder(self.folder)
         self._make_folder()
         try:

@@ -46,7 +46,11 @@ def check_name_lengths(path: str | os.PathLike, what: str) -> None:
 
 
 def check_writable_folder(folder: Path) -> None:
-    """Refuse, before any work, an --out that is a file, lies under a file, or cannot be written."""
+    """Refuse, before any work, an --out that is a file, lies under a file, or cannot be written.
+
+    Raises RunFolderError with a one-line reason and what to choose instead: an empty name, a name too long
+    for the file system, a file in the way, or a read-only folder.
+    """
     if str(folder).strip() == "":
         raise RunFolderError("--out is empty: name the folder for the run's files")
     check_name_lengths(folder, "--out")

@@ -129,7 +129,9 @@ def _printable(text: str) -> str:
 
 def kernel_flags(kernel: str | None = None, simd: bool = True) -> list[str]:
     """Compiler flags choosing bintut.c's kernel: ``None`` keeps bintut.h's default, ``"fast"`` or
-    ``"reference"`` overrides it; ``simd=False`` keeps the fast kernel to its portable C path."""
+    ``"reference"`` overrides it; ``simd=False`` keeps the fast kernel to its portable C path.
+
+    Raises ValueError listing the kernels for any other ``kernel``."""
     if kernel is not None and kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
     flags = [] if kernel is None else [f"-DBINTUT_FAST={int(kernel == 'fast')}"]
@@ -210,7 +212,8 @@ def kernel_timings(folder: str | os.PathLike) -> list[dict]:
     """The golden test with the reference kernel, the fast kernel's portable C path and its SIMD path (named
     by layer_check.c: AVX-512 VNNI where the CPU has it): one row per build, with the median CPU time per
     image over the golden images after the first (the fast kernel's first call unpacks the weights), and
-    whether all logits were bit-exact. Needs at least 2 golden images."""
+    whether all logits were bit-exact. Needs at least 2 golden images: raises ValueError, with the golden
+    test's failure, when a build ran fewer."""
     simd_path = run_layer_check(folder, images=0).path
     rows = []
     for kernel, simd, name in (("reference", True, "C reference kernel"),
@@ -232,7 +235,9 @@ def missing_mcu_tools() -> list[str]:
 
 def build_mcu(folder: str | os.PathLike, limit: int | None = None, kernel: str | None = None) -> tuple[Path, str]:
     """Cross-compile the golden test for QEMU's mps2-an386 (Cortex-M4); returns the ELF and the warnings.
-    ``kernel``: see :func:`kernel_flags`."""
+    ``kernel``: see :func:`kernel_flags`; ``limit``: run only the first ``limit`` golden images.
+
+    Raises CompilerNotFound naming the missing cross tools and the ``make mcu`` that installs them."""
     folder = Path(folder)
     check_library(folder, (*MCU_FILES, "mcu/mps2_an386.ld"))
     if missing_mcu_tools():

@@ -118,7 +118,8 @@ def check_c_folder(folder: str | os.PathLike) -> Path:
 
 def write_c_library(export: ResNetExport, folder: str | os.PathLike, images: np.ndarray,
                     source: str = "a bintut export", kernel: str = "fast") -> CLibrary:
-    """Write the C library, its golden test (``images``: normalised float (N, 3, H, W)) and README.
+    """Write the C library, its golden test (``images``: normalised float32 (N, 3, H, W), 1 <= N <= MAX_GOLDEN,
+    H = W = the export's image size) and README; returns the written :class:`CLibrary`.
 
     ``kernel``: ``"fast"`` (bintut_fast.c; ExportError for a shape it does not support) or ``"reference"``
     (the readable loop of bintut.c) as the default of ``bintut_infer``; both are written either way.
@@ -127,6 +128,10 @@ def write_c_library(export: ResNetExport, folder: str | os.PathLike, images: np.
     its place (atomically where the system can exchange two names), so ``folder`` holds either the
     earlier export or the new one, whatever fails or interrupts the writing. A ``folder`` holding
     anything but an earlier bintut export is refused (:class:`CFolderError`) before any work.
+
+    Raises ValueError, before any work, for an unknown ``kernel`` (listing the choices), golden images of
+    another size than the export's, or fewer than 1 or more than MAX_GOLDEN of them; ExportError when
+    the network does not fit the C code (too small an image, an unsupported kernel or shape).
     """
 
     if kernel not in KERNELS:

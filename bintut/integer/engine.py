@@ -39,6 +39,8 @@ KERNELS = ("blas", "addsub", "oracle")
 
 def quantize(x: np.ndarray, step: np.float32, dtype: type = np.int8) -> np.ndarray:
     """Float activations -> int8 codes: clip(round_half_even(x / step), -127, 127), as the torch layer.
+    ``x``: float32 of any shape (NHWC or (N, C) here); ``step``: the layer's input step (activation units
+    per code); returns codes of ``x``'s shape in ``dtype``.
 
     ``dtype=np.float32`` keeps the same codes in float32 for the BLAS path (no int8 round trip). A subnormal
     step (a layer whose range is ~0) overflows x / step to +-inf, which the clip turns into +-127, as torch does.
@@ -48,7 +50,8 @@ def quantize(x: np.ndarray, step: np.float32, dtype: type = np.int8) -> np.ndarr
 
 
 def as_array(values: object) -> np.ndarray:
-    """A numpy array of ``values``: an array, a nested list, or a torch tensor (on any device, with grad)."""
+    """A numpy array of ``values``: an array, a nested list, or a torch tensor (on any device, with grad);
+    shape and dtype as given. Raises ValueError, naming the type, when numpy cannot make an array of it."""
     if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor, without importing torch
         values = values.detach().cpu().numpy()
     try:
@@ -59,7 +62,10 @@ def as_array(values: object) -> np.ndarray:
 
 def check_images(images: np.ndarray) -> np.ndarray:
     """Refuse what is not a non-empty batch of normalised float images (N, 3, H, W), with a clear message;
-    returns it as a numpy array (a list or a torch tensor is converted once, here)."""
+    returns it as a numpy array (a list or a torch tensor is converted once, here), dtype unchanged.
+
+    Raises ValueError saying which: not an array, not (N, 3, H, W), N = 0, an integer dtype (raw pixels:
+    normalise first), or NaN / infinite values (and how many)."""
     images = as_array(images)
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images of shape (N, 3, H, W), got {images.shape}")
@@ -76,7 +82,9 @@ def check_images(images: np.ndarray) -> np.ndarray:
 
 
 def check_codes(codes: np.ndarray, size: int) -> None:
-    """Refuse what is not a non-empty batch of int8 image codes (N, size, size, 3), channels last."""
+    """Refuse what is not a non-empty batch of int8 image codes (N, size, size, 3), channels last.
+
+    Raises ValueError naming the dtype or shape it got (or an empty batch) and the expected one."""
     if codes.dtype != np.int8:
         raise ValueError(f"expected int8 image codes, got {codes.dtype} (use IntegerResNet.quantize_images)")
     if codes.ndim != 4 or codes.shape[1:] != (size, size, 3):
@@ -90,6 +98,7 @@ class IntegerResNet:
 
     ``integer_only=True`` runs every epilogue in fixed point (see the module docstring); then
     :meth:`integer_logits` gives the int32 logits and ``forward`` returns them scaled to float.
+    Raises ValueError for an unknown ``kernel`` or a ``chunk`` below 1.
     """
 
     def __init__(self, export: ResNetExport, kernel: str = "blas", chunk: int = 8,
@@ -114,7 +123,8 @@ class IntegerResNet:
             self.bits[name] = pack_signs(w)
 
     def gemm(self, name: str, codes: np.ndarray) -> np.ndarray:
-        """Accumulators: exact integers, held in float32 on the BLAS path (|acc| < 2^24 was checked)."""
+        """Accumulators of layer ``name``: codes (M, K) (im2col rows or (N, C)) -> (M, out_channels) exact
+        integers, int32, or float32 on the BLAS path (|acc| < 2^24 was checked)."""
         if self.kernel == "blas":
             return blas_gemm(codes, self.weights[name], out_dtype=np.float32)
         if self.kernel == "addsub":
@@ -176,7 +186,10 @@ class IntegerResNet:
     # ------------------------------------------------------------------ integer only
 
     def quantize_images(self, images: np.ndarray) -> np.ndarray:
-        """The only float step: normalised images (N, 3, H, W) -> int8 codes (N, H, W, 3), channels last."""
+        """The only float step: normalised float images (N, 3, H, W) -> int8 codes (N, H, W, 3), channels last,
+        in units of the stem's input step (code = round(x / step), clamped to +-127).
+
+        Raises ValueError as :func:`check_images` does, or when H x W is not the export's image size."""
         images = check_images(images)
         size = self.export.image_size
         if images.shape[2:] != (size, size):
@@ -230,13 +243,15 @@ class IntegerResNet:
     # ------------------------------------------------------------------ inspection
 
     def accumulators(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """Every layer's int32 accumulators for a batch (NHWC for convs), float-epilogue path."""
+        """Every layer's int32 accumulators for normalised float images (N, 3, H, W), float-epilogue path:
+        (N, OH, OW, out_channels) for a conv, (N, classes) for the head."""
         accs: dict[str, np.ndarray] = {}
         self.forward(images, record=lambda name, acc: accs.__setitem__(name, acc))
         return accs
 
     def input_codes(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """The int8 codes every binary layer reads, for this engine's epilogues."""
+        """The int8 codes every binary layer reads, for this engine's epilogues, for normalised float images
+        (N, 3, H, W): (N, H', W', in_channels) for a conv, (N, in_features) for the head."""
         codes: dict[str, np.ndarray] = {}
         note = codes.__setitem__
         if self.integer_only:
@@ -249,7 +264,8 @@ class IntegerResNet:
 
 def code_differences(export: ResNetExport, images: np.ndarray) -> list[dict]:
     """Per binary layer: how often the int8 codes it reads differ between the float-epilogue and the
-    integer-only engine, run end to end on the same images (differences propagate downstream)."""
+    integer-only engine, run end to end on the same normalised float images (N, 3, H, W) (differences
+    propagate downstream). One row per layer: code count and the % equal, off by 1, off by more."""
     float_codes = IntegerResNet(export).input_codes(images)
     int_codes = IntegerResNet(export, integer_only=True).input_codes(images)
     rows = []

@@ -38,6 +38,7 @@ class FixedPointRangeError(ValueError, BintutError):
 
 def quantize_multiplier(real: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-channel real multipliers -> (M0 in [2^30, 2^31) int64, shift n in [1, 62] int64, sign +-1 int64).
+    ``real``: (C,) float; each result has its shape, so that real ~= sign * M0 / 2^n.
 
     A zero multiplier gives M0 = 0 and n = 1; so does one too small for the format (|real| < 2^-32,
     which would need a shift above 62): it moves an output by less than 2^-32 per unit of input, and, as
@@ -74,7 +75,8 @@ def quantize_multiplier(real: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def apply(x: np.ndarray, m: np.ndarray, shift: np.ndarray, bias: np.ndarray | int = 0) -> np.ndarray:
     """e(x) = (x * m + bias + 2^(shift - 1)) >> shift in int64, per channel on the last axis: x times the
-    real multiplier m / 2^shift, rounded half up. Taught in notebooks/07_integer_only_and_c.ipynb.
+    real multiplier m / 2^shift, rounded half up. ``x``: integers (..., C); ``m``, ``shift`` and ``bias``: (C,)
+    or scalars (``bias`` in units of 2^-shift); returns (..., C) int64. Taught in notebooks/07_integer_only_and_c.ipynb.
 
     >>> m0, shift, sign = quantize_multiplier(np.array([0.75, 0.1]))
     >>> apply(np.array([[10, 10]]), sign * m0, shift).tolist()  # 7.5 rounds up to 8; 1.0 stays 1
@@ -85,7 +87,8 @@ def apply(x: np.ndarray, m: np.ndarray, shift: np.ndarray, bias: np.ndarray | in
 
 
 def round_shift(t: np.ndarray, bits: int = FRACTION_BITS) -> np.ndarray:
-    """Drop ``bits`` fractional bits, rounding half up (the last step of a residual addition)."""
+    """Drop ``bits`` fractional bits, rounding half up (the last step of a residual addition): int64 of any
+    shape in units of 2^-bits -> int64 of the same shape in whole units."""
     return (t + (np.int64(1) << (bits - 1))) >> bits
 
 
@@ -129,7 +132,11 @@ def integer_epilogue(a: np.ndarray, b: np.ndarray, unit: float) -> tuple[np.ndar
 
 def fixed_point(a: np.ndarray, b: np.ndarray, unit: float, max_input: int) -> tuple[np.ndarray, ...]:
     """Signed multiplier m (fits int32), shift and bias of ``round((a * x + b) / unit)``, checked so that
-    ``x * m + bias + 2^(shift - 1)`` cannot leave int64 for any |x| <= max_input."""
+    ``x * m + bias + 2^(shift - 1)`` cannot leave int64 for any |x| <= max_input.
+
+    ``a``, ``b``: (C,) float per-channel scale and offset; ``unit``: the output step. Returns three (C,) arrays:
+    m int64 (|m| < 2^31), shift int64 (bits), bias int64 (in units of 2^-shift output steps).
+    Raises FixedPointRangeError, with the worst-case magnitude, when the sum could leave int64."""
     m0, shift, sign, bias = integer_epilogue(a, b, unit)
     worst = max_input * (2**31 - 1) + int(np.abs(bias).max(initial=0)) + 2 ** (int(shift.max(initial=1)) - 1)
     if worst >= INT64_LIMIT:
@@ -152,6 +159,8 @@ def residual_add(codes_a: np.ndarray, step_a: float, codes_b: np.ndarray, step_b
     Each branch is mapped to units of ``step_out * 2^-bits`` by a fixed-point multiply (one integer
     multiply and one shift), the terms are added, and the sum is rounded once to codes at ``step_out``.
     Returns every intermediate, and the float reference ``round((a * step_a + b * step_b) / step_out)``.
+    ``codes_a``, ``codes_b``: int8 codes of one shape (broadcastable); steps in activation units per code;
+    the terms, sum and codes are int64 of that shape.
     """
     unit = step_out * 2.0**-bits
     m_a, shift_a, _ = fixed_point([step_a], [0.0], unit, INT8_MAX)

@@ -256,7 +256,9 @@ def _checked(export: ResNetExport, path: Path) -> ResNetExport:
 
 
 def final_size(export: ResNetExport) -> int:
-    """Height (= width) of the last block's output for the export's image size."""
+    """Height (= width), in pixels, of the last block's output for the export's image size.
+
+    Raises ExportError when the image is too small to leave at least one pixel there."""
     size = export.image_size
     for name in ["conv1"] + [b[k] for b in export.blocks for k in ("conv1", "conv2")]:
         layer = export.layers[name]

@@ -40,7 +40,9 @@ def unpack_signs(bits: np.ndarray, k: int) -> np.ndarray:
 
 
 def check_exact_range(k: int) -> None:
-    """Refuse a reduction whose worst-case |acc| = 127 K could leave float32's exact integers."""
+    """Refuse a reduction whose worst-case |acc| = 127 K could leave float32's exact integers.
+
+    Raises AccumulatorRangeError, quoting K and the bound 2^24, and pointing to oracle_gemm."""
     if INT8_MAX * k >= FLOAT32_EXACT:
         raise AccumulatorRangeError(
             f"reduction length K={k} allows |acc| up to {INT8_MAX * k}, beyond float32's exact range "

@@ -68,7 +68,10 @@ class TorchIntegerResNet:
     # ------------------------------------------------------------------ pieces
 
     def quantize_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalised float images (N, 3, H, W) -> int8 codes (N, 3, H, W), channels first; the only float step."""
+        """Normalised float images (N, 3, H, W) -> int8 codes (N, 3, H, W), channels first; the only float step.
+
+        Raises ValueError when the shape is not (N, 3, size, size) for the export's size, or the dtype is not
+        floating point."""
         size = self.export.image_size
         if images.dim() != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (size, size):
             raise ValueError(f"expected images of shape (N, 3, {size}, {size}), got {tuple(images.shape)}")
@@ -92,7 +95,8 @@ class TorchIntegerResNet:
         return acc.to(torch.int64)
 
     def epilogue(self, name: str, acc: torch.Tensor) -> torch.Tensor:
-        """e(acc) = (acc * m + bias + 2^(shift-1)) >> shift per output channel (dim 1), int64, in place."""
+        """e(acc) = (acc * m + bias + 2^(shift-1)) >> shift per output channel (dim 1), int64, in place:
+        int64 accumulators (N, C, H, W) or (N, C) -> the same tensor, rescaled."""
         m, shift, offset = self.constants[name]
         return acc.mul_(m).add_(offset).bitwise_right_shift_(shift)
 
@@ -104,7 +108,9 @@ class TorchIntegerResNet:
 
     @torch.no_grad()
     def integer_logits(self, codes: torch.Tensor) -> torch.Tensor:
-        """int8 image codes (N, 3, H, W) -> int32 logits (N, classes) in units of 2^-logit_bits."""
+        """int8 image codes (N, 3, H, W) -> int32 logits (N, classes) in units of 2^-logit_bits.
+
+        Raises ValueError, naming the dtype it got, for codes that are not int8."""
         if codes.dtype != torch.int8:
             raise ValueError(f"expected int8 image codes, got {codes.dtype} (use quantize_images)")
         codes = codes.to(self.device)

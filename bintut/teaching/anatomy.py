@@ -86,6 +86,7 @@ def fold_check(model: nn.Module, export, conv: str, bn: str, channel: int, image
 
     ``model`` is a fully binary bintut ResNet; the integer accumulator is torch's conv output divided
     by s_x * s_c (exact integers up to float rounding). Rows for the first few output positions.
+    ``images``: normalised float (N, 3, H, W).
     """
     seen = record_io(model, [conv, bn], images)
     layer = export.layers[conv]

@@ -29,7 +29,9 @@ class Source:
 
 
 def source_of(obj: object) -> tuple[str, str, int, str]:
-    """(qualified name, repository-relative file, first line, dedented code) of a function, method or class."""
+    """(qualified name, repository-relative file, first line, dedented code) of a function, method or class.
+
+    Raises TypeError when ``obj`` is not bintut's own, or its source cannot be found."""
     target = inspect.unwrap(obj.fget if isinstance(obj, property) else obj)
     module = inspect.getmodule(target)
     if module is None or not module.__name__.startswith("bintut"):
@@ -45,6 +47,8 @@ def source_of(obj: object) -> tuple[str, str, int, str]:
 
 def show(*objects: object) -> Source:
     """The source of bintut functions, methods or classes, with the file and line each is defined at.
+
+    Raises TypeError when called with no object, or (as :func:`source_of`) with one that is not bintut's.
 
     >>> import bintut
     >>> bintut.show(bintut.quant.sign_ste)  # doctest: +SKIP

@@ -72,6 +72,7 @@ def resolve_mode(mode: str | None = None, fallback: bool = True) -> str:
 
     With ``fallback``, the default (neither parameter nor $BINTUT_MODE) is 'smoke' where no real data is
     found (no CIFAR-100, no Fashion-MNIST): offline, a notebook's default runs rather than fails.
+    Raises ValueError, listing the modes and where the bad one came from, for an unknown mode.
     """
     chosen = mode or os.environ.get(MODE_ENV)
     if chosen is None:
@@ -110,7 +111,10 @@ def mode_line(mode: str) -> str:
 
 
 def stage_config(stage: str, mode: str | None = None, **overrides: Any) -> TrainConfig:
-    """The configuration of one tutorial stage in one mode."""
+    """The configuration of one tutorial stage in one mode.
+
+    Raises ValueError listing the stages for an unknown ``stage`` (and as :func:`resolve_mode` and
+    :func:`bintut.config.preset` do for a bad mode or override)."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     mode = resolve_mode(mode)

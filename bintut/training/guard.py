@@ -36,7 +36,8 @@ class StopRequest:
     """SIGINT/SIGTERM ask the loop to stop at the next step boundary (a second one stops at once).
 
     Stopping at a boundary means the checkpoint written on the way out is consistent: the
-    model, optimizer, counters and RNG state all belong to the same completed step.
+    model, optimizer, counters and RNG state all belong to the same completed step. The second signal
+    raises Stopped at once, from the handler.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -62,7 +63,8 @@ class StopRequest:
         self.previous = {}
 
     def check(self, device: torch.device | None = None) -> None:
-        """Raise KeyboardInterrupt if a stop was asked for; with a device, agreed across ranks."""
+        """Raise Stopped (a KeyboardInterrupt carrying the signal) if a stop was asked for; with a device, agreed
+        across ranks."""
         asked = self.signum is not None
         if device is not None:
             asked = any_rank(asked, device)
@@ -72,7 +74,8 @@ class StopRequest:
 
 
 def loss_scale(scaler: torch.amp.GradScaler, device: torch.device) -> torch.Tensor | None:
-    """The GradScaler's current scale as a device tensor (no host sync), None when no scaler is in use."""
+    """The GradScaler's current scale as a 0-d float32 device tensor (no host sync), None when no scaler is
+    in use."""
     if not scaler.is_enabled():
         return None
     scale = getattr(scaler, "_scale", None)  # a tensor once the first step ran, None before

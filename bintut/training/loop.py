@@ -117,6 +117,9 @@ def open_session(cfg: TrainConfig) -> tuple[Session | None, dict[str, Any] | Non
     for a run that has already completed all ``cfg.epochs``, None and its checkpoint (nothing loaded).
     Nothing is written before every check and every load has passed: on a failure the lock is
     released and a folder this call created is removed again.
+
+    Raises ValueError when ``cfg.batch_size`` does not split across the processes (naming both); the
+    folder, resume, data and model checks raise theirs (RunFolderError, FileExistsError, DataNotFoundError ...).
     """
     rank, world = rank_and_world()
     if cfg.batch_size % world:

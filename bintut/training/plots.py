@@ -16,6 +16,7 @@ def plot_run(
 
     ``data`` names the data set in the title (the training loop passes e.g. 'synthetic data made offline
     (640 training images)'), so that a figure seen alone says what its accuracies were measured on.
+    Raises ValueError when there are no metrics rows to plot.
     """
     import matplotlib
 

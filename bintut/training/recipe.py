@@ -49,7 +49,9 @@ def seed_everything(*parts: int) -> None:
 def build_model(cfg: TrainConfig) -> nn.Module:
     """ResNet18-CIFAR converted for gradual binarization, controls at 0.
 
-    With ``cfg.init_from`` the weights (quantizer state included) come from that run's checkpoint.
+    With ``cfg.init_from`` the weights (quantizer state included) come from that run's checkpoint:
+    raises FileNotFoundError when that run has no checkpoint, CheckpointError (prefixed ``init_from:``)
+    when it cannot be read, ValueError when it holds a model of another layout.
     """
     pretrained = cfg.pretrained and cfg.init_from is None
     model = resnet18_cifar(num_classes(cfg.data), pretrained=pretrained, progress=cfg.progress, weights=cfg.weights)
@@ -135,7 +137,8 @@ def mixer(cfg: TrainConfig) -> v2.Transform | None:
 
 def loss_fn(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
     """Cross-entropy; soft (mixed) targets get label smoothing, as in the reference.
-    Taught in notebooks/02_baseline.ipynb."""
+    ``logits`` (B, classes); ``target`` (B,) int64 class indices or (B, classes) float soft labels; returns
+    the 0-d mean loss (float32). Taught in notebooks/02_baseline.ipynb."""
     if target.is_floating_point():
         return F.cross_entropy(logits.float(), target, label_smoothing=smoothing)
     return F.cross_entropy(logits.float(), target)
@@ -156,8 +159,8 @@ def train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, x: torch.Tensor,
     y: torch.Tensor, cfg: TrainConfig, dtype: torch.dtype | None, mix: v2.Transform | None,
 ) -> torch.Tensor:
-    """One optimisation step on a device batch; returns the detached loss (no host sync).
-    Taught in notebooks/02_baseline.ipynb."""
+    """One optimisation step on a device batch (``x`` normalised float (B, 3, H, W), ``y`` (B,) int64);
+    returns the detached 0-d loss (no host sync). Taught in notebooks/02_baseline.ipynb."""
     if mix is not None and torch.rand(()) < cfg.mix_prob:
         x, y = mix(x, y)
     with torch.autocast(x.device.type, dtype=dtype, enabled=dtype is not None):
@@ -234,5 +237,7 @@ def memory_format_for(channels_last: bool) -> torch.memory_format:
 def to_device(
     x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch (images (B, 3, H, W), labels (B,)) moved to ``device`` without waiting, the images channels
+    last in memory when asked (the shape stays (B, 3, H, W))."""
     memory_format = memory_format_for(channels_last)
     return x.to(device, non_blocking=True, memory_format=memory_format), y.to(device, non_blocking=True)

@@ -27,7 +27,9 @@ MACHINERY = {"resume", "progress", "num_workers", "wandb", "compile", "out", "de
 def check_resume(cfg: TrainConfig, saved: dict[str, Any]) -> None:
     """Refuse to continue a run under another recipe, naming each differing field. A field the saved run
     predates (it was written by an older bintut) behaved then as its default does: at its default it is
-    taken, with a note; set otherwise it is a difference like any other."""
+    taken, with a note; set otherwise it is a difference like any other.
+
+    Raises ValueError listing every differing field with its saved and current value."""
     now = cfg.to_dict()
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
     diff = [f"{k}: run has {saved[k]!r}, now {now[k]!r}" if k in saved else
@@ -42,7 +44,11 @@ def check_resume(cfg: TrainConfig, saved: dict[str, Any]) -> None:
 
 
 def resume_state(cfg: TrainConfig, out: Path, rank: int, created: bool = False) -> dict[str, Any] | None:
-    """The checkpoint to continue from, None for a new run; refuses a folder whose files a run would clobber."""
+    """The checkpoint to continue from, None for a new run; refuses a folder whose files a run would clobber.
+
+    Raises FileExistsError when ``out`` holds a run but ``cfg.resume`` is off, holds results without a
+    checkpoint, or holds files that are not a run's (each message says what to do); ValueError (from
+    :func:`check_resume`) when the saved run's configuration differs."""
     names = folder_contents(out)
     if CHECKPOINT in names:
         if not cfg.resume:

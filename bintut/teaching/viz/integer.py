@@ -67,7 +67,8 @@ def plot_pipeline():
 
 def plot_prediction(image: torch.Tensor, torch_logits: np.ndarray, engine_logits: np.ndarray, classes: list[str],
                     label: int | None = None, k: int = 5):
-    """One (normalised) image and the top-k classes of torch (hard mode) and of the integer engine."""
+    """One normalised image (3, H, W) and the top-k classes of torch (hard mode) and of the integer engine,
+    from their logits of one image, (classes,) each (float, or the engine's in its logit units)."""
     fig, (left, right) = figure_grid(2, width=4)
     left.imshow(display_image(image))
     left.set_xticks([])

@@ -32,7 +32,8 @@ def plot_stems(imagenet: nn.Module, cifar: nn.Module, size: int = 32):
 
 @torch.no_grad()
 def plot_feature_maps(imagenet: nn.Module, cifar: nn.Module, image: torch.Tensor):
-    """One image through both stems: the mean |activation| over channels after each stage."""
+    """One normalised image (3, 32, 32) through both stems: the mean |activation| over channels after each
+    stage."""
 
     rows = [("ImageNet stem", imagenet), ("CIFAR stem", cifar)]
     fig, axes = figure_grid(len(STAGES) + 1, width=1.6, height=1.8, nrows=2)
@@ -53,7 +54,8 @@ def plot_feature_maps(imagenet: nn.Module, cifar: nn.Module, image: torch.Tensor
 
 
 def plot_mixed_batch(images: torch.Tensor, labels: torch.Tensor, seed: int = 0, num_classes: int = 100):
-    """A few images, their mixup and their cutmix versions (as the training loop draws them)."""
+    """A few images, their mixup and their cutmix versions (as the training loop draws them): normalised
+    ``images`` (N, 3, H, W) and int64 ``labels`` (N,)."""
     from torchvision.transforms import v2
 
     n = len(images)

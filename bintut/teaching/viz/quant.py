@@ -18,7 +18,8 @@ from bintut.teaching.viz.base import figure_grid
 
 @torch.no_grad()
 def plot_blend(w: torch.Tensor, entries: int = 6):
-    """Effective value of a few weights as bin_ratio goes 0 -> 1 at p = 0: straight lines to ±scale."""
+    """Effective value of a few weights as bin_ratio goes 0 -> 1 at p = 0: straight lines to ±scale.
+    ``w``: a float weight (out, ...), as a conv's; the first ``entries`` of it are drawn."""
     q = SignQuantizer(w)
     ratios = np.linspace(0, 1, 21)
     values = []
@@ -39,7 +40,8 @@ def plot_blend(w: torch.Tensor, entries: int = 6):
 
 @torch.no_grad()
 def plot_sprinkling(w: torch.Tensor, ps=(0.0, 0.25, 0.5, 0.75, 1.0), seed: int = 0):
-    """Left: measured fraction of binarized entries against p. Right: weight histograms at several p."""
+    """Left: measured fraction of binarized entries against p. Right: weight histograms at several p.
+    ``w``: a float weight (out, ...), as a conv's."""
     torch.manual_seed(seed)
     q = SignQuantizer(w)
     grid = np.linspace(0, 1, 11)
@@ -70,7 +72,8 @@ def plot_sprinkling(w: torch.Tensor, ps=(0.0, 0.25, 0.5, 0.75, 1.0), seed: int =
 def fp_share(w: torch.Tensor, p: float, bin_ratio: float) -> float:
     """Mean share of the full-precision weight in the effective weight, measured on the quantizer.
 
-    Each effective entry is c·w + (1 − c)·hard(w); this solves for c entry by entry.
+    Each effective entry is c·w + (1 − c)·hard(w); this solves for c entry by entry. ``w``: a float
+    weight (out, ...); returns a fraction in [0, 1].
     """
     q = SignQuantizer(w)
     q.set_controls(p=p, bin_ratio=bin_ratio)
@@ -80,7 +83,8 @@ def fp_share(w: torch.Tensor, p: float, bin_ratio: float) -> float:
 
 
 def plot_fp_share(w: torch.Tensor, seed: int = 0):
-    """Blend and sprinkle together: the full-precision share at p = bin_ratio = t is (1 − t)^2."""
+    """Blend and sprinkle together: the full-precision share at p = bin_ratio = t is (1 − t)^2, measured on a
+    float weight ``w`` (out, ...)."""
     torch.manual_seed(seed)
     ts = np.linspace(0, 1, 11)
     fig, (ax,) = figure_grid(width=5)
@@ -98,7 +102,8 @@ def plot_fp_share(w: torch.Tensor, seed: int = 0):
 @torch.no_grad()
 def plot_int8(x: torch.Tensor, zoom: float = 6.0):
     """x against its int8 fake-quantized value (whole range and a zoom on the staircase), and the
-    rounding error, uniform within ±step/2."""
+    rounding error, uniform within ±step/2. ``x``: float activations of any shape; ``zoom``: the zoomed
+    window's half-width, in steps."""
     q = Int8Quantizer()
     q.set_controls(1.0, 1.0)
     y = q(x)
@@ -127,7 +132,7 @@ def plot_int8(x: torch.Tensor, zoom: float = 6.0):
 
 def tracked_maxima(batch_maxima: list[float], momentum: float = 0.1) -> np.ndarray:
     """The running max each batch is quantized against (an Int8Quantizer's EMA before it sees the
-    batch; the first batch initialises it)."""
+    batch; the first batch initialises it): (len(batch_maxima),) float64, in the activations' units."""
     q = Int8Quantizer(momentum=momentum)
     tracked = []
     for m in batch_maxima:
@@ -166,7 +171,8 @@ def input_codes(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tenso
 
 
 def plot_code_histogram(codes: dict[str, torch.Tensor]):
-    """Histogram of the int8 codes: the image (signed) vs every other layer's input (after a ReLU)."""
+    """Histogram of the int8 codes: the image (signed) vs every other layer's input (after a ReLU).
+    ``codes``: layer name -> int8 codes of any shape, the image's first."""
     first = next(iter(codes))
     rest = torch.cat([c.flatten() for name, c in codes.items() if name != first])
     fig, (left, right) = figure_grid(2)
