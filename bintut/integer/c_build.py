@@ -82,7 +82,6 @@ def parse_golden(command: list[str], returncode: int, output: str) -> GoldenRun:
 def host_compiler() -> list[str]:
     """The host C compiler command: ``$CC`` split as a shell would (``"gcc -m32"`` keeps its flags), else cc,
     gcc or clang; CompilerNotFound if ``$CC`` names no installed program or no compiler is installed."""
-
     wanted = os.environ.get("CC", "").strip()
     if wanted:
         try:
@@ -290,7 +289,6 @@ def sizes_table(library: CLibrary, elf_size: dict[str, int] | None = None) -> li
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m bintut.integer.c_build {host,mcu} DIR``: build and run an exported library's golden test."""
-
     parser = argparse.ArgumentParser(prog="python -m bintut.integer.c_build", description=main.__doc__)
     parser.add_argument("target", choices=("host", "mcu"), help=f"this machine's cc, or a Cortex-M4 ({MCU_BOARD}) "
                         "under QEMU")

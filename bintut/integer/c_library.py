@@ -90,7 +90,6 @@ def _export_names(folder: Path) -> set[str] | None:
 def check_c_folder(folder: str | os.PathLike) -> Path:
     """Refuse, before any work, a folder for the C library that is empty-named, a file, or holds anything but
     an earlier bintut export (:class:`CFolderError` naming what is there); returns it as a Path."""
-
     if not str(folder).strip():
         raise CFolderError("--c is empty: name the folder for the C library")
     folder = Path(folder)
@@ -133,7 +132,6 @@ def write_c_library(export: ResNetExport, folder: str | os.PathLike, images: np.
     another size than the export's, or fewer than 1 or more than MAX_GOLDEN of them; ExportError when
     the network does not fit the C code (too small an image, an unsupported kernel or shape).
     """
-
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
     if kernel == "fast":
@@ -206,7 +204,6 @@ def _put_in_place(new: Path, folder: Path) -> None:
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two names atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where that is unavailable."""
-
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (AttributeError, OSError):

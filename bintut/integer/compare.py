@@ -18,7 +18,6 @@ from bintut.model import record_io
 
 def integer_only_agreement(model, export: ResNetExport, images) -> dict[str, float]:
     """Top-1 agreement of the integer-only engine with torch (hard mode) and the float-epilogue engine."""
-
     with torch.no_grad():
         ref = model.eval()(images).numpy()
     array = images.numpy()
@@ -44,7 +43,6 @@ def layer_agreement(model, export: ResNetExport, images) -> list[dict]:
     Returns rows with the layer name, whether all three kernels matched exactly, and the largest
     relative deviation of torch's own float layer output from s_x * s_c * acc.
     """
-
 
     captured = record_io(model, list(export.layers), images)
     modules = dict(model.named_modules())
@@ -77,7 +75,6 @@ def layer_agreement(model, export: ResNetExport, images) -> list[dict]:
 
 def prediction_agreement(model, export: ResNetExport, images) -> dict[str, float]:
     """Top-1 agreement and the largest logit difference between torch (hard mode) and the engine."""
-
     with torch.no_grad():
         ref = model.eval()(images).numpy()
     logits = IntegerResNet(export)(images.numpy())

@@ -36,7 +36,6 @@ def imagenet_resnet18(allow_random: bool = False) -> tuple[nn.Module, str]:
 
 def with_cifar_stem(model: nn.Module, num_classes: int = 100) -> nn.Module:
     """A copy of an ImageNet ResNet with the CIFAR stem and a new head (the rest keeps its weights)."""
-
     model = cifar_stem(copy.deepcopy(model))
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model

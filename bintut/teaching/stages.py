@@ -87,7 +87,6 @@ def resolve_mode(mode: str | None = None, fallback: bool = True) -> str:
 def workshop_data(root: str | os.PathLike | None = None) -> str | None:
     """The real data found here: 'cifar100' (in the data root), else 'fashion-mnist' (data root or Debian's
     package), else None. Looks at files only; reads nothing."""
-
     if cifar100_found(root):
         return "cifar100"
     return "fashion-mnist" if fashion_mnist_found(root) else None
@@ -166,7 +165,6 @@ def run_stage(stage: str, mode: str | None = None, *, verbose: bool = True, **ov
     Says which of the two happens (loading only when ``verbose``); a missing data set or weights file
     raises the library's error with one more line for notebook readers (how to switch to smoke mode).
     """
-
     if stage not in ("baseline", "reference"):
         run_stage("baseline", mode, verbose=False)
     cfg = stage_config(stage, mode, **overrides)

@@ -108,7 +108,6 @@ def load_or_train(cfg: TrainConfig, label: str | None = None) -> Run:
     file lock in the cache so that parallel processes share one run. Raises :class:`RunCacheError`
     when ``$BINTUT_RUNS`` is not a usable folder or a cached run is damaged.
     """
-
     name = run_name(cfg, label)
     folder = runs_dir()
     _check_runs_dir(folder)
@@ -130,7 +129,6 @@ def load_run(out: str | os.PathLike, metrics: bool = True) -> Run:
     Raises :class:`~bintut.files.checkpoint.CheckpointError` (a ValueError) naming the checkpoint when its
     configuration or its weights do not fit this version of bintut's model.
     """
-
     out = Path(out)
     path = out / CHECKPOINT
     state = load_checkpoint(path, required=("model", "config", "epoch"))
@@ -147,7 +145,6 @@ def load_run(out: str | os.PathLike, metrics: bool = True) -> Run:
 
 def saved_config(saved: Any, path: Path) -> TrainConfig:
     """The TrainConfig a checkpoint recorded, or a CheckpointError naming the file and the offending field."""
-
 
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path} records no configuration")

@@ -14,7 +14,6 @@ from bintut.teaching.viz.base import display_image, figure_grid, label_bars
 
 def plot_stems(imagenet: nn.Module, cifar: nn.Module, size: int = 32):
     """Spatial size of the feature maps after each stage, ImageNet stem vs CIFAR stem."""
-
     a, b = feature_maps(imagenet, size), feature_maps(cifar, size)
     fig, (ax,) = figure_grid(width=6.4)
     x = np.arange(len(STAGES))
@@ -34,7 +33,6 @@ def plot_stems(imagenet: nn.Module, cifar: nn.Module, size: int = 32):
 def plot_feature_maps(imagenet: nn.Module, cifar: nn.Module, image: torch.Tensor):
     """One normalised image (3, 32, 32) through both stems: the mean |activation| over channels after each
     stage."""
-
     rows = [("ImageNet stem", imagenet), ("CIFAR stem", cifar)]
     fig, axes = figure_grid(len(STAGES) + 1, width=1.6, height=1.8, nrows=2)
     for r, (label, model) in enumerate(rows):

@@ -163,7 +163,6 @@ def plot_running_max(batch_maxima: list[float], momentum: float = 0.1):
 @torch.no_grad()
 def input_codes(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """The int8 codes every quantized layer receives for ``images`` (eval mode, frozen running max)."""
-
     layers = [n for n, m in model.named_modules() if isinstance(getattr(m, "input_quant", None), Int8Quantizer)]
     modules = dict(model.named_modules())
     seen = record_io(model, layers, images)

@@ -106,7 +106,6 @@ def plot_recorded_stage(rec, stage: str = "weights"):
 def plot_recorded_costs(rec):
     """What binarizing costs on the recording, in points of test accuracy (bintut.teaching.record.cost_points): the
     baseline's final accuracy minus each stage's final accuracy with its quantizers fully on."""
-
     costs = cost_points(rec)
     names = {"weights": "binary weights\n(weights stage)", "activations": "int8 inputs\n(activations stage)",
              "both": "both\n(both stage)"}
