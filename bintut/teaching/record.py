@@ -31,11 +31,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from bintut.config import TrainConfig
 from bintut.data.choice import DATA_NAMES
+from bintut.data.images import DataError, DataNotFoundError
 from bintut.errors import BintutError
 from bintut.files.checkpoint import is_finished
+from bintut.files.metrics import read_metrics
 from bintut.files.run_folder import CONFIG, METRICS
+from bintut.model import WeightsUnavailableError
+from bintut.teaching.stages import PUBLISHED, STAGE_TITLES, stage_config
+from bintut.training.runs import load_or_train, run_name, runs_dir
 
 RECORD_STAGES = ("baseline", "weights", "activations", "both")
 
@@ -65,9 +72,6 @@ def record_configs(mode: str, data: str, ramp: list | None = None, baseline_epoc
     fields) apply to every stage, ``baseline_epochs`` to the baseline only, ``ramp`` (a phase list)
     replaces the binarizing stages' schedule of p and bin_ratio. Later stages start from this baseline.
     """
-    from bintut.teaching.stages import stage_config
-    from bintut.training.runs import run_name, runs_dir
-
     extra = {"epochs": baseline_epochs} if baseline_epochs else {}
     baseline = stage_config("baseline", mode, data=data, **{**overrides, **extra})
     start = str(runs_dir() / run_name(baseline, "baseline"))
@@ -85,8 +89,6 @@ def record_configs(mode: str, data: str, ramp: list | None = None, baseline_epoc
 
 def machine() -> str:
     """The GPU's name when one computes, else the CPU model (lscpu) and its core count."""
-    import torch
-
     if torch.cuda.is_available():
         return f"GPU {torch.cuda.get_device_name(0)}"
     model = platform.processor() or platform.machine()
@@ -117,9 +119,6 @@ def record(configs: dict[str, TrainConfig], out: str | os.PathLike, command: str
     Returns the recording folder. ``provenance.json`` is rewritten after every stage (what is there is
     always described); a stage that was already trained reports no wall time of its own.
     """
-    import torch
-
-    from bintut.training.runs import load_or_train, run_name, runs_dir
 
     data = configs["baseline"].data
     folder = Path(out) / data
@@ -198,9 +197,6 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 
 def main(args: dict[str, Any]) -> int:
     """``python -m bintut record``: one-line errors (exit 2) as ``train``."""
-    from bintut.data.images import DataError, DataNotFoundError
-    from bintut.model import WeightsUnavailableError
-
     try:
         configs = record_configs(args["mode"], args["data"], args["ramp"], args["baseline_epochs"],
                                  **_overrides(args["overrides"]))
@@ -246,8 +242,6 @@ def load_recording(data: str | None = None, folder: str | os.PathLike | None = N
     ``data=None`` takes CIFAR-100's recording where one was made (``make record`` with the data and a GPU),
     else the Fashion-MNIST recording that ships with bintut.
     """
-    from bintut.files.metrics import read_metrics
-
     if data is None:
         data = "cifar100" if (Path(folder or recorded_dir()) / "cifar100" / PROVENANCE).is_file() else "fashion-mnist"
     where = Path(folder or recorded_dir()) / data
@@ -279,8 +273,6 @@ def cost_points(rec: Recording) -> dict[str, float]:
 
 def recorded_rows(rec: Recording) -> list[dict[str, Any]]:
     """Results-table rows of a recording (one per stage), labelled with their data set and provenance."""
-    from bintut.teaching.stages import STAGE_TITLES
-
     rows = []
     for stage, rows_ in rec.metrics.items():
         last = rows_[-1]
@@ -295,8 +287,6 @@ def recorded_rows(rec: Recording) -> list[dict[str, Any]]:
 
 def published_rows() -> list[dict[str, Any]]:
     """The published reference's two numbers (CIFAR-100) in the columns of :func:`recorded_rows`."""
-    from bintut.teaching.stages import PUBLISHED
-
     fp, epoch_fp, _ = PUBLISHED["fp"]
     binary, epoch_binary, _ = PUBLISHED["binary"]
     source = "published: github.com/SebastianFia/binary_resnet18"
