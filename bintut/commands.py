@@ -121,8 +121,9 @@ def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bo
         return fail(str(err))
     try:
         export.save(path)
-    except OSError as err:
-        return fail(f"could not write {path} ({err.strerror or err}); nothing was changed there")
+    except OSError as err:  # a full disk comes as StorageFullError, whose cause says which limit
+        cause = err.__cause__ if isinstance(err, StorageFullError) and isinstance(err.__cause__, OSError) else err
+        return fail(f"could not write {path} ({cause.strerror or cause}); nothing was changed there")
     print(summary_table(layer_costs(export)))
     size = path.stat().st_size
     print(f"\n{path}: {size:,} bytes on disk; the fp32 state_dict: {fp32:,} bytes ({fp32 / size:.1f}x larger)")

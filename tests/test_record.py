@@ -52,7 +52,7 @@ def _fake_training(cfg, label):
 
 def test_a_recording_holds_metrics_configs_and_provenance_not_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setenv("BINTUT_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setattr("bintut.training.runs.load_or_train", _fake_training)
+    monkeypatch.setattr(record, "load_or_train", _fake_training)
     configs = record_configs("smoke", "synthetic", train_subset=20)
     folder = record.record(configs, tmp_path / "recorded", "python -m bintut record --mode smoke")
     assert folder == tmp_path / "recorded" / "synthetic"

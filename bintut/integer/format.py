@@ -25,6 +25,7 @@ import numpy as np
 
 from bintut.config import INT8_MAX
 from bintut.errors import BintutError
+from bintut.files.atomic import replacing
 from bintut.integer import fixedpoint
 from bintut.integer.kernels import conv_output_size
 
@@ -103,8 +104,9 @@ class ResNetExport:
     def save(self, path: str | os.PathLike) -> Path:
         """Write one .npz (uncompressed: sign bits do not compress) atomically and return its path.
 
-        The file is written under a temporary name in the same folder and renamed over ``path``;
-        if anything fails, the temporary file is removed and an existing file is left untouched.
+        The file is written under a temporary name in the same folder and renamed over ``path``
+        (:func:`bintut.files.atomic.replacing`); if anything fails, the temporary file is removed and an
+        existing file is left untouched. A full disk or file-size limit raises StorageFullError (an OSError).
         """
         path = Path(path)
         arrays: dict[str, np.ndarray] = {}
@@ -119,16 +121,10 @@ class ResNetExport:
             "sha256": {k: _digest(v) for k, v in arrays.items()},
         })
         header_digest = hashlib.sha256(header.encode()).hexdigest()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, header=np.array(header), header_sha256=np.array(header_digest), **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with replacing(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, header=np.array(header), header_sha256=np.array(header_digest), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
         return path
 
     @property
