@@ -10,7 +10,7 @@ import signal
 import threading
 from types import ModuleType
 
-from bintut.config import PRESETS, SCHEDULE_FIELDS, TrainConfig, preset
+from bintut.config import DATA_NAMES, PRESETS, SCHEDULE_FIELDS, TrainConfig, preset
 from bintut.errors import Terminated
 from bintut.integer.c_library import MAX_GOLDEN
 
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the reference recipe (GPU) or the workshop preset (CPU) on real CIFAR-100, "
         "downloading it if needed, into results/<preset>; rerunning continues a stopped run.", allow_abbrev=False,
     )
-    record_command().add_parser(commands)
+    add_record_parser(commands)
     for f in dataclasses.fields(TrainConfig):
         if f.name == "preset":
             continue
@@ -108,6 +108,29 @@ def build_parser() -> argparse.ArgumentParser:
                                help=help_text)
         else:
             train.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, help=help_text)
+    return parser
+
+
+def add_record_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """The ``record`` subcommand of ``python -m bintut`` (run by :func:`bintut.teaching.record.main`)."""
+    parser = commands.add_parser(
+        "record", allow_abbrev=False, help="train the tutorial's stages and record their metrics in docs/recorded/",
+        description="Train the tutorial's stages (baseline; binary weights only; int8 activations only; both, "
+        "each from the baseline with its gradual schedule) and copy each stage's metrics.jsonl and config.json "
+        "into OUT/<data>/<stage>/ with a provenance.json (command, machine, date, commit). The notebooks show "
+        "that recording. Rerunning continues where it stopped.",
+    )
+    parser.add_argument("--mode", choices=("smoke", "workshop", "full"), default=None,
+                        help="the stages' recipe (default: full on a GPU, workshop on a CPU)")
+    parser.add_argument("--data", choices=tuple(DATA_NAMES), default="cifar100", help="the data set")
+    parser.add_argument("--out", default=None, help="recording folder (default: $BINTUT_RECORDED, else "
+                        "docs/recorded of this checkout)")
+    parser.add_argument("--baseline-epochs", type=int, default=None, help="the baseline's epochs (default: mode's)")
+    parser.add_argument("--ramp", type=json.loads, default=None, metavar="JSON",
+                        help="phases of p and bin_ratio in the binarizing stages (default: the mode's)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a config field for every stage, VALUE as JSON or text (repeatable), e.g. "
+                        "--set train_subset=2000 --set epochs=3")
     return parser
 
 
@@ -156,5 +179,5 @@ def commands() -> ModuleType:
 
 
 def record_command() -> ModuleType:
-    """``python -m bintut record`` (:mod:`bintut.teaching.record`), imported when the parser is built."""
+    """``python -m bintut record`` (:mod:`bintut.teaching.record`), imported when that command runs."""
     return importlib.import_module("bintut.teaching.record")

@@ -50,6 +50,9 @@ def parse_scale_init(text: str) -> float | None:
     return number
 
 
+# The data sets a config may name, with their display names (bintut.data.choice: classes, normalisation).
+DATA_NAMES = {"cifar100": "CIFAR-100", "synthetic": "synthetic data", "fashion-mnist": "Fashion-MNIST"}
+
 INT8_MAX = 127  # symmetric int8 codes lie in [-127, 127]: the fake-quantizer's levels and the integer network's clamp
 
 

@@ -101,3 +101,10 @@ def test_the_integer_path_imports_without_torch_in_under_a_second(module):
 def test_no_module_is_longer_than_the_limit():
     long = {module: n for module, path in _modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_the_command_line_parser_needs_no_torch():
+    """``python -m bintut --help`` answers at once: the parser (bintut.cli) loads no torch; a command does."""
+    code = "import sys; from bintut.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent)
+    assert out.stdout.strip() == "False"

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import torch
 
-from bintut.config import TrainConfig
+from bintut.config import DATA_NAMES, TrainConfig
 from bintut.data.cifar100 import FOLDER, SYNTHETIC_MARKER, load_cifar100, write_synthetic_cifar100
 from bintut.data.fashion_mnist import FASHION_CLASSES, FASHION_MEAN, FASHION_STD, load_fashion_mnist
 from bintut.data.images import (
@@ -24,8 +24,7 @@ from bintut.data.images import (
 )
 from bintut.data.transforms import ImageDataset
 
-# The data sets a config may name: display name, classes, normalisation.
-DATA_NAMES = {"cifar100": "CIFAR-100", "synthetic": "synthetic data", "fashion-mnist": "Fashion-MNIST"}
+# The data sets a config may name (config.DATA_NAMES has their display names): classes, normalisation.
 
 DATA_CLASSES = {"cifar100": NUM_CLASSES, "synthetic": NUM_CLASSES, "fashion-mnist": FASHION_CLASSES}
 

@@ -17,7 +17,6 @@ in every mode: what binarization costs on real images can be read without traini
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -33,14 +32,11 @@ from typing import Any
 
 import torch
 
-from bintut.config import TrainConfig
-from bintut.data.choice import DATA_NAMES
-from bintut.data.images import DataError, DataNotFoundError
+from bintut.config import DATA_NAMES, TrainConfig
 from bintut.errors import BintutError
 from bintut.files.checkpoint import is_finished
 from bintut.files.metrics import read_metrics
 from bintut.files.run_folder import CONFIG, METRICS
-from bintut.model import WeightsUnavailableError
 from bintut.teaching.stages import PUBLISHED, STAGE_TITLES, stage_config
 from bintut.training.runs import load_or_train, run_name, runs_dir
 
@@ -160,28 +156,6 @@ def portable_config(config: dict[str, Any], runs: Path) -> dict[str, Any]:
     return saved
 
 
-def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """The ``record`` subcommand of ``python -m bintut``."""
-    parser = commands.add_parser(
-        "record", allow_abbrev=False, help="train the tutorial's stages and record their metrics in docs/recorded/",
-        description="Train the tutorial's stages (baseline; binary weights only; int8 activations only; both, "
-        "each from the baseline with its gradual schedule) and copy each stage's metrics.jsonl and config.json "
-        "into OUT/<data>/<stage>/ with a provenance.json (command, machine, date, commit). The notebooks show "
-        "that recording. Rerunning continues where it stopped.",
-    )
-    parser.add_argument("--mode", choices=("smoke", "workshop", "full"), default=None,
-                        help="the stages' recipe (default: full on a GPU, workshop on a CPU)")
-    parser.add_argument("--data", choices=tuple(DATA_NAMES), default="cifar100", help="the data set")
-    parser.add_argument("--out", default=str(recorded_dir()), help="recording folder (default: docs/recorded)")
-    parser.add_argument("--baseline-epochs", type=int, default=None, help="the baseline's epochs (default: mode's)")
-    parser.add_argument("--ramp", type=json.loads, default=None, metavar="JSON",
-                        help="phases of p and bin_ratio in the binarizing stages (default: the mode's)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                        help="a config field for every stage, VALUE as JSON or text (repeatable), e.g. "
-                        "--set train_subset=2000 --set epochs=3")
-    return parser
-
-
 def _overrides(pairs: list[str]) -> dict[str, Any]:
     values = {}
     for pair in pairs:
@@ -201,8 +175,8 @@ def main(args: dict[str, Any]) -> int:
         configs = record_configs(args["mode"], args["data"], args["ramp"], args["baseline_epochs"],
                                  **_overrides(args["overrides"]))
         command = "python -m bintut " + shlex.join(sys.argv[1:])
-        folder = record(configs, args["out"], command)
-    except (DataNotFoundError, DataError, WeightsUnavailableError, ValueError, TypeError) as err:
+        folder = record(configs, args["out"] or recorded_dir(), command)
+    except (BintutError, ValueError, TypeError) as err:  # every bintut error, and bad --set values: one line
         print(f"bintut: error: {err}", file=sys.stderr)
         return 2
     print(f"bintut: recorded {', '.join(configs)} in {folder}")
