@@ -17,7 +17,7 @@ from bintut.data.images import DataNotFoundError
 from bintut.errors import BintutError, Terminated
 from bintut.files.atomic import StorageFullError, full_message, storage_error
 from bintut.files.run_folder import EXPORT, check_name_lengths
-from bintut.integer.c_library import CFolderError, check_c_folder, write_c_library
+from bintut.integer.c_library import check_c_folder, write_c_library
 from bintut.integer.fold import export_resnet, fp32_state_dict_bytes
 from bintut.integer.format import ExportError
 from bintut.integer.opcount import layer_costs, summary_table
@@ -88,8 +88,6 @@ def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int 
 
 
 def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bool, c_kernel: str) -> int:
-
-
     def fail(message: str) -> int:
         print(f"bintut: error: {message}", file=sys.stderr)
         return 2
@@ -100,10 +98,7 @@ def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bo
         if path.is_dir():
             return fail(f"--out {path} is a folder: name the .npz file to write")
         if c_dir is not None:
-            try:
-                check_c_folder(c_dir)
-            except CFolderError as err:
-                return fail(str(err))
+            check_c_folder(c_dir)  # CFolderError, a BintutError: one line below
         loaded = load_run(run, metrics=False)
         controls = get_controls(loaded.model)
         if not controls or any(value != 1.0 for value in controls.values()):
