@@ -305,12 +305,15 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
+FINAL_KEYS = ("hard_acc", "soft_acc", "deployed_acc")  # what a run's summary reports of its last epoch
+
+
 def _summary(s: Session) -> dict[str, Any]:
     summary: dict[str, Any] = {"epochs": s.epoch, "out": str(s.out)}
     if s.rank == 0:
         rows = read_metrics(s.out / METRICS)
         if rows:
-            summary |= {k: rows[-1].get(k) for k in ("hard_acc", "soft_acc", "deployed_acc")}
+            summary |= {k: rows[-1].get(k) for k in FINAL_KEYS}
             with replacing(s.out / FIGURE) as tmp:
                 plot_run(rows, tmp, data=data_words(s.cfg))
     return summary
@@ -323,9 +326,10 @@ def _finished_summary(cfg: TrainConfig, state: dict[str, Any]) -> dict[str, Any]
     if rank_and_world()[0] == 0:
         print(f"bintut: {out} has already finished its {state['epoch']} epochs; nothing to train "
               "(choose another --out, or delete the folder, to train again)")
-        rows = read_metrics(out / METRICS)
-        if rows:
-            summary |= {"hard_acc": rows[-1]["hard_acc"], "soft_acc": rows[-1]["soft_acc"]}
+        # the checkpoint's row, as Run.final: metrics.jsonl lags it after a crash between the two writes
+        last = state.get("last_row") or next(reversed(read_metrics(out / METRICS)), None)
+        if last:
+            summary |= {k: last.get(k) for k in FINAL_KEYS}
     return summary
 
 
