@@ -491,7 +491,7 @@ def test_a_corrupt_cached_timm_weights_file_is_named_with_delete_it(tmp_path, mo
 
     cached = tmp_path / "model.safetensors"
     cached.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{trunc")
-    monkeypatch.setattr(model, "_timm_file", lambda repo: str(cached))  # what the Hugging Face cache holds
+    monkeypatch.setattr(model, "_timm_file", lambda repo, progress=True: str(cached))  # what the HF cache holds
     with pytest.raises(WeightsUnavailableError, match=f"{cached} cannot be read .*: delete it"):
         resnet18_cifar(weights="timm")
 

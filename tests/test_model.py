@@ -52,3 +52,61 @@ def test_offline_weights_give_a_clear_error(monkeypatch, tmp_path):
 def test_bad_num_classes():
     with pytest.raises(ValueError, match="num_classes must be positive"):
         resnet18_cifar(num_classes=0, pretrained=False)
+
+
+class _Planted:
+    """What a hostile pickle does on load: here only create a marker file (so the test can see it ran)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _plant(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    marker = tmp_path / "the-pickle-ran"
+    planted = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    planted.parent.mkdir(parents=True)
+    torch.save({"conv1.weight": _Planted(marker)}, planted)
+    return planted, marker
+
+
+def test_a_planted_pickle_in_the_weights_cache_never_runs(tmp_path, monkeypatch):
+    """Issue 24, kind 1: torch.hub's full unpickler ran a pickle planted as torchvision's weights at every
+    start. The file is checked against its published sha256 before torch opens it ..."""
+    planted, marker = _plant(tmp_path, monkeypatch)
+    with pytest.raises(WeightsUnavailableError, match=f"{planted} cannot be read .*is not the published "
+                                                      f"{model_mod.TORCHVISION_SHA256}.*delete it"):
+        resnet18_cifar(weights="torchvision", progress=False)
+    assert not marker.exists()
+
+
+def test_a_planted_pickle_with_a_matching_hash_is_still_refused_by_the_safe_loader(tmp_path, monkeypatch):
+    """... and, should the hash ever match, torch's weights_only loader refuses anything but tensors."""
+    planted, marker = _plant(tmp_path, monkeypatch)
+    monkeypatch.setattr(model_mod, "TORCHVISION_SHA256", model_mod.file_sha256(planted))
+    with pytest.raises(WeightsUnavailableError, match=f"{planted} cannot be read"):
+        resnet18_cifar(weights="torchvision", progress=False)
+    assert not marker.exists()
+
+
+def test_cached_weights_are_checked_for_resnet18s_structure(tmp_path, monkeypatch):
+    from torchvision.models import resnet18
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    state = resnet18().state_dict()
+    torch.save(state, path)
+    monkeypatch.setattr(model_mod, "TORCHVISION_SHA256", model_mod.file_sha256(path))
+    loaded = model_mod.imagenet_state_dict(progress=False)
+    assert torch.equal(loaded["layer2.0.conv1.weight"], state["layer2.0.conv1.weight"])
+    state["fc.weight"] = torch.zeros(10, 512)
+    torch.save(state, path)
+    monkeypatch.setattr(model_mod, "TORCHVISION_SHA256", model_mod.file_sha256(path))
+    with pytest.raises(WeightsUnavailableError, match=r"fc\.weight is torch\.float32 \(10, 512\), expected "
+                                                      r"torch\.float32 \(1000, 512\)"):
+        model_mod.imagenet_state_dict(progress=False)

@@ -4,7 +4,9 @@ Every download of bintut (CIFAR-100, the torchvision and timm ImageNet weights) 
 fetches, from where, into where and how large, shows a progress bar, and gives up when the
 network stalls -- no byte for ``$BINTUT_DOWNLOAD_TIMEOUT`` seconds (default 60; ``inf`` for no
 limit), or less than :data:`MIN_RATE` bytes per second over such a window (a server that trickles)
--- with the same advice as when there is no network at all. Whatever a server sends, its text
+-- with the same advice as when there is no network at all. The reply's status line and headers must all
+arrive within that time too (:class:`HeaderDeadline`: a server that sends them a byte at a time is given up,
+redirects included). Whatever a server sends, its text
 reaches a message only through :func:`printable`. A partial file never takes the file's name; a
 kill that leaves one behind is cleaned up by the next download of the same file.
 """
@@ -18,10 +20,10 @@ import math
 import os
 import socket
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -75,18 +77,6 @@ def size_text(size: int | None) -> str:
 
 def announce(what: str, url: str, dest: str | os.PathLike, size: int | None) -> None:
     print(f"bintut: downloading {what} ({size_text(size)}) from {printable(url, 500)} into {dest}", flush=True)
-
-
-@contextlib.contextmanager
-def socket_timeout(seconds: float | None = None) -> Iterator[float]:
-    """For third-party downloaders (torch.hub) that open sockets without a timeout: a default for the call."""
-    seconds = timeout() if seconds is None else seconds
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(socket_seconds(seconds))
-    try:
-        yield seconds
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 def timed_out(err: BaseException | None) -> bool:
@@ -146,17 +136,83 @@ def copy_with_progress(response, f, digest, bar, seconds: float, clock=time.mono
             window_start, window_bytes = clock(), 0
 
 
+class HeaderDeadline:
+    """An overall deadline for the part of a download that per-read timeouts cannot bound: connecting and
+    receiving the status line and headers (of every redirect too). Each connection opened through
+    :meth:`opener` is shut down when ``seconds`` pass before :meth:`met` is called; ``expired`` then says so.
+    A timer thread does it, so it works in any thread; ``inf`` seconds: no deadline."""
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._done = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = None if math.isinf(seconds) else threading.Timer(seconds, self._expire)
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            for sock in self._sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked read of the connection's own socket
+
+    def _connect(self, *args, **kwargs) -> socket.socket:
+        """socket.create_connection, remembering a duplicate of the socket to shut it down from the timer."""
+        sock = socket.create_connection(*args, **kwargs)
+        with self._lock:
+            if not self._done:
+                self._sockets.append(sock.dup())  # the same connection; survives ssl's wrap_socket detaching it
+            if self.expired:
+                sock.shutdown(socket.SHUT_RDWR)
+        return sock
+
+    def met(self) -> None:
+        """The headers have arrived (or the download is over): the deadline no longer applies."""
+        with self._lock:
+            self._done = True
+            if self._timer is not None:
+                self._timer.cancel()
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """urllib's opener (proxies from the environment, redirects) whose HTTP(S) connections obey the deadline."""
+        deadline = self
+
+        def bounded(http_class):
+            def connection(*args, **kwargs):
+                conn = http_class(*args, **kwargs)
+                conn._create_connection = deadline._connect  # what HTTPConnection.connect opens its socket with
+                return conn
+            return connection
+
+        class Plain(urllib.request.HTTPHandler):
+            def do_open(self, http_class, req, **kwargs):
+                return super().do_open(bounded(http_class), req, **kwargs)
+
+        class Secure(urllib.request.HTTPSHandler):
+            def do_open(self, http_class, req, **kwargs):
+                return super().do_open(bounded(http_class), req, **kwargs)
+
+        return urllib.request.build_opener(Plain, Secure)
+
+
 def download(
     url: str, dest: str | os.PathLike, what: str, size: int | None = None, md5: str | None = None,
-    progress: bool = True, sha256_prefix: str | None = None,
+    progress: bool = True, sha256: str | None = None,
 ) -> Path:
     """Fetch ``url`` into ``dest`` (atomically: a partial file never takes its name) and check its checksum.
 
     ``size`` (bytes, when the caller knows it) is announced before connecting; the bar takes the
-    server's Content-Length. ``md5``: the whole hex digest; ``sha256_prefix``: the leading hex
-    digits of the sha256 (torch.hub's file names carry them).
-    Raises :class:`DownloadError` on any network failure or broken reply, a stall (see the module)
-    included, and on a checksum mismatch; a full disk stays a
+    server's Content-Length. ``md5`` or ``sha256``: the whole hex digest the file must have.
+    Raises :class:`DownloadError` on any network failure or broken reply, a stall or reply headers late
+    beyond the timeout (see the module) included, and on a checksum mismatch; a full disk stays a
     :class:`~bintut.files.run_folder.StorageFullError`.
     """
     dest = Path(dest)
@@ -165,22 +221,29 @@ def download(
     remove_stale_temporaries(dest)  # what a download killed outright left behind
     request = urllib.request.Request(url, headers={"User-Agent": "bintut"})
     announce(what, url, dest, size)
+    deadline = HeaderDeadline(seconds)
     try:
-        with urllib.request.urlopen(request, timeout=socket_seconds(seconds)) as response, replacing(dest) as tmp:
+        with deadline.opener().open(request, timeout=socket_seconds(seconds)) as response, replacing(dest) as tmp:
+            deadline.met()
             length = response.headers.get("Content-Length", "")
             size = int(length) if length.strip().isdigit() else size
             digest = hashlib.md5(usedforsecurity=False) if md5 is not None else hashlib.sha256()
             with open(tmp, "wb") as f, tqdm(total=size, unit="B", unit_scale=True, desc=dest.name,
                                             disable=not progress) as bar:
                 copy_with_progress(response, f, digest, bar, seconds)
-            expected = md5 if md5 is not None else sha256_prefix
-            if expected is not None and not digest.hexdigest().startswith(expected):
-                raise DownloadError(f"{printable(url, 500)} arrived damaged ({digest.name} {digest.hexdigest()}, "
-                                    f"expected {expected})")
+            expected = md5 if md5 is not None else sha256
+            if expected is not None and digest.hexdigest() != expected:
+                raise DownloadError(f"{printable(url, 500)} arrived damaged or is not the published file "
+                                    f"({digest.name} {digest.hexdigest()}, expected {expected})")
     except DownloadError:
         raise
     except Exception as err:
+        if deadline.expired:  # whatever the shut-down connection raised
+            raise DownloadError(f"downloading {printable(url, 500)} failed: the server did not answer within "
+                                f"{seconds:g} s (${TIMEOUT_ENV}; its reply's headers were still incomplete)") from err
         if not _network_failure(err):
             raise
         raise DownloadError(f"downloading {printable(url, 500)} failed: {describe(err, seconds)}") from err
+    finally:
+        deadline.met()
     return dest
