@@ -30,7 +30,7 @@ _LAZY = {
     "binarize_": "quant", "get_controls": "quant", "hard_mode": "quant", "is_fully_binary": "quant",
     "quantizers": "quant", "set_controls": "quant",
     "Schedule": "schedule", "plot_schedules": "teaching.viz.quant",
-    "show": "teaching.show", "check": "teaching.tryit",
+    "show": "teaching.show", "check": "teaching.tryit", "check_function": "teaching.exercises",
 }
 
 __all__ = list(_LAZY)
