@@ -2,8 +2,11 @@
 
 Per Conv2d/Linear: the packed signs of the binary weights, the per-channel weight scale s_c, the
 input's int8 step s_x and the folded epilogue ``y = A_c * acc + B_c`` with
-``A_c = gamma * s_x * s_c / sigma`` and ``B_c = beta - gamma * mu / sigma`` (for the head,
-A = s_x * s_c and B = bias). Taught in notebooks/05_int8_addsub_gemm.ipynb.
+``A_c = gamma * s_x * s_c / sigma`` and ``B_c = beta + gamma * (bias - mu) / sigma`` (bias = 0 for a
+convolution without one; gamma = 1, beta = 0 for a BatchNorm without affine parameters; for the head,
+A = s_x * s_c and B = bias). What the integer network cannot compute exactly is refused with an
+:class:`ExportError` naming the layer: a BatchNorm without running statistics, a padding mode other
+than zeros, a stride or padding that differs between the axes. Taught in notebooks/05_int8_addsub_gemm.ipynb.
 """
 
 from __future__ import annotations
@@ -38,27 +41,68 @@ def _quantizers(layer: nn.Module, name: str) -> tuple[SignQuantizer, Int8Quantiz
     return wq, aq
 
 
-def _fold(layer: nn.Module, name: str, bn: nn.BatchNorm2d | None) -> LayerExport:
+def _batchnorm(bn: nn.BatchNorm2d, name: str) -> tuple[torch.Tensor, ...]:
+    """(gamma, beta, mu, sigma) of the BatchNorm after layer ``name``, float64; gamma = 1, beta = 0 without affine
+    parameters. Raises ExportError when it keeps no running statistics (eval mode then normalises each batch by
+    its own, which no fixed epilogue computes) or is not a BatchNorm2d."""
+    if not isinstance(bn, nn.BatchNorm2d):
+        raise ExportError(f"layer {name} is followed by a {type(bn).__name__}; the export folds a BatchNorm2d only")
+    if bn.running_mean is None or bn.running_var is None:
+        raise ExportError(f"layer {name}: its BatchNorm keeps no running statistics (track_running_stats=False), so "
+                          "it normalises every batch by that batch's own statistics, which no fixed epilogue computes")
+    mu, var = bn.running_mean.detach().double(), bn.running_var.detach().double()
+    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(mu)
+    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(mu)
+    return gamma, beta, mu, torch.sqrt(var + bn.eps)
+
+
+def _geometry(layer: nn.Conv2d, name: str) -> tuple[int, int, int]:
+    """(kernel, stride, padding) of a convolution the integer network computes: square, ungrouped, undilated,
+    the same stride and zero padding on both axes. A string padding is taken where it is one symmetric number
+    ('valid' = 0; 'same' with an odd kernel at stride 1 = kernel // 2). Raises ExportError naming the layer and
+    what differs."""
+    if layer.groups != 1 or tuple(layer.dilation) != (1, 1) or layer.kernel_size[0] != layer.kernel_size[1]:
+        raise ExportError(f"layer {name}: only square, ungrouped, undilated convolutions are supported")
+    if layer.padding_mode != "zeros":
+        raise ExportError(f"layer {name}: padding_mode {layer.padding_mode!r}; the integer network pads with zeros "
+                          "only (padding_mode='zeros')")
+    kernel, stride = layer.kernel_size[0], tuple(layer.stride)
+    if stride[0] != stride[1]:
+        raise ExportError(f"layer {name}: stride {stride} differs between the axes; the integer network needs "
+                          "the same stride on both")
+    padding = layer.padding
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = (0, 0)
+        elif padding == "same" and kernel % 2 == 1 and stride[0] == 1:
+            padding = (kernel // 2, kernel // 2)
+        else:
+            raise ExportError(f"layer {name}: padding {padding!r} with a {kernel} x {kernel} kernel pads unequally "
+                              "on the two sides; the integer network needs one number of zeros on every side")
+    if padding[0] != padding[1]:
+        raise ExportError(f"layer {name}: padding {tuple(padding)} differs between the axes; the integer network "
+                          "needs the same padding on both")
+    return kernel, stride[0], padding[0]
+
+
+def _fold(layer: nn.Module, name: str, bn: nn.Module | None) -> LayerExport:
     """Taught in notebooks/05_int8_addsub_gemm.ipynb."""
     wq, aq = _quantizers(layer, name)
+    if isinstance(layer, nn.Conv2d):
+        kind, (kernel, stride, padding) = "conv", _geometry(layer, name)
+    else:
+        kind, kernel, stride, padding = "linear", 1, 1, 0
     with torch.no_grad():
         w = layer.parametrizations.weight.original.detach().float()
         s_c = wq.channel_scale(w).flatten().double()
         s_x = float(aq.step_for(torch.zeros(1)))
-        if bn is not None:
-            sigma = torch.sqrt(bn.running_var.double() + bn.eps)
-            gamma, beta, mu = bn.weight.double(), bn.bias.double(), bn.running_mean.double()
+        bias = layer.bias.detach().double() if layer.bias is not None else torch.zeros_like(s_c)
+        if bn is not None and not isinstance(bn, nn.Identity):
+            gamma, beta, mu, sigma = _batchnorm(bn, name)
             a = gamma * s_x * s_c / sigma
-            b = beta - gamma * mu / sigma
+            b = beta + gamma * (bias - mu) / sigma
         else:
-            a = s_x * s_c
-            b = layer.bias.double() if layer.bias is not None else torch.zeros_like(s_c)
-    if isinstance(layer, nn.Conv2d):
-        if layer.groups != 1 or layer.dilation != (1, 1) or layer.kernel_size[0] != layer.kernel_size[1]:
-            raise ExportError(f"layer {name}: only square, ungrouped, undilated convolutions are supported")
-        kind, kernel, stride, padding = "conv", layer.kernel_size[0], layer.stride[0], layer.padding[0]
-    else:
-        kind, kernel, stride, padding = "linear", 1, 1, 0
+            a, b = s_x * s_c, bias
     out = LayerExport(
         name, kind, w.shape[1], w.shape[0], kernel, stride, padding,
         bits=np.packbits((w >= 0).reshape(w.shape[0], -1).numpy(), axis=1),

@@ -108,12 +108,14 @@ class TorchIntegerResNet:
 
     @torch.no_grad()
     def integer_logits(self, codes: torch.Tensor) -> torch.Tensor:
-        """int8 image codes (N, 3, H, W) -> int32 logits (N, classes) in units of 2^-logit_bits.
+        """int8 image codes (N, 3, H, W) -> int32 logits (N, classes) in units of 2^-logit_bits (N = 0: none).
 
         Raises ValueError, naming the dtype it got, for codes that are not int8."""
         if codes.dtype != torch.int8:
             raise ValueError(f"expected int8 image codes, got {codes.dtype} (use quantize_images)")
         codes = codes.to(self.device)
+        if len(codes) == 0:  # an empty batch: no logits (torch.cat of no chunks would fail)
+            return torch.zeros((0, self.export.num_classes), dtype=torch.int32, device=self.device)
         return torch.cat([self._forward(codes[i: i + self.chunk]) for i in range(0, len(codes), self.chunk)])
 
     def _forward(self, codes: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,186 @@
+"""Issue 24, kind 6: the export computes what the integer network can compute exactly (a convolution's bias
+before a BatchNorm, a BatchNorm without affine parameters) and refuses, naming the layer and the reason, what it
+cannot (no running statistics, a padding mode other than zeros, unequal stride or padding per axis); the torch
+integer engine takes an empty batch."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from bintut.integer.engine import clear_margin
+from bintut.integer.fold import export_resnet
+from bintut.integer.format import ExportError
+from bintut.integer.torch_engine import TorchIntegerResNet, deployed_accuracy
+from bintut.model import resnet18_cifar
+from bintut.quant import binarize_, hard_mode, set_controls
+
+
+def converted(edit=None, seed: int = 0) -> nn.Module:
+    """A random-init ResNet18-CIFAR, edited by ``edit(model)`` before binarize_, calibrated on two batches and
+    set fully binary (eval mode)."""
+    torch.manual_seed(seed)
+    model = resnet18_cifar(pretrained=False)
+    if edit is not None:
+        edit(model)
+    binarize_(model)
+    with torch.no_grad():
+        model.train()
+        for _ in range(2):
+            model(torch.randn(8, 3, 32, 32))
+    set_controls(model, 1.0, 1.0)
+    return model.eval()
+
+
+BIASED = ("conv1", "bn1"), ("layer1.0.conv2", "layer1.0.bn2"), ("layer3.0.downsample.0", "layer3.0.downsample.1")
+
+
+def with_biases(model: nn.Module) -> nn.Module:
+    """A copy of a calibrated model whose convolutions in BIASED carry a large bias that their BatchNorm's running
+    mean absorbs: the same function, so the same deployed network (the bias cancels only if it is folded)."""
+    twin = copy.deepcopy(model)
+    modules = dict(twin.named_modules())
+    generator = torch.Generator().manual_seed(1)
+    for conv_name, bn_name in BIASED:
+        conv, bn = modules[conv_name], modules[bn_name]
+        bias = torch.randn(conv.out_channels, generator=generator) * 3
+        conv.bias = nn.Parameter(bias)
+        bn.running_mean += bias
+    return twin
+
+
+def test_a_conv_bias_before_batchnorm_folds_into_the_epilogue():
+    """The bias was dropped silently (logits wrong): now B = beta + gamma * (bias - mu) / sigma, and the
+    deployed network computes the float model's hard-mode logits."""
+    plain = converted()
+    model = with_biases(plain)
+    export = export_resnet(model)
+    conv, bn = model.layer1[0].conv2, model.layer1[0].bn2
+    with torch.no_grad():
+        sigma = torch.sqrt(bn.running_var.double() + bn.eps)
+        expected = bn.bias.double() + bn.weight.double() * (conv.bias.double() - bn.running_mean.double()) / sigma
+        without = bn.bias.double() - bn.weight.double() * bn.running_mean.double() / sigma  # the old, biasless fold
+    np.testing.assert_allclose(export.layers["layer1.0.conv2"].b, expected.float().numpy(), rtol=1e-5, atol=1e-5)
+    assert np.abs(without.numpy() - export.layers["layer1.0.conv2"].b).max() > 1.0
+    reference = export_resnet(plain)  # the same function without biases
+    for name, _ in BIASED:
+        np.testing.assert_allclose(export.layers[name].b, reference.layers[name].b, rtol=1e-4, atol=1e-4)
+    images = torch.randn(24, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad(), hard_mode(model):
+        ref = model(images).numpy()
+    scale = np.abs(ref).max()
+    deployed = TorchIntegerResNet(export)(images).numpy()  # the integer-only network: the bias-free twin's
+    assert np.abs(deployed - TorchIntegerResNet(reference)(images).numpy()).max() < 1e-3 * scale
+    largest, clear = clear_margin(ref, deployed)  # the usual agreement check: clear winners agree
+    assert np.array_equal(deployed.argmax(1)[clear], ref.argmax(1)[clear])
+
+
+def same_network(export, reference) -> None:
+    """Two exports compute the same integer network: equal geometry, signs and fixed-point constants."""
+    assert list(export.layers) == list(reference.layers)
+    for name, layer in export.layers.items():
+        other = reference.layers[name]
+        assert (layer.kind, layer.kernel, layer.stride, layer.padding) == (other.kind, other.kernel, other.stride,
+                                                                           other.padding), name
+        for field in ("bits", "a", "b", "m", "shift", "bias"):
+            np.testing.assert_array_equal(getattr(layer, field), getattr(other, field), err_msg=f"{name}.{field}")
+
+
+def test_a_batchnorm_without_affine_parameters_folds_with_gamma_1_and_beta_0():
+    """affine=False was an AttributeError traceback. Its twin: the same statistics with gamma = 1, beta = 0."""
+    reference_model = converted()
+    model = copy.deepcopy(reference_model)
+    for stage, i, name in ((reference_model.layer2, 1, "bn1"), (reference_model.layer4, 0, "bn2")):
+        with torch.no_grad():
+            getattr(stage[i], name).weight.fill_(1.0)
+            getattr(stage[i], name).bias.fill_(0.0)
+    for stage, i, name in ((model.layer2, 1, "bn1"), (model.layer4, 0, "bn2")):
+        old = getattr(stage[i], name)
+        new = nn.BatchNorm2d(old.num_features, affine=False).eval()
+        new.running_mean.copy_(old.running_mean)
+        new.running_var.copy_(old.running_var)
+        setattr(stage[i], name, new)
+    export = export_resnet(model)
+    bn = model.layer2[1].bn1
+    with torch.no_grad():
+        expected = -bn.running_mean.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    np.testing.assert_allclose(export.layers["layer2.1.conv1"].b, expected.float().numpy(), rtol=1e-6, atol=1e-6)
+    same_network(export, export_resnet(reference_model))
+
+
+def _set(path: str, value):
+    def edit(model):
+        *parents, last = path.split(".")
+        owner = model
+        for part in parents:
+            owner = owner[int(part)] if part.isdigit() else getattr(owner, part)
+        setattr(owner, last, value)
+    return edit
+
+
+REFUSED = [
+    (_set("layer1.0.bn1", nn.BatchNorm2d(64, track_running_stats=False)), "layer1.0.conv1",
+     "keeps no running statistics"),
+    (_set("layer2.0.conv2.padding_mode", "reflect"), "layer2.0.conv2", "padding_mode 'reflect'"),
+    (_set("layer1.1.conv2.padding_mode", "circular"), "layer1.1.conv2", "padding_mode 'circular'"),
+    (_set("layer1.0.conv1.padding", (1, 0)), "layer1.0.conv1", r"padding \(1, 0\) differs between the axes"),
+    (_set("layer1.0.conv1.stride", (1, 2)), "layer1.0.conv1", r"stride \(1, 2\) differs between the axes"),
+    (_set("layer1.0.conv1", nn.Conv2d(64, 64, 2, padding="same", bias=False)), "layer1.0.conv1",
+     "padding 'same' with a 2 x 2 kernel pads unequally"),
+    (_set("layer1.0.bn1", nn.GroupNorm(8, 64)), "layer1.0.conv1", "followed by a GroupNorm"),
+]
+
+
+@pytest.mark.parametrize("edit, layer, reason", REFUSED, ids=[r[2][:20] for r in REFUSED])
+def test_what_the_integer_network_cannot_compute_is_refused_naming_layer_and_reason(edit, layer, reason):
+    """Each was exported as symmetric zero padding (wrong accumulators, wrong map sizes), or a traceback."""
+    torch.manual_seed(0)
+    model = resnet18_cifar(pretrained=False)
+    edit(model)
+    binarize_(model)
+    with torch.no_grad():  # calibrated in training mode: every layer saw its inputs (some edits break eval)
+        try:
+            model.train()(torch.randn(4, 3, 32, 32))
+        except RuntimeError:
+            pass
+    for quantizer_layer in model.modules():  # the range check comes after the geometry: calibrate by hand too
+        q = getattr(quantizer_layer, "input_quant", None)
+        if q is not None and not bool(q.initialized):
+            q.running_max.fill_(1.0)
+            q.initialized.fill_(True)
+    set_controls(model, 1.0, 1.0)
+    with pytest.raises(ExportError, match=f"^layer {layer}.*{reason}") as caught:
+        export_resnet(model.eval())
+    assert "\n" not in str(caught.value)
+
+
+def test_string_padding_with_one_symmetric_meaning_is_computed():
+    """'same' (odd kernel, stride 1) is kernel // 2 zeros on every side and 'valid' none: exported as such,
+    the same network as the numeric paddings."""
+    reference_model = converted()
+    model = copy.deepcopy(reference_model)
+    model.layer1[0].conv1.padding = "same"
+    model.layer2[1].conv2.padding = "same"
+    model.layer3[0].downsample[0].padding = "valid"
+    export = export_resnet(model)
+    assert export.layers["layer1.0.conv1"].padding == 1 and export.layers["layer3.0.downsample.0"].padding == 0
+    same_network(export, export_resnet(reference_model))
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad(), hard_mode(model), hard_mode(reference_model):
+        assert torch.equal(model(images), reference_model(images))  # the float model agrees that they are one
+
+
+def test_the_torch_integer_engine_takes_an_empty_batch():
+    """0 images crashed (torch.cat of no chunks); now 0 rows of logits, and deployed_accuracy counts 0."""
+    model = converted()
+    engine = TorchIntegerResNet(export_resnet(model))
+    logits = engine(torch.zeros(0, 3, 32, 32))
+    assert logits.shape == (0, 100) and logits.dtype == torch.float32
+    codes = engine.integer_logits(torch.zeros(0, 3, 32, 32, dtype=torch.int8))
+    assert codes.shape == (0, 100) and codes.dtype == torch.int32
+    result = deployed_accuracy(model, [(torch.zeros(0, 3, 32, 32), torch.zeros(0, dtype=torch.int64))])
+    assert result["count"] == 0 and result["acc"] == 0.0
