@@ -15,6 +15,7 @@ from bintut.teaching.viz.integer import (
 )
 from bintut.teaching.viz.model import plot_feature_maps, plot_mixed_batch, plot_stems
 from bintut.teaching.viz.quant import (
+    clipped_batches,
     fp_share,
     input_codes,
     plot_blend,
@@ -36,6 +37,7 @@ from bintut.teaching.viz.recorded import (
 __all__ = [
     "DPI",
     "PIPELINE",
+    "clipped_batches",
     "fp_share",
     "input_codes",
     "plot_blend",

@@ -131,14 +131,22 @@ def plot_int8(x: torch.Tensor, zoom: float = 6.0):
 
 
 def tracked_maxima(batch_maxima: list[float], momentum: float = 0.1) -> np.ndarray:
-    """The running max each batch is quantized against (an Int8Quantizer's EMA before it sees the
-    batch; the first batch initialises it): (len(batch_maxima),) float64, in the activations' units."""
+    """The running max each batch is quantized with: ``Int8Quantizer.hard`` in training first updates the EMA with
+    the batch, then rounds the batch on the grid of the updated max (the first batch initialises it). Returns
+    (len(batch_maxima),) float64, in the activations' units. Taught in notebooks/04_int8_activations.ipynb."""
     q = Int8Quantizer(momentum=momentum)
     tracked = []
     for m in batch_maxima:
-        tracked.append(float(q.running_max) if bool(q.initialized) else m)
         q.observe(torch.tensor([m]))
+        tracked.append(float(q.running_max))
     return np.asarray(tracked)
+
+
+def clipped_batches(batch_maxima: list[float], momentum: float = 0.1) -> np.ndarray:
+    """Which batches clip: their max|x| (as the float32 activations hold it) is above the running max they are
+    quantized with (:func:`tracked_maxima`). Returns (len(batch_maxima),) bool."""
+    maxima = np.asarray(batch_maxima, dtype=np.float32)
+    return maxima > tracked_maxima(batch_maxima, momentum).astype(np.float32)
 
 
 def plot_running_max(batch_maxima: list[float], momentum: float = 0.1):
@@ -146,12 +154,13 @@ def plot_running_max(batch_maxima: list[float], momentum: float = 0.1):
     values in between are clipped to ±127."""
     steps = np.arange(len(batch_maxima))
     maxima, tracked = np.asarray(batch_maxima), tracked_maxima(batch_maxima, momentum)
-    clipped = maxima > tracked
+    clipped = clipped_batches(batch_maxima, momentum)
     fig, (ax,) = figure_grid(width=6.4)
     ax.fill_between(steps, tracked, maxima, where=clipped, color="tab:red", alpha=0.25, step="mid",
                     label="clipped to ±127·step")
     ax.plot(steps, maxima, ".", color="tab:blue", label="max|x| of the batch")
-    ax.plot(steps, tracked, "-", color="tab:orange", label=f"running max before the batch (momentum {momentum})")
+    ax.plot(steps, tracked, "-", color="tab:orange",
+            label=f"running max the batch is quantized with (momentum {momentum})")
     ax.set_xlabel("training step")
     ax.set_ylabel("max |x|")
     ax.set_title(f"the running max lags the batch maxima: {int(clipped.sum())} of {len(steps)} batches clip")
