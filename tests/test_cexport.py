@@ -30,7 +30,7 @@ def c_library(smoke_run, tmp_path_factory):
 
 
 def test_c_sources_are_integer_only_and_static():
-    for name in ("bintut.c", "bintut_fast.c"):
+    for name in ("bintut.c", "bintut_fast.c", "bintut_amx.c"):
         code = re.sub(r"/\*.*?\*/", "", (c_source.c_sources() / name).read_text(), flags=re.S)
         for word in ("float", "double", "malloc", "calloc", "free", "printf"):
             assert not re.search(rf"\b{word}\b", code), (name, word)
@@ -94,18 +94,37 @@ def test_fast_kernel_equals_the_reference_layer_by_layer(c_library):
         assert check.warnings == "", check.warnings
         assert len(re.findall(r"accumulators equal", check.output)) == 19
         assert "random image 0: 100 logits equal" in check.output
+        assert "batch of 3 random images: 300 logits equal" in check.output  # bintut_infer_batch
         if not simd:
             assert check.path == "portable C"
 
 
+def test_amx_path_equals_the_reference_layer_by_layer(c_library):
+    """On an x86-64 whose CPU and OS offer AMX-INT8 (cpuid, then Linux's tile permission), layer_check.c
+    runs the AMX tiles by default, and -DBINTUT_NO_AMX keeps the AVX-512 VNNI path: both bit-exact."""
+    _compiler_or_skip()
+    seed = random.randrange(1, 2**31)
+    best = c_build.run_layer_check(c_library / "lib", seed=seed, images=0)
+    assert best.passed, f"seed {seed}:\n{best.output}"
+    if best.path != "x86-64 AMX-INT8":
+        pytest.skip(f"no AMX-INT8 here (CPU or OS): the best fast path on this machine is {best.path}")
+    assert len(re.findall(r"accumulators equal", best.output)) == 19
+    vnni = c_build.run_layer_check(c_library / "lib", seed=seed, amx=False)
+    assert vnni.passed and vnni.path == "x86-64 AVX-512 VNNI", f"seed {seed}:\n{vnni.output}"
+    assert "batch of 3 random images: 300 logits equal" in vnni.output
+
+
 def test_host_golden_with_each_kernel(c_library):
-    """The golden logits with the fast kernel's SIMD and portable paths and with the reference kernel."""
+    """The golden logits, one image at a time and through bintut_infer_batch, with the fast kernel's best path
+    (AMX-INT8 where the CPU and OS offer it), its AVX-512 VNNI and portable paths and the reference kernel."""
     _compiler_or_skip()
     lib = c_library / "lib"
     assert "#define BINTUT_FAST 1" in (lib / "bintut.h").read_text()  # the default
-    for kernel, simd in (("fast", True), ("fast", False), ("reference", True)):
-        run = c_build.run_host_golden(lib, kernel=kernel, simd=simd)
-        assert run.passed and len(run.images) == 3, (kernel, simd, run.output)
+    for kernel, simd, amx in (("fast", True, True), ("fast", True, False), ("fast", False, True),
+                              ("reference", True, True)):
+        run = c_build.run_host_golden(lib, kernel=kernel, simd=simd, amx=amx)
+        assert run.passed and len(run.images) == 3, (kernel, simd, amx, run.output)
+        assert run.batch is not None and run.batch["images"] == 3, run.output  # bintut_infer_batch, bit-exact too
         assert run.warnings == "", run.warnings
 
 

@@ -49,6 +49,7 @@ class GoldenRun:
     failure: str | None = None
     unit: str = ""
     warnings: str = ""  # the compiler's diagnostics
+    batch: dict | None = None  # {"images", "counter"}: all images through bintut_infer_batch (hosted systems)
 
     @property
     def passed(self) -> bool:
@@ -63,12 +64,17 @@ LINE = re.compile(r"image (\d+): PASS class (\d+) counter (\d+) (\S+)")
 
 FAIL = re.compile(r"image \d+: FAIL .*")
 
+BATCH = re.compile(r"batch of (\d+): PASS counter (\d+) \S+")
+
 
 def parse_golden(command: list[str], returncode: int, output: str) -> GoldenRun:
     run = GoldenRun(command, returncode, output)
     for m in LINE.finditer(output):
         run.images.append({"image": int(m[1]), "class": int(m[2]), "counter": int(m[3])})
         run.unit = m[4]
+    batch = BATCH.search(output)
+    if batch:
+        run.batch = {"images": int(batch[1]), "counter": int(batch[2])}
     failed = FAIL.search(output)
     if failed:
         run.failure = failed[0]
@@ -126,32 +132,33 @@ def _printable(text: str) -> str:
     return "".join(c if c in "\n\t" or c.isprintable() else "?" for c in text)
 
 
-def kernel_flags(kernel: str | None = None, simd: bool = True) -> list[str]:
+def kernel_flags(kernel: str | None = None, simd: bool = True, amx: bool = True) -> list[str]:
     """Compiler flags choosing bintut.c's kernel: ``None`` keeps bintut.h's default, ``"fast"`` or
-    ``"reference"`` overrides it; ``simd=False`` keeps the fast kernel to its portable C path.
+    ``"reference"`` overrides it; ``simd=False`` keeps the fast kernel to its portable C path, ``amx=False``
+    an x86-64 with AMX-INT8 to its AVX-512 VNNI path.
 
     Raises ValueError listing the kernels for any other ``kernel``."""
     if kernel is not None and kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
     flags = [] if kernel is None else [f"-DBINTUT_FAST={int(kernel == 'fast')}"]
-    return flags + ([] if simd else ["-DBINTUT_NO_SIMD"])
+    return flags + ([] if simd else ["-DBINTUT_NO_SIMD"]) + ([] if amx else ["-DBINTUT_NO_AMX"])
 
 
 def build_host(folder: str | os.PathLike, limit: int | None = None, kernel: str | None = None,
-               simd: bool = True) -> tuple[Path, str]:
+               simd: bool = True, amx: bool = True) -> tuple[Path, str]:
     """Compile the golden test with the host compiler; returns the executable and the compiler's warnings.
 
-    ``kernel``/``simd``: see :func:`kernel_flags`. The library (bintut.c with the model's constants, the
+    ``kernel``/``simd``/``amx``: see :func:`kernel_flags`. The library (bintut.c with the model's constants, the
     slow part) is compiled once per kernel choice and reused while it is newer than its sources.
     """
     folder = Path(folder)
     check_library(folder, HOST_FILES)
     cc = host_compiler()
-    flags = kernel_flags(kernel, simd)
+    flags = kernel_flags(kernel, simd, amx)
     tag = "".join(f.replace("-DBINTUT_", "_").replace("=", "").lower() for f in flags)
     obj = folder / f"bintut{tag}.o"
-    sources = max((folder / name).stat().st_mtime for name in ("bintut.c", "bintut_fast.c", "bintut.h",
-                                                               "bintut_model.h"))
+    sources = max((folder / name).stat().st_mtime for name in ("bintut.c", "bintut_fast.c", "bintut_amx.c",
+                                                               "bintut.h", "bintut_model.h"))
     warnings = ""
     if not obj.exists() or obj.stat().st_mtime <= sources:
         warnings += _compile([*cc, *HOST_CFLAGS, *flags, "-c", "bintut.c", "-o", obj.name], folder)
@@ -163,10 +170,11 @@ def build_host(folder: str | os.PathLike, limit: int | None = None, kernel: str 
 
 
 def run_host_golden(folder: str | os.PathLike, limit: int | None = None, timeout: float = 600,
-                    kernel: str | None = None, simd: bool = True) -> GoldenRun:
+                    kernel: str | None = None, simd: bool = True, amx: bool = True) -> GoldenRun:
     """Build and run the golden test on this machine; the counter is CPU time in microseconds.
-    ``kernel``/``simd``: see :func:`kernel_flags` (default: the kernel bintut.h names)."""
-    exe, warnings = build_host(folder, limit, kernel, simd)
+    ``kernel``/``simd``/``amx``: see :func:`kernel_flags` (default: the kernel bintut.h names). On a hosted
+    system the golden test also runs every image through ``bintut_infer_batch`` (``GoldenRun.batch``)."""
+    exe, warnings = build_host(folder, limit, kernel, simd, amx)
     result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=timeout)
     run = parse_golden([str(exe)], result.returncode, result.stdout + result.stderr)
     run.warnings = warnings
@@ -188,20 +196,21 @@ class LayerCheck:
 
     @property
     def path(self) -> str:
-        """Which fast path ran: "x86-64 AVX-512 VNNI", "Arm SIMD32" or "portable C"."""
+        """Which fast path ran: "x86-64 AMX-INT8", "x86-64 AVX-512 VNNI", "Arm SIMD32" or "portable C"."""
         found = re.search(r"kernel: (.+)", self.output)
         return found[1] if found else "unknown"
 
 
 def run_layer_check(folder: str | os.PathLike, seed: int = 1, images: int = 1, simd: bool = True,
-                    timeout: float = 600) -> LayerCheck:
+                    timeout: float = 600, amx: bool = True) -> LayerCheck:
     """Compile and run layer_check.c on the host: every conv layer's int32 accumulators from the fast
-    kernel against the reference kernel on random inputs (seeded), the stem's codes, and ``images``
-    random images end to end. ``simd=False`` checks the portable C path."""
+    kernel against the reference kernel on random inputs (seeded), the stem's codes, ``images`` random
+    images end to end and (images > 0) a batch of 3 through ``bintut_infer_batch``. ``simd=False`` checks
+    the portable C path, ``amx=False`` the AVX-512 VNNI path on a CPU with AMX-INT8."""
     folder = Path(folder)
-    exe = f"layer_check{'' if simd else '_portable'}"
-    warnings = _compile([*host_compiler(), *HOST_CFLAGS, *kernel_flags(None, simd), "layer_check.c", "-o", exe],
-                        folder)
+    exe = f"layer_check{'' if simd else '_portable'}{'' if amx else '_no_amx'}"
+    warnings = _compile([*host_compiler(), *HOST_CFLAGS, *kernel_flags(None, simd, amx), "layer_check.c", "-o",
+                         exe], folder)
     command = [str(folder / exe), str(seed), str(images)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     return LayerCheck(command, result.returncode, result.stdout + result.stderr, warnings)

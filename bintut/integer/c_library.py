@@ -258,9 +258,12 @@ RAM (static buffers; add a small stack, 16 KB is plenty):
 
 `bintut_infer` runs the fast kernels of `bintut_fast.c` by default (`#define BINTUT_FAST 1` in
 `bintut.h`; `-DBINTUT_FAST=0` selects the readable reference loop of `bintut.c`, same logits):
-AVX-512 VNNI on an x86-64 that has it (checked at run time; its unpacked weights,
-{fast_weights:,} bytes of RAM, are not in the table above), USADA8 on an Arm core with the DSP
-extension (`__ARM_FEATURE_SIMD32`), portable C elsewhere or with `-DBINTUT_NO_SIMD`.
+AMX-INT8 tiles on an x86-64 whose CPU and OS allow them, else AVX-512 VNNI (both checked at run time;
+the sign bits reordered once into 64-bit masks, {fast_weights:,} bytes of RAM, and on the AMX path the
+batch buffers are not in the table above; `-DBINTUT_NO_AMX` keeps to AVX-512 VNNI), USADA8 on an Arm core
+with the DSP extension (`__ARM_FEATURE_SIMD32`), portable C elsewhere or with `-DBINTUT_NO_SIMD`.
+`bintut_infer_batch(images, count, logits)` runs `count` images (the AMX path shares each layer's
+weights between up to 8 of them; the other paths run them one by one).
 `layer_check.c` compares fast and reference kernels layer by layer on random inputs:
 `cc -std=c99 -O2 layer_check.c -o layer_check && ./layer_check`.
 

@@ -183,6 +183,11 @@ def api_header(export: ResNetExport, source: str, kernel: str = "fast") -> str:
  * Not reentrant: it uses static buffers. */
 int bintut_infer(const int8_t *image, int32_t *logits);
 
+/* `count` images (BINTUT_IMAGE_BYTES apart) -> count x BINTUT_NUM_CLASSES logits, the same as `count` calls
+ * of bintut_infer; the AMX path shares each layer's weights between images. Returns 0 (-1 on NULL or
+ * count < 0). Not reentrant. */
+int bintut_infer_batch(const int8_t *images, int count, int32_t *logits);
+
 #endif
 """
 
@@ -224,8 +229,8 @@ def model_header(export: ResNetExport, source: str) -> str:
 def fast_kernel_plan(export: ResNetExport, check: bool = True) -> dict[str, int]:
     """Sizes bintut_fast.c needs, checking the shapes it supports.
 
-    * ``weight_bytes``: the int8 +-1 weights the x86 AVX-512 VNNI path unpacks once (every layer but the
-      head; the stem's 27 taps x channels padded to 32);
+    * ``weight_bytes``: the sign bits the x86 path (AVX-512 VNNI, AMX) reorders once into 64-bit masks of
+      16 channels x 4 inputs (every conv but the stem, inputs padded to multiples of 64; 1 bit per weight);
     * ``tap_bytes``, ``shortcut_tap_bytes``: one output channel's byte masks (kernel^2 x in_channels) of
       a conv and of a shortcut conv on the portable path;
     * ``positions``: the most output positions of a layer (window sums, the stem's rows);
@@ -246,8 +251,8 @@ def fast_kernel_plan(export: ResNetExport, check: bool = True) -> dict[str, int]
     if check and (stem.in_channels * stem.kernel**2 > 32 or stem.out_channels % 64):
         raise ExportError(f"the fast C kernel needs a stem of at most 32 inputs per window and output channels "
                           f"in multiples of 64, found {stem.in_channels} x {stem.kernel}^2 -> {stem.out_channels}")
-    weight_bytes = stem.out_channels * 32 + sum(layer.out_channels * layer.kernel**2 * layer.in_channels
-                                                for layer in layers[1:-1])
+    weight_bytes = sum(layer.out_channels * -(-layer.kernel**2 * layer.in_channels // 64) * 8
+                       for layer in layers[1:-1])
     tap_bytes = max(layer.kernel**2 * layer.in_channels for layer in layers[1:-1])
     shortcuts = [export.layers[block["shortcut"]] for block in export.blocks if block["shortcut"] is not None]
     shortcut_bytes = max([layer.kernel**2 * layer.in_channels for layer in shortcuts], default=8)
@@ -274,7 +279,7 @@ def fast_kernel_defines(export: ResNetExport) -> str:
     plan = fast_kernel_plan(export, check=False)
     return (f"#define BINTUT_MAX_POSITIONS {plan['positions']}\n#define BINTUT_MAX_TAP_BYTES {plan['tap_bytes']}\n"
             f"#define BINTUT_MAX_SHORTCUT_TAP_BYTES {plan['shortcut_tap_bytes']}\n"
-            f"#define BINTUT_FAST_WEIGHT_BYTES {plan['weight_bytes']} /* x86 AVX-512 VNNI path only */\n")
+            f"#define BINTUT_FAST_MASK_BYTES {plan['weight_bytes']} /* x86 path only: reordered sign bits */\n")
 
 
 def golden_header(codes: np.ndarray, logits: np.ndarray) -> str:

@@ -208,3 +208,18 @@ int bintut_infer(const int8_t *image, int32_t *logits)
     return reference_infer(image, logits);
 #endif
 }
+
+int bintut_infer_batch(const int8_t *images, int count, int32_t *logits)
+{
+    if (!images || !logits || count < 0) return -1;
+#if BINTUT_FAST
+    return fast_infer_batch(images, count, logits);
+#else
+    {
+        int n;
+        for (n = 0; n < count; n++)
+            reference_infer(images + (size_t)n * BINTUT_IMAGE_BYTES, logits + (size_t)n * BINTUT_NUM_CLASSES);
+        return 0;
+    }
+#endif
+}

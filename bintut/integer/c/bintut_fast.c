@@ -92,6 +92,8 @@ typedef struct {
     const int8_t *x;      /* residual: the block input */
     int x_size;
     int last;             /* residual: the last block, summed into the pool */
+    int64_t *pool;        /* the last block's pool sums (NULL: the static pool) */
+    const int32_t *shortcut_acc; /* AMX: the shortcut conv's accumulators (position * cout + channel) */
 } fast_sink;
 
 /* ------------------------------------------------------------------ portable path (and Cortex-M4) */
@@ -210,11 +212,17 @@ static void portable_tile(const bintut_layer *layer, int slot, const int8_t *in,
 #define VNNI_POSITIONS 4
 #define STEM_K 32 /* the stem's 27 taps x channels, padded to a multiple of 4 */
 
-static int8_t vnni_weights[BINTUT_FAST_WEIGHT_BYTES]; /* per layer: [oc / 64][tap][c / 4][64 oc][4 c], +-1 */
-static size_t vnni_offset[BINTUT_NUM_LAYERS];
+/* The sign bits, reordered once (1 bit per weight, 1.4 MB for ResNet18: it fits a core's L2): per layer,
+ * per block of 16 output channels, per group of 4 inputs k = tap * cin + c (padded to a multiple of 64),
+ * one 64-bit mask whose bit 4 n + j is 1 where the weight of channel 16 b + n at input 4 q + j is +1.
+ * One VPBLENDMB turns a mask into the 64 bytes of +-1 that VPDPBUSD (16 channels x 4 inputs) and an
+ * AMX weight tile row read. The stem (27 inputs, zero weights beyond them) keeps int8 weights. */
+static uint64_t sign_masks[BINTUT_FAST_MASK_BYTES / 8];
+static size_t mask_offset[BINTUT_NUM_LAYERS], mask_row[BINTUT_NUM_LAYERS]; /* masks per 16 channels */
+static int8_t stem_weights[BINTUT_MAX_CHANNELS * STEM_K]; /* [oc / 64][c / 4][64 oc][4 c], +-1 and 0 */
 static int32_t stem_weight_sum[BINTUT_MAX_CHANNELS];
 static uint8_t stem_rows[BINTUT_MAX_POSITIONS][STEM_K];
-static int vnni_state; /* 0: not checked yet, 1: weights unpacked, -1: this CPU has no AVX-512 VNNI */
+static int vnni_state; /* 0: not checked yet, 1: masks ready, -1: this CPU has no AVX-512 VNNI */
 
 static int sign_bit(const bintut_layer *layer, int oc, int tap, int c)
 {
@@ -223,7 +231,7 @@ static int sign_bit(const bintut_layer *layer, int oc, int tap, int c)
     return (byte >> (7 - c % 8)) & 1;
 }
 
-/* Run once: check the CPU, then write every layer's weights as int8 +-1 in the order the tiles read. */
+/* Run once: check the CPU, then reorder every layer's sign bits into masks (and the stem's int8 weights). */
 static int vnni_ready(void)
 {
     size_t at = 0;
@@ -235,26 +243,30 @@ static int vnni_ready(void)
         vnni_state = -1;
         return 0;
     }
-    for (i = 0; i < BINTUT_NUM_LAYERS - 1; i++) {
+    for (i = 1; i < BINTUT_NUM_LAYERS - 1; i++) {
         const bintut_layer *layer = &bintut_layers[i];
-        const int taps = i == 0 ? 1 : layer->kernel * layer->kernel, cin = i == 0 ? STEM_K : layer->in_channels;
-        vnni_offset[i] = at;
+        const int taps = layer->kernel * layer->kernel, cin = layer->in_channels;
+        const size_t row = (size_t)(taps * cin + 63) / 64 * 16;
+        mask_offset[i] = at;
+        mask_row[i] = row;
         for (oc = 0; oc < layer->out_channels; oc++) {
-            int32_t sum = 0;
+            uint64_t *m = sign_masks + at + (size_t)(oc / 16) * row;
             for (t = 0; t < taps; t++)
-                for (c = 0; c < cin; c++) {
-                    int w;
-                    if (i == 0) /* the stem: k = tap * 3 + channel, zero weights beyond the 27th */
-                        w = c < layer->kernel * layer->kernel * 3 ? 2 * sign_bit(layer, oc, c / 3, c % 3) - 1 : 0;
-                    else
-                        w = 2 * sign_bit(layer, oc, t, c) - 1;
-                    sum += w;
-                    vnni_weights[at + ((((size_t)oc / VNNI_CHANNELS) * taps + t) * (cin / 4) + c / 4) * 4 *
-                                          VNNI_CHANNELS + (oc % VNNI_CHANNELS) * 4 + c % 4] = (int8_t)w;
-                }
-            if (i == 0) stem_weight_sum[oc] = sum;
+                for (c = 0; c < cin; c++)
+                    if (sign_bit(layer, oc, t, c)) m[(t * cin + c) / 4] |= (uint64_t)1 << (4 * (oc % 16) + c % 4);
         }
-        at += (size_t)layer->out_channels * taps * cin;
+        at += (size_t)layer->out_channels / 16 * row;
+    }
+    for (oc = 0; oc < bintut_layers[0].out_channels; oc++) { /* the stem: k = tap * 3 + channel, 0 beyond 27 */
+        const bintut_layer *layer = &bintut_layers[0];
+        int32_t sum = 0;
+        for (c = 0; c < STEM_K; c++) {
+            const int w = c < layer->kernel * layer->kernel * 3 ? 2 * sign_bit(layer, oc, c / 3, c % 3) - 1 : 0;
+            sum += w;
+            stem_weights[((size_t)(oc / VNNI_CHANNELS) * (STEM_K / 4) + c / 4) * 4 * VNNI_CHANNELS +
+                         (oc % VNNI_CHANNELS) * 4 + c % 4] = (int8_t)w;
+        }
+        stem_weight_sum[oc] = sum;
     }
     vnni_state = 1;
     return 1;
@@ -316,6 +328,54 @@ static VNNI_TARGET void vnni_tile_1(const int8_t *w, const uint8_t *const *taps,
     VNNI_STORE(acc, a0, a1, a2, a3);
 }
 
+/* The weights of one step from their masks (see sign_masks): +1 where a bit is set, -1 elsewhere. */
+#define MASK_WEIGHTS(m, row)                                               \
+    const __m512i w0 = _mm512_mask_blend_epi8((__mmask64)(m)[0], minus, plus);           \
+    const __m512i w1 = _mm512_mask_blend_epi8((__mmask64)(m)[(row)], minus, plus);       \
+    const __m512i w2 = _mm512_mask_blend_epi8((__mmask64)(m)[2 * (row)], minus, plus);   \
+    const __m512i w3 = _mm512_mask_blend_epi8((__mmask64)(m)[3 * (row)], minus, plus)
+
+/* vnni_tile_4 with the weights expanded in registers from the packed masks m (4 blocks of 16 channels,
+ * `row` masks apart): each expanded register serves 4 positions */
+static VNNI_TARGET void mask_tile_4(const uint64_t *m, size_t row, const uint8_t *const *taps, int n, int cin,
+                                    int32_t *acc)
+{
+    const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1);
+    __m512i a00 = _mm512_setzero_si512(), a01 = a00, a02 = a00, a03 = a00, a10 = a00, a11 = a00, a12 = a00;
+    __m512i a13 = a00, a20 = a00, a21 = a00, a22 = a00, a23 = a00, a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+    int t, q;
+    for (t = 0; t < n; t++) {
+        const uint8_t *x0 = taps[t], *x1 = taps[MAX_TAPS + t], *x2 = taps[2 * MAX_TAPS + t];
+        const uint8_t *x3 = taps[3 * MAX_TAPS + t];
+        for (q = 0; q < cin; q += 4, m++) {
+            MASK_WEIGHTS(m, row);
+            VNNI_STEP(x0, a00, a01, a02, a03);
+            VNNI_STEP(x1, a10, a11, a12, a13);
+            VNNI_STEP(x2, a20, a21, a22, a23);
+            VNNI_STEP(x3, a30, a31, a32, a33);
+        }
+    }
+    VNNI_STORE(acc, a00, a01, a02, a03);
+    VNNI_STORE(acc + 64, a10, a11, a12, a13);
+    VNNI_STORE(acc + 128, a20, a21, a22, a23);
+    VNNI_STORE(acc + 192, a30, a31, a32, a33);
+}
+
+/* the same for one position */
+static VNNI_TARGET void mask_tile_1(const uint64_t *m, size_t row, const uint8_t *const *taps, int n, int cin,
+                                    int32_t *acc)
+{
+    const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1);
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    int t, q;
+    for (t = 0; t < n; t++)
+        for (q = 0; q < cin; q += 4, m++) {
+            MASK_WEIGHTS(m, row);
+            VNNI_STEP(taps[t], a0, a1, a2, a3);
+        }
+    VNNI_STORE(acc, a0, a1, a2, a3);
+}
+
 /* e(x) = (x * m + bias + 2^(shift-1)) >> shift (arithmetic: floor) for 8 channels, in int64 lanes */
 static VNNI_TARGET __m512i vnni_fixed_point(__m256i x, const int32_t *m, const int64_t *bias, const uint8_t *shift)
 {
@@ -327,44 +387,54 @@ static VNNI_TARGET __m512i vnni_fixed_point(__m256i x, const int32_t *m, const i
     return _mm512_srav_epi64(v, s);
 }
 
-/* The epilogues of a tile (the scalar loop of fast_conv, 8 channels at a time): requantize, or add the
- * shortcut at the shared scale and round to codes (or sum into the pool). */
-static VNNI_TARGET void vnni_epilogue(const bintut_layer *layer, const fast_sink *sink, const int32_t *acc0,
-                                      const int32_t *acc1, int p0, int np, int oc0)
+/* The epilogue of one position (the scalar loop of fast_conv, 8 channels at a time): a[j] and b[j] are the
+ * accumulators of the conv and of the shortcut conv (if any) for channels c0 .. c0 + n - 1, `at` the
+ * position's offset in the output (position * cout). Requantize, or add the shortcut at the shared scale
+ * and round to codes (or sum into the pool: sink->pool, else the static pool). */
+static VNNI_TARGET void vnni_epilogue_row(const bintut_layer *layer, const fast_sink *sink, const int32_t *a,
+                                          const int32_t *b, size_t at, int c0, int n)
 {
     const bintut_layer *shortcut = sink->shortcut >= 0 ? &bintut_layers[sink->shortcut] : NULL;
-    const int cout = layer->out_channels;
     const __m512i zero = _mm512_setzero_si512();
     const __m128i fraction = _mm_cvtsi32_si128(BINTUT_FRACTION_BITS);
     const __m512i half = _mm512_set1_epi64((int64_t)1 << (BINTUT_FRACTION_BITS - 1));
-    int p, j;
-    for (p = 0; p < np; p++)
-        for (j = 0; j < VNNI_CHANNELS; j += 8) {
-            const int c = oc0 + j;
-            const size_t at = (size_t)(p0 + p) * cout + c;
-            const __m256i a = _mm256_loadu_si256((const void *)(acc0 + p * VNNI_CHANNELS + j));
-            __m512i t = vnni_fixed_point(a, layer->m + c, layer->bias + c, layer->shift + c);
-            if (!sink->block) {
-                _mm_storel_epi64((void *)(sink->out + at), _mm512_cvtsepi64_epi8(_mm512_max_epi64(t, zero)));
-                continue;
-            }
-            if (shortcut) {
-                const __m256i b = _mm256_loadu_si256((const void *)(acc1 + p * VNNI_CHANNELS + j));
-                t = _mm512_add_epi64(t, vnni_fixed_point(b, shortcut->m + c, shortcut->bias + c, shortcut->shift + c));
-            } else {
-                const int s = sink->block->identity_shift;
-                __m512i v = _mm512_cvtepi8_epi64(_mm_loadl_epi64((const void *)(sink->x + at)));
-                v = _mm512_mul_epi32(v, _mm512_set1_epi64(sink->block->identity_m));
-                v = _mm512_add_epi64(v, _mm512_set1_epi64((int64_t)1 << (s - 1)));
-                t = _mm512_add_epi64(t, _mm512_sra_epi64(v, _mm_cvtsi32_si128(s)));
-            }
-            if (sink->last) {
-                _mm512_storeu_si512(pool + c, _mm512_add_epi64(_mm512_loadu_si512(pool + c), _mm512_max_epi64(t, zero)));
-            } else {
-                t = _mm512_sra_epi64(_mm512_add_epi64(t, half), fraction);
-                _mm_storel_epi64((void *)(sink->out + at), _mm512_cvtsepi64_epi8(_mm512_max_epi64(t, zero)));
-            }
+    int64_t *sums = sink->pool ? sink->pool : pool;
+    int j;
+    for (j = 0; j < n; j += 8, at += 8) {
+        const int c = c0 + j;
+        __m512i t = vnni_fixed_point(_mm256_loadu_si256((const void *)(a + j)), layer->m + c, layer->bias + c,
+                                     layer->shift + c);
+        if (!sink->block) {
+            _mm_storel_epi64((void *)(sink->out + at), _mm512_cvtsepi64_epi8(_mm512_max_epi64(t, zero)));
+            continue;
         }
+        if (shortcut) {
+            t = _mm512_add_epi64(t, vnni_fixed_point(_mm256_loadu_si256((const void *)(b + j)), shortcut->m + c,
+                                                     shortcut->bias + c, shortcut->shift + c));
+        } else {
+            const int s = sink->block->identity_shift;
+            __m512i v = _mm512_cvtepi8_epi64(_mm_loadl_epi64((const void *)(sink->x + at)));
+            v = _mm512_mul_epi32(v, _mm512_set1_epi64(sink->block->identity_m));
+            v = _mm512_add_epi64(v, _mm512_set1_epi64((int64_t)1 << (s - 1)));
+            t = _mm512_add_epi64(t, _mm512_sra_epi64(v, _mm_cvtsi32_si128(s)));
+        }
+        if (sink->last) {
+            _mm512_storeu_si512(sums + c, _mm512_add_epi64(_mm512_loadu_si512(sums + c), _mm512_max_epi64(t, zero)));
+        } else {
+            t = _mm512_sra_epi64(_mm512_add_epi64(t, half), fraction);
+            _mm_storel_epi64((void *)(sink->out + at), _mm512_cvtsepi64_epi8(_mm512_max_epi64(t, zero)));
+        }
+    }
+}
+
+/* the epilogues of a tile: np positions from p0, 64 channels from oc0 */
+static void vnni_epilogue(const bintut_layer *layer, const fast_sink *sink, const int32_t *acc0,
+                          const int32_t *acc1, int p0, int np, int oc0)
+{
+    int p;
+    for (p = 0; p < np; p++)
+        vnni_epilogue_row(layer, sink, acc0 + p * VNNI_CHANNELS, acc1 + p * VNNI_CHANNELS,
+                          (size_t)(p0 + p) * layer->out_channels + oc0, oc0, VNNI_CHANNELS);
 }
 
 /* acc[p * 64 + j] for positions p0 .. p0 + np - 1 and output channels oc0 .. oc0 + 63 of layer i */
@@ -373,14 +443,13 @@ static void vnni_tile(int i, const int8_t *in, int size, int o, int p0, int np, 
     const bintut_layer *layer = &bintut_layers[i];
     const uint8_t *taps[VNNI_POSITIONS][MAX_TAPS];
     const int cin = layer->in_channels;
-    const int8_t *w;
+    const uint64_t *m = sign_masks + mask_offset[i] + (size_t)(oc0 / 16) * mask_row[i];
     int p, n = 0;
     for (p = 0; p < np; p++) n = gather_taps(layer, in, size, o, p0 + p, taps[p]);
-    w = vnni_weights + vnni_offset[i] + (size_t)(oc0 / VNNI_CHANNELS) * n * cin * VNNI_CHANNELS;
     if (np == VNNI_POSITIONS)
-        vnni_tile_4(w, taps[0], n, cin, acc);
+        mask_tile_4(m, mask_row[i], taps[0], n, cin, acc);
     else
-        for (p = 0; p < np; p++) vnni_tile_1(w, taps[p], n, cin, acc + p * VNNI_CHANNELS);
+        for (p = 0; p < np; p++) mask_tile_1(m, mask_row[i], taps[p], n, cin, acc + p * VNNI_CHANNELS);
 }
 
 /* The stem as one GEMM: each position's 27 inputs (x + 128, unsigned; 128 where padded, i.e. x = 0)
@@ -391,7 +460,9 @@ static int vnni_stem(const int8_t *image, int8_t *out)
     const int k = layer->kernel, o = output_size(layer, BINTUT_IMAGE_SIZE), cout = layer->out_channels;
     int32_t acc[VNNI_POSITIONS * VNNI_CHANNELS];
     const uint8_t *rows[VNNI_POSITIONS][MAX_TAPS];
+    fast_sink sink = {NULL, NULL, NULL, -1, NULL, 0, 0, NULL, NULL}; /* requantize */
     int p, p0, oc0, j, dy, dx, c;
+    sink.out = out;
     for (p = 0; p < o * o; p++) {
         uint8_t *row = stem_rows[p];
         int at = 0;
@@ -408,24 +479,28 @@ static int vnni_stem(const int8_t *image, int8_t *out)
     for (oc0 = 0; oc0 < cout; oc0 += VNNI_CHANNELS)
         for (p0 = 0; p0 < o * o; p0 += VNNI_POSITIONS) {
             const int np = o * o - p0 < VNNI_POSITIONS ? o * o - p0 : VNNI_POSITIONS;
-            const int8_t *w = vnni_weights + vnni_offset[0] + (size_t)(oc0 / VNNI_CHANNELS) * STEM_K * VNNI_CHANNELS;
+            const int8_t *w = stem_weights + (size_t)(oc0 / VNNI_CHANNELS) * STEM_K * VNNI_CHANNELS;
             for (p = 0; p < np; p++) rows[p][0] = stem_rows[p0 + p];
             if (np == VNNI_POSITIONS)
                 vnni_tile_4(w, rows[0], 1, STEM_K, acc);
             else
                 for (p = 0; p < np; p++) vnni_tile_1(w, rows[p], 1, STEM_K, acc + p * VNNI_CHANNELS);
-            for (p = 0; p < np; p++)
-                for (j = 0; j < VNNI_CHANNELS; j++) {
-                    const int oc = oc0 + j;
-                    const int32_t a = acc[p * VNNI_CHANNELS + j] - 128 * stem_weight_sum[oc];
-                    out[(size_t)(p0 + p) * cout + oc] = clamp_code(fixed_point(a, layer->m[oc], layer->bias[oc],
-                                                                               layer->shift[oc]));
-                }
+            for (p = 0; p < np; p++) {
+                int32_t *a = acc + p * VNNI_CHANNELS;
+                for (j = 0; j < VNNI_CHANNELS; j++) a[j] -= 128 * stem_weight_sum[oc0 + j];
+                vnni_epilogue_row(layer, &sink, a, NULL, (size_t)(p0 + p) * cout + oc0, oc0, VNNI_CHANNELS);
+            }
         }
     return o;
 }
+#include "bintut_amx.c"
 #else
 static int vnni_ready(void)
+{
+    return 0;
+}
+
+static int amx_ready(void)
 {
     return 0;
 }
@@ -445,6 +520,12 @@ static int fast_conv(int i, const int8_t *in, int size, const fast_sink *sink)
     const int64_t half = (int64_t)1 << (BINTUT_FRACTION_BITS - 1);
     int32_t acc[2][4 * 64];
     int oc0, p0, p, j;
+#if BINTUT_X86_VNNI
+    if (sink->raw && amx_ready()) { /* layer_check.c: the AMX path's accumulators */
+        amx_layer(i, &in, 1, size, sink);
+        return o;
+    }
+#endif
     for (oc0 = 0; oc0 < cout; oc0 += channels) {
         if (!vnni) {
             unpack_masks(layer, oc0, masks[0], minus_weights[0]);
@@ -501,6 +582,12 @@ static int fast_infer(const int8_t *image, int32_t *logits)
     const int64_t half = (int64_t)1 << (BINTUT_FRACTION_BITS - 1);
     const bintut_layer *fc = &bintut_layers[BINTUT_NUM_LAYERS - 1];
     int size, b, c;
+#if BINTUT_X86_VNNI
+    if (amx_ready()) {
+        amx_infer_group(image, 1, logits);
+        return 0;
+    }
+#endif
     for (c = 0; c < BINTUT_MAX_CHANNELS; c++) pool[c] = 0;
 #if BINTUT_X86_VNNI
     if (vnni_ready())
@@ -511,7 +598,7 @@ static int fast_infer(const int8_t *image, int32_t *logits)
     for (b = 0; b < BINTUT_NUM_BLOCKS; b++) {
         const bintut_block *block = &bintut_blocks[b];
         const bintut_layer *conv1 = &bintut_layers[block->conv1], *conv2 = &bintut_layers[block->conv2];
-        fast_sink sink = {NULL, NULL, NULL, -1, NULL, 0, 0};
+        fast_sink sink = {NULL, NULL, NULL, -1, NULL, 0, 0, NULL, NULL};
         size_t h_bytes, y_bytes, n;
         int h_size, o;
         sink.out = buffer_b;
@@ -540,5 +627,24 @@ static int fast_infer(const int8_t *image, int32_t *logits)
     accumulate(fc, row, 1, 0, 0, acc_main);
     for (c = 0; c < BINTUT_NUM_CLASSES; c++)
         logits[c] = (int32_t)fixed_point(acc_main[c], fc->m[c], fc->bias[c], fc->shift[c]);
+    return 0;
+}
+
+/* `count` images, BINTUT_IMAGE_BYTES apart: on the AMX path in groups that share each layer's weights,
+ * elsewhere one by one. */
+static int fast_infer_batch(const int8_t *images, int count, int32_t *logits)
+{
+    int n;
+#if BINTUT_X86_VNNI
+    if (amx_ready()) {
+        for (n = 0; n < count; n += BINTUT_AMX_GROUP)
+            amx_infer_group(images + (size_t)n * BINTUT_IMAGE_BYTES,
+                            count - n < BINTUT_AMX_GROUP ? count - n : BINTUT_AMX_GROUP,
+                            logits + (size_t)n * BINTUT_NUM_CLASSES);
+        return 0;
+    }
+#endif
+    for (n = 0; n < count; n++)
+        fast_infer(images + (size_t)n * BINTUT_IMAGE_BYTES, logits + (size_t)n * BINTUT_NUM_CLASSES);
     return 0;
 }

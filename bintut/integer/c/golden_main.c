@@ -66,6 +66,33 @@ int main(void)
         platform_write(platform_counter_unit);
         platform_write("\n");
     }
+#if __STDC_HOSTED__ /* bintut_infer_batch on all images at once (not on the microcontroller: twice the time) */
+    {
+        static int32_t batch_logits[BINTUT_GOLDEN_COUNT][BINTUT_NUM_CLASSES];
+        const uint64_t start = platform_counter();
+        uint64_t used;
+        bintut_infer_batch(bintut_golden_images[0], count, batch_logits[0]);
+        used = platform_counter() - start;
+        for (image = 0; image < count; image++)
+            for (c = 0; c < BINTUT_NUM_CLASSES; c++)
+                if (batch_logits[image][c] != bintut_golden_logits[image][c]) {
+                    platform_write("batch image ");
+                    write_int(image);
+                    platform_write(": FAIL first differing logit [");
+                    write_int(c);
+                    platform_write("]\n");
+                    platform_exit(1);
+                    return 1;
+                }
+        platform_write("batch of ");
+        write_int(count);
+        platform_write(": PASS counter ");
+        write_int((int64_t)used);
+        platform_write(" ");
+        platform_write(platform_counter_unit);
+        platform_write("\n");
+    }
+#endif
     platform_write("golden: ");
     write_int(passed);
     platform_write("/");

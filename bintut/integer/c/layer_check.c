@@ -7,12 +7,15 @@
  *
  * For every binary conv between the stem and the head: random int8 codes in [0, 127] (uniform,
  * sparse, or saturated at 127: the extremes of a ReLU's output) of the layer's input size; every
- * int32 accumulator of the fast kernel must equal the reference kernel's. Then the stem's int8
- * output on a random signed image, and `images` random images end to end (logits). Prints one line
- * per check; exits 1 at the first difference.
+ * int32 accumulator of the fast kernel (its best path here: AMX-INT8, AVX-512 VNNI, Arm SIMD32 or
+ * portable C; -DBINTUT_NO_AMX keeps an AMX machine to AVX-512 VNNI) must equal the reference kernel's.
+ * Then the stem's int8 output on a random signed image, `images` random images end to end (logits)
+ * and, if images > 0, a batch of 3 through bintut_infer_batch. Prints one line per check; exits 1 at
+ * the first difference.
  */
 #define BINTUT_FAST 1
 #define BINTUT_LAYER_CHECK 1
+#define BINTUT_AMX_GROUP 2 /* so that the batch check below crosses a group boundary */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -23,6 +26,9 @@
 static int8_t input[BIG];
 static int32_t fast_acc[BIG];
 static int8_t image[BINTUT_IMAGE_BYTES];
+#define BATCH 3
+static int8_t batch[BATCH * BINTUT_IMAGE_BYTES];
+static int32_t batch_logits[BATCH * BINTUT_NUM_CLASSES];
 static int8_t stem_fast[BINTUT_BUFFER_A_BYTES];
 static int8_t stem_reference[BINTUT_BUFFER_A_BYTES];
 static uint64_t state = 88172645463325252u;
@@ -49,7 +55,7 @@ static void fill(int8_t *x, size_t n, int kind)
 static int check_layer(int i, int size, int kind)
 {
     const bintut_layer *layer = &bintut_layers[i];
-    fast_sink sink = {NULL, NULL, NULL, -1, NULL, 0, 0};
+    fast_sink sink = {NULL, NULL, NULL, -1, NULL, 0, 0, NULL, NULL};
     const int o = output_size(layer, size), cout = layer->out_channels;
     int oy, ox, c;
     fill(input, (size_t)size * size * layer->in_channels, kind);
@@ -77,7 +83,9 @@ int main(int argc, char **argv)
     int size, b, n, c, o;
     size_t i;
     state ^= (uint64_t)seed * 0x9E3779B97F4A7C15u;
-    printf("kernel: %s\n", vnni_ready() ? "x86-64 AVX-512 VNNI" : BINTUT_ARM_SIMD32 ? "Arm SIMD32" : "portable C");
+    printf("kernel: %s\n", amx_ready()    ? "x86-64 AMX-INT8"
+                           : vnni_ready() ? "x86-64 AVX-512 VNNI"
+                           : BINTUT_ARM_SIMD32 ? "Arm SIMD32" : "portable C");
     size = output_size(&bintut_layers[0], BINTUT_IMAGE_SIZE);
     for (b = 0; b < BINTUT_NUM_BLOCKS; b++) {
         const bintut_block *block = &bintut_blocks[b];
@@ -115,6 +123,20 @@ int main(int argc, char **argv)
                 return 1;
             }
         printf("random image %d: %d logits equal\n", n, BINTUT_NUM_CLASSES);
+    }
+    if (images > 0) { /* bintut_infer_batch: BATCH images, more than one AMX group (2 in this check) */
+        for (i = 0; i < sizeof batch; i++) batch[i] = (int8_t)((int)(next() % 255) - 127);
+        bintut_infer_batch(batch, BATCH, batch_logits);
+        for (n = 0; n < BATCH; n++) {
+            reference_infer(batch + (size_t)n * BINTUT_IMAGE_BYTES, reference_logits);
+            for (c = 0; c < BINTUT_NUM_CLASSES; c++)
+                if (batch_logits[n * BINTUT_NUM_CLASSES + c] != reference_logits[c]) {
+                    printf("FAIL batch image %d logit %d: batch %ld, reference %ld\n", n, c,
+                           (long)batch_logits[n * BINTUT_NUM_CLASSES + c], (long)reference_logits[c]);
+                    return 1;
+                }
+        }
+        printf("batch of %d random images: %d logits equal\n", BATCH, BATCH * BINTUT_NUM_CLASSES);
     }
     printf("layer check: PASS\n");
     return 0;

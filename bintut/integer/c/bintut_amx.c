@@ -1,0 +1,297 @@
+/*
+ * bintut_amx.c -- the AMX-INT8 path of the fast kernels (included by bintut_fast.c on x86-64 with gcc or
+ * clang). Same integers as the reference kernel, checked layer by layer by layer_check.c.
+ *
+ * Each binary conv is a matrix product: rows are output positions (of up to AMX_GROUP images, so that
+ * each expanded weight serves them all), columns output channels, and k = tap * cin + c runs over the
+ * window. The rows are copied once per layer into a panel (im2col: 64-byte runs of input channels),
+ * the sign masks of 32 channels are expanded into +-1 weight tiles (one VPBLENDMB per 64 weights,
+ * 32 x K bytes that stay in L2), and TDPBUSD (16 x 16 int32 += 16 x 64 uint8 . 64 x 16 int8, 16,384
+ * multiply-adds per instruction) fills 2 x 2 tiles of accumulators: 32 positions x 32 channels. The
+ * epilogues are the AVX-512 ones of bintut_fast.c.
+ *
+ * Chosen at run time: the CPU must have AMX-TILE and AMX-INT8 (cpuid) and Linux must grant the tile
+ * state (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), Linux 5.16 or later); elsewhere, or with
+ * -DBINTUT_NO_AMX, the AVX-512 VNNI path runs. Static RAM of this path: the batch's activations and
+ * shortcut accumulators (AMX_GROUP images), the panel and the weight tiles (a few MB, x86 only).
+ */
+#include <cpuid.h>
+
+#ifndef BINTUT_AMX_GROUP
+#define BINTUT_AMX_GROUP 8 /* images per batch that share each layer's expanded weights */
+#endif
+#define AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,bmi2")))
+#define AMX_K (((BINTUT_MAX_TAP_BYTES) + 63) / 64 * 64) /* the largest window, padded to whole tiles */
+#define AMX_PANEL_BYTES (AMX_K * 32 > (1 << 20) ? AMX_K * 32 : (1 << 20))
+#define AMX_N 32 /* output channels per pass: two weight tiles */
+
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t bytes_per_row[16];
+    uint8_t rows[16];
+} amx_config;
+
+static uint8_t amx_panel[AMX_PANEL_BYTES] __attribute__((aligned(64)));     /* rows x K input codes */
+static int8_t amx_weights[AMX_K * AMX_N] __attribute__((aligned(64)));      /* [k / 64][2 tiles][16][64] */
+static int32_t amx_acc[32 * 32] __attribute__((aligned(64)));               /* one 32 x 32 block */
+static int8_t group_a[BINTUT_AMX_GROUP][BINTUT_BUFFER_A_BYTES] __attribute__((aligned(64)));
+static int8_t group_b[BINTUT_AMX_GROUP][BINTUT_BUFFER_B_BYTES] __attribute__((aligned(64)));
+static int32_t group_shortcut[BINTUT_AMX_GROUP][BINTUT_BUFFER_A_BYTES]; /* a block output's accumulators */
+static int64_t group_pool[BINTUT_AMX_GROUP][BINTUT_MAX_CHANNELS];
+static int amx_state; /* 0: not checked yet, 1: ready, -1: no AMX here */
+
+/* Run once: AVX-512 VNNI ready (the masks), AMX-TILE and AMX-INT8 in cpuid, and Linux's permission. */
+static int amx_ready(void)
+{
+    if (amx_state) return amx_state > 0;
+    amx_state = -1;
+#if !defined(BINTUT_NO_AMX) && defined(__linux__)
+    {
+        unsigned int a, b, c, d;
+        long granted;
+        if (!vnni_ready() || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 25)))
+            return 0;
+        /* arch_prctl(ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18): system call 158 on x86-64 */
+        __asm__ volatile("syscall" : "=a"(granted) : "a"(158L), "D"(0x1023L), "S"(18L) : "rcx", "r11", "memory");
+        if (granted == 0) amx_state = 1;
+    }
+#endif
+    return amx_state > 0;
+}
+
+/* Eight tiles of 16 rows x 64 bytes: 0-3 accumulators, 4-5 inputs, 6-7 weights. */
+static AMX_TARGET void amx_configure(void)
+{
+    static amx_config config;
+    int t;
+    config.palette = 1;
+    for (t = 0; t < 8; t++) {
+        config.bytes_per_row[t] = 64;
+        config.rows[t] = 16;
+    }
+    _tile_loadconfig(&config);
+}
+
+/* The weight tiles of channels oc0 .. oc0 + 31 of layer i: for each 64 inputs, two tiles of 16 rows
+ * (4 inputs each) x 16 channels x 4 inputs, +1 where a mask bit is set, -1 elsewhere (padding inputs
+ * meet zero codes in the panel). */
+static AMX_TARGET void amx_expand(int i, int oc0, int chunks)
+{
+    const uint64_t *m0 = sign_masks + mask_offset[i] + (size_t)(oc0 / 16) * mask_row[i], *m1 = m0 + mask_row[i];
+    const __m512i plus = _mm512_set1_epi8(1), minus = _mm512_set1_epi8(-1);
+    int8_t *w = amx_weights;
+    int kc, r;
+    for (kc = 0; kc < chunks; kc++, w += 2048, m0 += 16, m1 += 16)
+        for (r = 0; r < 16; r++) {
+            _mm512_store_si512(w + 64 * r, _mm512_mask_blend_epi8((__mmask64)m0[r], minus, plus));
+            _mm512_store_si512(w + 1024 + 64 * r, _mm512_mask_blend_epi8((__mmask64)m1[r], minus, plus));
+        }
+}
+
+/* amx_acc[r * 32 + n] = sum over k of panel row r . weight column n, for 32 rows from `a` (`k` bytes apart)
+ * and the 32 expanded channels */
+static AMX_TARGET void amx_block(const uint8_t *a, int k)
+{
+    const int8_t *w = amx_weights;
+    int kc;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (kc = 0; kc < k; kc += 64, w += 2048) {
+        _tile_loadd(4, a + kc, k);
+        _tile_loadd(5, a + (size_t)16 * k + kc, k);
+        _tile_loadd(6, w, 64);
+        _tile_loadd(7, w + 1024, 64);
+        _tile_dpbusd(0, 4, 6);
+        _tile_dpbusd(1, 4, 7);
+        _tile_dpbusd(2, 5, 6);
+        _tile_dpbusd(3, 5, 7);
+    }
+    _tile_stored(0, amx_acc, 128);
+    _tile_stored(1, amx_acc + 16, 128);
+    _tile_stored(2, amx_acc + 16 * 32, 128);
+    _tile_stored(3, amx_acc + 16 * 32 + 16, 128);
+}
+
+static AMX_TARGET void amx_release(void)
+{
+    _tile_release();
+}
+
+/* the fixed-point constants of 8 channels from c: multiplier, bias + rounding half, shift (int64 lanes) */
+typedef struct {
+    __m512i m, bias, shift;
+} amx_constants;
+
+static AMX_TARGET amx_constants amx_load_constants(const bintut_layer *layer, int c)
+{
+    const __m512i one = _mm512_set1_epi64(1);
+    amx_constants k;
+    k.shift = _mm512_cvtepu8_epi64(_mm_loadl_epi64((const void *)(layer->shift + c)));
+    k.m = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const void *)(layer->m + c)));
+    k.bias = _mm512_add_epi64(_mm512_loadu_si512(layer->bias + c), _mm512_sllv_epi64(one, _mm512_sub_epi64(k.shift,
+                                                                                                            one)));
+    return k;
+}
+
+/* e(x) for 8 int32 accumulators at a */
+static AMX_TARGET __m512i amx_fixed_point(const int32_t *a, amx_constants k)
+{
+    const __m512i x = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const void *)a));
+    return _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, k.m), k.bias), k.shift);
+}
+
+/* The epilogues of rows b .. b + n - 1 of the product (amx_acc) for channels oc0 .. oc0 + 31: the
+ * per-channel constants loaded once per 8 channels, then one pass over the rows (vnni_epilogue_row's
+ * integers). */
+static AMX_TARGET void amx_epilogue(const bintut_layer *layer, const fast_sink *sinks, int r0, int positions, int n,
+                                    int oc0)
+{
+    const bintut_layer *shortcut = sinks->shortcut >= 0 ? &bintut_layers[sinks->shortcut] : NULL;
+    const int cout = layer->out_channels;
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i half = _mm512_set1_epi64((int64_t)1 << (BINTUT_FRACTION_BITS - 1));
+    const __m128i fraction = _mm_cvtsi32_si128(BINTUT_FRACTION_BITS);
+    int j, r;
+    for (j = 0; j < AMX_N; j += 8) {
+        const int c = oc0 + j;
+        const amx_constants k = amx_load_constants(layer, c);
+        amx_constants ks = k;
+        __m512i im = zero, ir = zero;
+        __m128i is = _mm_setzero_si128();
+        if (shortcut) {
+            ks = amx_load_constants(shortcut, c);
+        } else if (sinks->block) {
+            im = _mm512_set1_epi64(sinks->block->identity_m);
+            ir = _mm512_set1_epi64((int64_t)1 << (sinks->block->identity_shift - 1));
+            is = _mm_cvtsi32_si128(sinks->block->identity_shift);
+        }
+        for (r = 0; r < n; r++) {
+            const fast_sink *sink = &sinks[(r0 + r) / positions];
+            const size_t at = (size_t)((r0 + r) % positions) * cout + c;
+            __m512i t = amx_fixed_point(amx_acc + r * 32 + j, k);
+            if (!sink->block) {
+                _mm_storel_epi64((void *)(sink->out + at), _mm512_cvtsepi64_epi8(_mm512_max_epi64(t, zero)));
+                continue;
+            }
+            if (shortcut) {
+                t = _mm512_add_epi64(t, amx_fixed_point(sink->shortcut_acc + at, ks));
+            } else {
+                __m512i v = _mm512_cvtepi8_epi64(_mm_loadl_epi64((const void *)(sink->x + at)));
+                t = _mm512_add_epi64(t, _mm512_sra_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, im), ir), is));
+            }
+            if (sink->last) {
+                _mm512_storeu_si512(sink->pool + c, _mm512_add_epi64(_mm512_loadu_si512(sink->pool + c),
+                                                                     _mm512_max_epi64(t, zero)));
+            } else {
+                t = _mm512_sra_epi64(_mm512_add_epi64(t, half), fraction);
+                _mm_storel_epi64((void *)(sink->out + at), _mm512_cvtsepi64_epi8(_mm512_max_epi64(t, zero)));
+            }
+        }
+    }
+}
+
+/* n bytes from src to dst, 64 at a time (the last ones masked) */
+static AMX_TARGET void amx_copy(uint8_t *dst, const uint8_t *src, int n)
+{
+    int i;
+    for (i = 0; i + 64 <= n; i += 64) _mm512_storeu_si512(dst + i, _mm512_loadu_si512(src + i));
+    if (i < n) {
+        const __mmask64 tail = _bzhi_u64(~(uint64_t)0, (unsigned)(n - i));
+        _mm512_mask_storeu_epi8(dst + i, tail, _mm512_maskz_loadu_epi8(tail, src + i));
+    }
+}
+
+/* Layer i on `count` images in[g] (size x size x cin codes): row r of the product is image r / positions,
+ * position r % positions; each image's accumulators go to its sink (raw, requantized or residual). */
+static void amx_layer(int i, const int8_t *const *in, int count, int size, const fast_sink *sinks)
+{
+    const bintut_layer *layer = &bintut_layers[i];
+    const uint8_t *taps[MAX_TAPS];
+    const int o = output_size(layer, size), positions = o * o, cout = layer->out_channels, cin = layer->in_channels;
+    const int k = (layer->kernel * layer->kernel * cin + 63) / 64 * 64, total = count * positions;
+    const int chunk = AMX_PANEL_BYTES / k / 32 * 32;
+    int r0, rows, r, oc0, b, t, n;
+    amx_configure();
+    for (r0 = 0; r0 < total; r0 += chunk) {
+        rows = total - r0 < chunk ? total - r0 : chunk;
+        for (r = 0; r < (rows + 31) / 32 * 32; r++) { /* the panel: each row's window, zeros beyond */
+            uint8_t *dst = amx_panel + (size_t)r * k;
+            n = 0;
+            if (r < rows) {
+                n = gather_taps(layer, in[(r0 + r) / positions], size, o, (r0 + r) % positions, taps);
+                for (t = 0; t < n; t++) amx_copy(dst + t * cin, taps[t], cin);
+            }
+            memset(dst + n * cin, 0, (size_t)(k - n * cin));
+        }
+        for (oc0 = 0; oc0 < cout; oc0 += AMX_N) {
+            amx_expand(i, oc0, k / 64);
+            for (b = 0; b < rows; b += 32) {
+                amx_block(amx_panel + (size_t)b * k, k);
+                if (!sinks->raw) {
+                    amx_epilogue(layer, sinks, r0 + b, positions, rows - b < 32 ? rows - b : 32, oc0);
+                    continue;
+                }
+                for (r = b; r < rows && r < b + 32; r++) /* layer_check.c, and shortcut convs */
+                    memcpy(sinks[(r0 + r) / positions].raw + (size_t)((r0 + r) % positions) * cout + oc0,
+                           amx_acc + (r - b) * 32, AMX_N * sizeof(int32_t));
+            }
+        }
+    }
+    amx_release();
+}
+
+/* The whole network on `count` <= BINTUT_AMX_GROUP images (BINTUT_IMAGE_BYTES apart), layer by layer. */
+static void amx_infer_group(const int8_t *images, int count, int32_t *logits)
+{
+    const int64_t half = (int64_t)1 << (BINTUT_FRACTION_BITS - 1);
+    const bintut_layer *fc = &bintut_layers[BINTUT_NUM_LAYERS - 1];
+    const int8_t *in[BINTUT_AMX_GROUP];
+    fast_sink sinks[BINTUT_AMX_GROUP];
+    int g, b, c, size = 0, h;
+    for (g = 0; g < count; g++) {
+        size = vnni_stem(images + (size_t)g * BINTUT_IMAGE_BYTES, group_a[g]);
+        for (c = 0; c < BINTUT_MAX_CHANNELS; c++) group_pool[g][c] = 0;
+    }
+    for (b = 0; b < BINTUT_NUM_BLOCKS; b++) {
+        const bintut_block *block = &bintut_blocks[b];
+        memset(sinks, 0, sizeof sinks);
+        for (g = 0; g < count; g++) {
+            in[g] = group_a[g];
+            sinks[g].out = group_b[g];
+            sinks[g].shortcut = -1;
+        }
+        amx_layer(block->conv1, in, count, size, sinks);
+        h = output_size(&bintut_layers[block->conv1], size);
+        if (block->shortcut >= 0) {
+            for (g = 0; g < count; g++) {
+                sinks[g].out = NULL;
+                sinks[g].raw = group_shortcut[g];
+            }
+            amx_layer(block->shortcut, in, count, size, sinks);
+        }
+        for (g = 0; g < count; g++) { /* conv2 + shortcut, written over the block input */
+            in[g] = group_b[g];
+            sinks[g].raw = NULL;
+            sinks[g].out = group_a[g];
+            sinks[g].block = block;
+            sinks[g].shortcut = block->shortcut;
+            sinks[g].shortcut_acc = block->shortcut >= 0 ? group_shortcut[g] : NULL;
+            sinks[g].x = group_a[g];
+            sinks[g].x_size = size;
+            sinks[g].last = b == BINTUT_NUM_BLOCKS - 1;
+            sinks[g].pool = group_pool[g];
+        }
+        amx_layer(block->conv2, in, count, h, sinks);
+        size = output_size(&bintut_layers[block->conv2], h);
+    }
+    for (g = 0; g < count; g++) {
+        for (c = 0; c < fc->in_channels; c++)
+            row[c] = clamp_code(floor_shift(group_pool[g][c] + half, BINTUT_FRACTION_BITS));
+        accumulate(fc, row, 1, 0, 0, acc_main);
+        for (c = 0; c < BINTUT_NUM_CLASSES; c++)
+            logits[(size_t)g * BINTUT_NUM_CLASSES + c] =
+                (int32_t)fixed_point(acc_main[c], fc->m[c], fc->bias[c], fc->shift[c]);
+    }
+}
