@@ -9,7 +9,7 @@ STAMP := $(VENV)/.bintut-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,notebooks,book,timm]'
+	$(PY) -m pip install -q -e '.[test,notebooks,book,timm,onnx]'
 	touch $(STAMP)
 
 ## The main job: the reference recipe on a GPU, the workshop preset on a CPU; writes results/.

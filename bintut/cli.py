@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "elsewhere) or the readable reference loop; same logits (default: fast)")
     export.add_argument("--force", action="store_true",
                         help="export the fully binary view of a run that never reached p = bin_ratio = 1")
+    export.add_argument("--onnx", metavar="FILE", help="also write the network as an ONNX model (QDQ, int8 "
+                        "activations, +-1 weight codes) and check it in onnxruntime; needs pip install 'bintut[onnx]'")
+    export.add_argument("--onnx-weights", choices=("int8", "int4"), default="int8",
+                        help="the ONNX weight codes' type: int8 (onnxruntime runs int8 kernels) or int4 (half the "
+                        "file; onnxruntime dequantizes it to float) (default: int8)")
     commands.add_parser(
         "reproduce", help="the main job: preset 'seed' on a GPU, 'workshop' on a CPU, into results/<preset>",
         description="Run the reference recipe (GPU) or the workshop preset (CPU) on real CIFAR-100, "
@@ -156,11 +161,11 @@ def _main(argv: list[str] | None = None) -> int:
     if command == "export":
         if not 1 <= args["golden"] <= MAX_GOLDEN:
             parser.error(f"--golden must be between 1 and {MAX_GOLDEN}, got {args['golden']}")
-        for flag, key in (("--out", "out"), ("--c", "c_dir")):
+        for flag, key in (("--out", "out"), ("--c", "c_dir"), ("--onnx", "onnx")):
             if args[key] is not None and not args[key].strip():
-                parser.error(f"{flag} is empty: name a {'file' if key == 'out' else 'folder'}, or leave {flag} out")
+                parser.error(f"{flag} is empty: name a {'folder' if key == 'c_dir' else 'file'}, or leave {flag} out")
         return commands().run_export(args["run"], args["out"], args["c_dir"], args["golden"], args["force"],
-                                     args["c_kernel"])
+                                     args["c_kernel"], args["onnx"], args["onnx_weights"])
     if command == "record":
         return record_command().main(args)
     hint = None

@@ -12,14 +12,16 @@ from pathlib import Path
 import torch
 
 from bintut.config import TrainConfig
-from bintut.data.choice import DATA_NORMALIZATION, golden_images
+from bintut.data.choice import DATA_NORMALIZATION, golden_images, test_images
 from bintut.data.images import DataNotFoundError
 from bintut.errors import BintutError, Terminated
 from bintut.files.atomic import StorageFullError, full_message, storage_error
 from bintut.files.run_folder import EXPORT, check_name_lengths
 from bintut.integer.c_library import check_c_folder, write_c_library
 from bintut.integer.fold import export_resnet, fp32_state_dict_bytes
-from bintut.integer.format import ExportError
+from bintut.integer.format import ExportError, ResNetExport
+from bintut.integer.onnx_compare import onnx_agreement, onnx_session
+from bintut.integer.onnx_export import OPSET, OnnxExportError, require, save_onnx
 from bintut.integer.opcount import layer_costs, summary_table
 from bintut.model import WeightsUnavailableError
 from bintut.quant import get_controls, hard_mode
@@ -73,21 +75,23 @@ def run_training(cfg: TrainConfig, hint: str | None = None) -> int:
 
 
 def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int = 8, force: bool = False,
-               c_kernel: str = "fast") -> int:
-    """Export a run: the .npz (always) and, with ``c_dir``, the C library; one-line errors, exit 2.
+               c_kernel: str = "fast", onnx: str | None = None, onnx_weights: str = "int8") -> int:
+    """Export a run: the .npz (always), with ``c_dir`` the C library, with ``onnx`` an ONNX model checked in
+    onnxruntime (:func:`export_onnx`); one-line errors, exit 2.
 
     Ctrl-C or SIGTERM stops it quietly (exit 130 or 143): each file and the C folder is replaced whole
     or not at all, so what was there before stays.
     """
     try:
-        return _export(run, out, c_dir, golden, force, c_kernel)
+        return _export(run, out, c_dir, golden, force, c_kernel, onnx, onnx_weights)
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
         print(f"\nbintut: export stopped (signal {signum}); files not yet replaced are as they were", file=sys.stderr)
         return 128 + signum
 
 
-def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bool, c_kernel: str) -> int:
+def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bool, c_kernel: str,
+            onnx: str | None = None, onnx_weights: str = "int8") -> int:
     def fail(message: str) -> int:
         print(f"bintut: error: {message}", file=sys.stderr)
         return 2
@@ -99,6 +103,8 @@ def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bo
             return fail(f"--out {path} is a folder: name the .npz file to write")
         if c_dir is not None:
             check_c_folder(c_dir)  # CFolderError, a BintutError: one line below
+        if onnx is not None:
+            check_onnx_path(onnx)  # before the work: a missing extra or a bad path is one line below
         loaded = load_run(run, metrics=False)
         controls = get_controls(loaded.model)
         if not controls or any(value != 1.0 for value in controls.values()):
@@ -134,4 +140,40 @@ def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bo
         flash, ram = sum(library.flash.values()), sum(library.ram.values())
         print(f"{c_dir}: C99 library and golden test ({library.golden} images: {origin}); constant data "
               f"{flash:,} bytes (flash), static buffers {ram:,} bytes (RAM); build and run: {c_dir}/README.md")
+    if onnx:
+        try:
+            print(export_onnx(export, onnx, loaded.config, Path(run).name, onnx_weights))
+        except (BintutError, ValueError) as err:
+            return fail(str(err))
+        except OSError as err:
+            return fail(f"could not write {onnx} ({getattr(err, 'strerror', None) or err}); nothing was changed there")
     return 0
+
+
+def check_onnx_path(path: str) -> None:
+    """Refuse, before any work, an ONNX destination that is a folder or has too long a name, and a missing onnx or
+    onnxruntime package. Raises OnnxExportError, RunFolderError or OnnxUnavailableError (one line each)."""
+    check_name_lengths(Path(path), "--onnx")
+    if Path(path).is_dir():
+        raise OnnxExportError(f"--onnx {path} is a folder: name the .onnx file to write")
+    require("onnx")
+    require("onnxruntime")
+
+
+def export_onnx(export: ResNetExport, path: str, cfg: TrainConfig, run: str, weights: str = "int8") -> str:
+    """Write the ONNX model (:func:`bintut.integer.onnx_export.save_onnx`, with the class names of the run's data
+    when it is here), run it in onnxruntime on up to 64 of the run's test images (seeded random images without
+    them) and return a line saying its size and its top-1 agreement with the deployed network. Raises what
+    save_onnx and onnx_agreement raise."""
+    try:
+        images, _, classes = test_images(cfg, 64)
+        images, origin = images.numpy(), f"test images of the run's {cfg.data} data"
+    except (DataNotFoundError, OSError):
+        images, _ = golden_images(cfg, 64)
+        classes, origin = None, "seeded random images (no test data here)"
+    save_onnx(export, path, run, classes, weights)
+    result = onnx_agreement(export, images, onnx_session(path))
+    same = round(result["top-1 agreement"] * result["images"])
+    return (f"{path}: ONNX opset {OPSET}, {weights} weight codes, {Path(path).stat().st_size:,} bytes; onnxruntime "
+            f"{require('onnxruntime').__version__} (CPU) gives the deployed network's top-1 on {same}/"
+            f"{result['images']} {origin} (largest logit difference {result['largest logit difference']:.3g})")

@@ -16,7 +16,7 @@ MAX_LINES = 400
 # The integer path a microcontroller user runs without torch (engine, kernels, fixed point, format, C export).
 NUMPY_ONLY = ("bintut.integer.engine", "bintut.integer.kernels", "bintut.integer.fixedpoint", "bintut.integer.format",
               "bintut.integer.opcount", "bintut.integer.c_source", "bintut.integer.c_library",
-              "bintut.integer.c_build")
+              "bintut.integer.c_build", "bintut.integer.onnx_export", "bintut.integer.onnx_compare")
 
 
 def _module_name(path: Path) -> str:
