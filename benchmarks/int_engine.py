@@ -13,6 +13,7 @@ weights' values). Measured: images/s of
   * the teaching add/sub kernel, on one image;
   * torch's own int8 CPU inference of the plain network (FX graph mode post-training quantization, the
     "x86" quantized backend), if it runs here (else the table says why);
+  * onnxruntime's CPU provider on the ONNX export (one thread, batch 64 and 1), if the onnx extra is installed;
   * with --c, the exported C99 library compiled by this machine's cc (-O2), one image at a time (CPU time):
     the reference kernel and the fast kernel (its SIMD path, which the table names, and its portable C
     path); the fast kernel's median over the golden images after the first (the first call unpacks
@@ -80,6 +81,25 @@ def torch_int8(plain: torch.nn.Module, images: torch.Tensor):
         return f"{type(err).__name__}: {err}"
 
 
+def onnxruntime_rows(export, images: np.ndarray, repeats: int) -> list[tuple[str, float]]:
+    """onnxruntime's CPU provider, one thread, on the export's ONNX model (bintut.integer.onnx_export): images/s
+    at batch 64 and batch 1, or one row saying why it did not run (the onnx extra not installed)."""
+    try:
+        from bintut.integer.onnx_compare import onnx_session
+        from bintut.integer.onnx_export import INPUT, require, to_onnx
+
+        version = require("onnxruntime").__version__
+        session = onnx_session(to_onnx(export), threads=1)
+    except ImportError as err:
+        return [(f"onnxruntime (CPU provider, 1 thread): did not run, {err}", float("nan"))]
+    name = f"onnxruntime {version} CPU provider, 1 thread, the ONNX export (QDQ: int8 QLinearConv where fused)"
+    rows = []
+    for batch in (64, 1):
+        t = best_of(lambda batch=batch: session.run(None, {INPUT: images[:batch]}), repeats)
+        rows.append((f"{name}, batch {batch}", batch / t))
+    return rows
+
+
 def speed(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     model = binarize_(resnet18_cifar(pretrained=False))
@@ -121,6 +141,7 @@ def speed(args: argparse.Namespace) -> None:
         ("numpy engine, integer-only epilogues, batch 1", 1 / t_integer_1),
         ("numpy teaching kernel (literal add/sub), batch 1", 1 / t_teach),
     ]
+    rows += onnxruntime_rows(export, array, args.repeats)
     if args.c:
         from bintut.integer.c_build import run_host_golden, run_layer_check
         from bintut.integer.c_library import write_c_library
