@@ -7,6 +7,7 @@ notebook still runs top to bottom (in CI too); a wrong one says what the code gi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 
@@ -35,3 +36,31 @@ def check(prediction: Any, actual: Any, tolerance: float = 0.0) -> bool | None:
         return True
     print(f"not quite: you predicted {prediction!r}, the code gives {actual!r}")
     return False
+
+
+def largest_accepted(accepts: Callable[[int], object], start: int = 1) -> int:
+    """The largest integer ``n >= start`` that ``accepts(n)`` takes without raising a ValueError, when every
+    smaller one is taken too (a doubling, then a bisection). Raises ValueError when ``start`` itself is refused.
+
+    >>> def at_most_100(n):
+    ...     if n > 100:
+    ...         raise ValueError(n)
+    >>> largest_accepted(at_most_100)
+    100
+    """
+    accepts(start)  # a ValueError here: nothing is accepted
+    low, high = start, start * 2
+    while True:
+        try:
+            accepts(high)
+        except ValueError:
+            break
+        low, high = high, high * 2
+    while high - low > 1:  # low is accepted, high is not
+        middle = (low + high) // 2
+        try:
+            accepts(middle)
+            low = middle
+        except ValueError:
+            high = middle
+    return low
