@@ -15,9 +15,12 @@ weights' values). Measured: images/s of
     "x86" quantized backend), if it runs here (else the table says why);
   * onnxruntime's CPU provider on the ONNX export (one thread, batch 64 and 1), if the onnx extra is installed;
   * with --c, the exported C99 library compiled by this machine's cc (-O2), one image at a time (CPU time):
-    the reference kernel and the fast kernel (its SIMD path, which the table names, and its portable C
-    path); the fast kernel's median over the golden images after the first (the first call unpacks
-    the weights, a one-time cost printed below the table).
+    the reference kernel and the fast kernel (its best path, which the table names -- AMX-INT8 where the
+    CPU and OS allow it --, its AVX-512 VNNI path on such a CPU, and its portable C path); the fast
+    kernel's median over the golden images after the first (the first call reorders the sign bits, a
+    one-time cost printed below the table); and the SIMD paths' ``bintut_infer_batch`` over --batch images.
+Every row names its batch, its ratio to torch int8 at the same batch, MACs per cycle (cycles = time x the
+nominal clock of /proc/cpuinfo) and its share of one core's AVX-512 VNNI and AMX-INT8 int8 peaks.
 On a shared machine use ``OMP_NUM_THREADS=1 ... --clock cpu``: every path then runs on one core and is
 timed in CPU time, as the C library is.
 
@@ -41,9 +44,49 @@ from bintut import binarize_, resnet18_cifar, set_controls
 from bintut.integer.compare import integer_only_agreement
 from bintut.integer.engine import IntegerResNet, code_differences
 from bintut.integer.fold import export_resnet
+from bintut.integer.opcount import layer_costs
 from bintut.teaching.stages import format_table
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time, robust to other load with OMP_NUM_THREADS=1
+
+
+def cpu_peaks() -> dict:
+    """This core's clock and int8 peaks from /proc/cpuinfo (Linux; the lscpu flags): MACs per cycle of
+    AVX-512 VNNI (VPDPBUSD, 64 MACs, 2 per cycle on Sapphire Rapids and Zen 4 -- an assumption for other
+    cores), AVX-VNNI (256-bit) and AMX-INT8 (TDPBUSD, 1,024 per cycle). The clock is the nominal/TSC rate
+    ("cpu MHz" there): cycles = CPU seconds x that clock, since perf's cycle counter is often missing in a VM
+    (said in the output when it is)."""
+    info = {"model": platform.processor() or platform.machine(), "flags": set(), "hz": float("nan")}
+    try:
+        for line in open("/proc/cpuinfo"):
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name":
+                info["model"] = value.strip()
+            elif key == "flags":
+                info["flags"] = set(value.split())
+            elif key == "cpu MHz" and info["hz"] != info["hz"]:
+                info["hz"] = float(value) * 1e6
+    except OSError:
+        pass
+    flags = info["flags"]
+    info["vnni"] = 128 if "avx512_vnni" in flags else 64 if "avx_vnni" in flags else float("nan")
+    info["amx"] = 1024 if "amx_int8" in flags else float("nan")
+    return info
+
+
+def perf_cycles() -> str:
+    """Whether ``perf stat -e cycles`` counts here (one line for the output)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("perf"):
+        return "perf not installed"
+    out = subprocess.run(["perf", "stat", "-x,", "-e", "cycles", "true"], capture_output=True, text=True).stderr
+    return "perf stat counts cycles" if out[:1].isdigit() else f"perf stat: cycles {out.split(',')[0] or '?'}"
+
+
+INT8_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8", "amx_tile"}
 
 
 def best_of(fn, repeats: int) -> float:
@@ -109,6 +152,7 @@ def speed(args: argparse.Namespace) -> None:
     model.eval()
     set_controls(model, 1.0, 1.0)
     export = export_resnet(model)
+    macs = sum(cost.macs for cost in layer_costs(export))  # per image; the plain network has the same convs
     plain = resnet18_cifar(pretrained=False).eval()
 
     images = torch.randn(args.batch, 3, 32, 32)
@@ -128,6 +172,7 @@ def speed(args: argparse.Namespace) -> None:
     if not isinstance(int8, str):
         with torch.no_grad():
             t_int8 = best_of(lambda: int8(images), args.repeats)
+            t_int8_1 = best_of(lambda: int8(images[:1]), args.repeats)
 
     rows = [
         ("torch fp32, plain ResNet18-CIFAR", args.batch / t_plain),
@@ -135,6 +180,8 @@ def speed(args: argparse.Namespace) -> None:
         ("torch int8, quantized x86 backend (FX post-training), plain ResNet18-CIFAR"
          + (f": did not run, {int8}" if isinstance(int8, str) else ""),
          float("nan") if isinstance(int8, str) else args.batch / t_int8),
+        ("torch int8, quantized x86 backend, batch 1" + (": did not run" if isinstance(int8, str) else ""),
+         float("nan") if isinstance(int8, str) else 1 / t_int8_1, 1),
         ("numpy engine (float32 BLAS, exact int accumulators)", args.batch / t_engine),
         ("numpy engine, integer-only epilogues", args.batch / t_integer),
         ("numpy engine, batch 1", 1 / t_engine_1),
@@ -146,29 +193,54 @@ def speed(args: argparse.Namespace) -> None:
         from bintut.integer.c_build import run_host_golden, run_layer_check
         from bintut.integer.c_library import write_c_library
 
+        golden = torch.randn(max(args.batch, args.c_images + 1), 3, 32, 32).numpy()  # the C library's images
         with tempfile.TemporaryDirectory() as folder:
-            write_c_library(export, folder, array[: args.c_images + 1])
+            write_c_library(export, folder, golden)
             path = run_layer_check(folder).path
-            runs = {(kernel, simd): run_host_golden(folder, kernel=kernel, simd=simd)
-                    for kernel, simd in (("reference", True), ("fast", True), ("fast", False))}
-        for (kernel, _simd), run in runs.items():
+            builds = {("reference", True, True): "reference kernel (a bit mask per add)",
+                      ("fast", False, True): "fast kernel, portable C (-DBINTUT_NO_SIMD)",
+                      ("fast", True, False): "fast kernel, x86-64 AVX-512 VNNI (-DBINTUT_NO_AMX)",
+                      ("fast", True, True): f"fast kernel, {path} (the default)"}
+            if path != "x86-64 AMX-INT8":
+                del builds["fast", True, False]
+            slow = args.c_images + 1  # the slow builds run fewer images
+            runs = {(kernel, simd, amx): run_host_golden(folder, kernel=kernel, simd=simd, amx=amx,
+                                                         limit=None if kernel == "fast" and simd else slow)
+                    for kernel, simd, amx in builds}
+        for (kernel, _simd, _amx), run in runs.items():
             if not run.passed:
                 raise SystemExit(f"the C golden test failed ({kernel} kernel): {run.failure}")
-        first = runs["fast", True].images[0]["counter"]
-        for (kernel, simd), name in ((("reference", True), "reference kernel (a bit mask per add)"),
-                                     (("fast", False), "fast kernel, portable C (-DBINTUT_NO_SIMD)"),
-                                     (("fast", True), f"fast kernel, {path} (the default)")):
-            us = float(np.median([r["counter"] for r in runs[kernel, simd].images[1:]]))
-            rows.append((f"C99 library, {name}, cc -O2, one image at a time", 1e6 / us))
+        first = runs["fast", True, True].images[0]["counter"]
+        for key, name in builds.items():
+            us = float(np.median([r["counter"] for r in runs[key].images[1:]]))
+            rows.append((f"C99 library, {name}, cc -O2, one image at a time", 1e6 / us, 1))
+        for key, name in builds.items():
+            batch = runs[key].batch
+            if key[0] == "fast" and key[1] and args.batch > 1 and batch:
+                rows.append((f"C99 library, {name}, bintut_infer_batch of {batch['images']} images",
+                             batch["images"] * 1e6 / batch["counter"], args.batch))
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}")
-    print(f"batch {args.batch}, best of {args.repeats}, {args.clock} clock\n")
-    print("| path | images/s | vs torch fp32 plain |\n| --- | ---: | ---: |")
-    for name, rate in rows:
-        print(f"| {name} | {rate:.1f} | {rate * t_plain / args.batch:.2f}x |")
+    peaks = cpu_peaks()
+    int8_rate = {1: float("nan") if isinstance(int8, str) else 1 / t_int8_1,
+                 args.batch: float("nan") if isinstance(int8, str) else args.batch / t_int8}
+    print(f"cpu: {peaks['model']}; int8 flags: {' '.join(sorted(peaks['flags'] & INT8_FLAGS)) or 'none'}; "
+          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"batch {args.batch}, best of {args.repeats}, {args.clock} clock; {macs / 1e6:.1f} M MACs per image; "
+          f"cycles = time x {peaks['hz'] / 1e9:.2f} GHz (nominal clock, /proc/cpuinfo; {perf_cycles()}); "
+          f"peaks per core: AVX-512 VNNI {peaks['vnni']} MACs/cycle, AMX-INT8 {peaks['amx']}\n")
+    print("| path | batch | images/s | vs torch fp32 plain | vs torch int8, same batch | MACs/cycle | "
+          "% of VNNI peak | % of AMX peak |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, rate, *batch in rows:
+        batch = batch[0] if batch else 1 if "batch 1" in name or "one image" in name else args.batch
+        per_cycle = rate * macs / peaks["hz"]
+        print(f"| {name} | {batch} | {rate:.1f} | {rate * t_plain / args.batch:.2f}x | "
+              f"{rate / int8_rate[batch]:.2f}x | {per_cycle:.1f} | {100 * per_cycle / peaks['vnni']:.1f} | "
+              f"{100 * per_cycle / peaks['amx']:.1f} |")
     if args.c:
-        print(f"\nC: median CPU time per image over golden images 2..{args.c_images + 1}; the fast kernel's first "
-              f"call (unpacks the weights once) took {first / 1e3:.1f} ms")
+        print(f"\nC: median CPU time per image over golden images 2..{args.c_images + 1} (2..{len(golden)} for the "
+              f"SIMD builds), then all {len(golden)} at once through bintut_infer_batch; the fast kernel's first call "
+              f"(reorders the sign bits once) took {first / 1e3:.1f} ms")
 
 
 def agreement(args: argparse.Namespace) -> None:

@@ -142,9 +142,8 @@ static AMX_TARGET __m512i amx_fixed_point(const int32_t *a, amx_constants k)
     return _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, k.m), k.bias), k.shift);
 }
 
-/* The epilogues of rows b .. b + n - 1 of the product (amx_acc) for channels oc0 .. oc0 + 31: the
- * per-channel constants loaded once per 8 channels, then one pass over the rows (vnni_epilogue_row's
- * integers). */
+/* The epilogues of rows r0 .. r0 + n - 1 of the product (in amx_acc) for channels oc0 .. oc0 + 31: the
+ * per-channel constants loaded once, then row by row (vnni_epilogue_row's integers). */
 static AMX_TARGET void amx_epilogue(const bintut_layer *layer, const fast_sink *sinks, int r0, int positions, int n,
                                     int oc0)
 {
@@ -153,53 +152,76 @@ static AMX_TARGET void amx_epilogue(const bintut_layer *layer, const fast_sink *
     const __m512i zero = _mm512_setzero_si512();
     const __m512i half = _mm512_set1_epi64((int64_t)1 << (BINTUT_FRACTION_BITS - 1));
     const __m128i fraction = _mm_cvtsi32_si128(BINTUT_FRACTION_BITS);
+    amx_constants k[AMX_N / 8], ks[AMX_N / 8];
+    __m512i im = zero, ir = zero;
+    __m128i is = _mm_setzero_si128();
     int j, r;
-    for (j = 0; j < AMX_N; j += 8) {
-        const int c = oc0 + j;
-        const amx_constants k = amx_load_constants(layer, c);
-        amx_constants ks = k;
-        __m512i im = zero, ir = zero;
-        __m128i is = _mm_setzero_si128();
-        if (shortcut) {
-            ks = amx_load_constants(shortcut, c);
-        } else if (sinks->block) {
-            im = _mm512_set1_epi64(sinks->block->identity_m);
-            ir = _mm512_set1_epi64((int64_t)1 << (sinks->block->identity_shift - 1));
-            is = _mm_cvtsi32_si128(sinks->block->identity_shift);
-        }
-        for (r = 0; r < n; r++) {
-            const fast_sink *sink = &sinks[(r0 + r) / positions];
-            const size_t at = (size_t)((r0 + r) % positions) * cout + c;
-            __m512i t = amx_fixed_point(amx_acc + r * 32 + j, k);
+    for (j = 0; j < AMX_N / 8; j++) {
+        k[j] = amx_load_constants(layer, oc0 + 8 * j);
+        ks[j] = shortcut ? amx_load_constants(shortcut, oc0 + 8 * j) : k[j];
+    }
+    if (!shortcut && sinks->block) {
+        im = _mm512_set1_epi64(sinks->block->identity_m);
+        ir = _mm512_set1_epi64((int64_t)1 << (sinks->block->identity_shift - 1));
+        is = _mm_cvtsi32_si128(sinks->block->identity_shift);
+    }
+    for (r = 0; r < n; r++) {
+        const fast_sink *sink = &sinks[(r0 + r) / positions];
+        const size_t at = (size_t)((r0 + r) % positions) * cout + oc0;
+        for (j = 0; j < AMX_N / 8; j++) {
+            __m512i t = amx_fixed_point(amx_acc + r * 32 + 8 * j, k[j]);
             if (!sink->block) {
-                _mm_storel_epi64((void *)(sink->out + at), _mm512_cvtsepi64_epi8(_mm512_max_epi64(t, zero)));
+                _mm_storel_epi64((void *)(sink->out + at + 8 * j), _mm512_cvtsepi64_epi8(_mm512_max_epi64(t, zero)));
                 continue;
             }
             if (shortcut) {
-                t = _mm512_add_epi64(t, amx_fixed_point(sink->shortcut_acc + at, ks));
+                t = _mm512_add_epi64(t, amx_fixed_point(sink->shortcut_acc + at + 8 * j, ks[j]));
             } else {
-                __m512i v = _mm512_cvtepi8_epi64(_mm_loadl_epi64((const void *)(sink->x + at)));
+                __m512i v = _mm512_cvtepi8_epi64(_mm_loadl_epi64((const void *)(sink->x + at + 8 * j)));
                 t = _mm512_add_epi64(t, _mm512_sra_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, im), ir), is));
             }
             if (sink->last) {
-                _mm512_storeu_si512(sink->pool + c, _mm512_add_epi64(_mm512_loadu_si512(sink->pool + c),
-                                                                     _mm512_max_epi64(t, zero)));
+                int64_t *sum = sink->pool + oc0 + 8 * j;
+                _mm512_storeu_si512(sum, _mm512_add_epi64(_mm512_loadu_si512(sum), _mm512_max_epi64(t, zero)));
             } else {
                 t = _mm512_sra_epi64(_mm512_add_epi64(t, half), fraction);
-                _mm_storel_epi64((void *)(sink->out + at), _mm512_cvtsepi64_epi8(_mm512_max_epi64(t, zero)));
+                _mm_storel_epi64((void *)(sink->out + at + 8 * j), _mm512_cvtsepi64_epi8(_mm512_max_epi64(t, zero)));
             }
         }
     }
 }
 
-/* n bytes from src to dst, 64 at a time (the last ones masked) */
-static AMX_TARGET void amx_copy(uint8_t *dst, const uint8_t *src, int n)
+/* Panel rows 0 .. (rows rounded up to 32) - 1, zeros beyond `rows`: row r is the window of product row r0 + r
+ * (output position (r0 + r) % positions of image (r0 + r) / positions), k bytes: the cin input codes of each
+ * tap (zeros where the window leaves the image), then zeros up to k. */
+static AMX_TARGET void amx_fill_panel(const bintut_layer *layer, const int8_t *const *in, int size, int o,
+                                      int positions, int r0, int rows, int k)
 {
-    int i;
-    for (i = 0; i + 64 <= n; i += 64) _mm512_storeu_si512(dst + i, _mm512_loadu_si512(src + i));
-    if (i < n) {
-        const __mmask64 tail = _bzhi_u64(~(uint64_t)0, (unsigned)(n - i));
-        _mm512_mask_storeu_epi8(dst + i, tail, _mm512_maskz_loadu_epi8(tail, src + i));
+    const int cin = layer->in_channels, kernel = layer->kernel, taps = kernel * kernel, full = cin / 64 * 64;
+    const __mmask64 tail = _bzhi_u64(~(uint64_t)0, (unsigned)(cin - full));
+    const __mmask64 rest = _bzhi_u64(~(uint64_t)0, (unsigned)(k - taps * cin));
+    const __m512i zero = _mm512_setzero_si512();
+    int r, dy, dx, c;
+    for (r = 0; r < (rows + 31) / 32 * 32; r++) {
+        uint8_t *dst = amx_panel + (size_t)r * k;
+        if (r < rows) {
+            const int p = (r0 + r) % positions, oy = p / o, ox = p % o;
+            const uint8_t *x = (const uint8_t *)in[(r0 + r) / positions];
+            for (dy = 0; dy < kernel; dy++) {
+                const int iy = oy * layer->stride - layer->padding + dy;
+                for (dx = 0; dx < kernel; dx++, dst += cin) {
+                    const int ix = ox * layer->stride - layer->padding + dx;
+                    const uint8_t *src = iy < 0 || iy >= size || ix < 0 || ix >= size
+                                             ? zero_page
+                                             : x + ((size_t)iy * size + ix) * cin;
+                    for (c = 0; c < full; c += 64) _mm512_storeu_si512(dst + c, _mm512_loadu_si512(src + c));
+                    if (tail) _mm512_mask_storeu_epi8(dst + full, tail, _mm512_maskz_loadu_epi8(tail, src + full));
+                }
+            }
+            _mm512_mask_storeu_epi8(dst, rest, zero); /* k - taps * cin < 64 */
+        } else {
+            for (c = 0; c < k; c += 64) _mm512_storeu_si512(dst + c, zero);
+        }
     }
 }
 
@@ -208,23 +230,14 @@ static AMX_TARGET void amx_copy(uint8_t *dst, const uint8_t *src, int n)
 static void amx_layer(int i, const int8_t *const *in, int count, int size, const fast_sink *sinks)
 {
     const bintut_layer *layer = &bintut_layers[i];
-    const uint8_t *taps[MAX_TAPS];
     const int o = output_size(layer, size), positions = o * o, cout = layer->out_channels, cin = layer->in_channels;
     const int k = (layer->kernel * layer->kernel * cin + 63) / 64 * 64, total = count * positions;
     const int chunk = AMX_PANEL_BYTES / k / 32 * 32;
-    int r0, rows, r, oc0, b, t, n;
+    int r0, rows, r, oc0, b;
     amx_configure();
     for (r0 = 0; r0 < total; r0 += chunk) {
         rows = total - r0 < chunk ? total - r0 : chunk;
-        for (r = 0; r < (rows + 31) / 32 * 32; r++) { /* the panel: each row's window, zeros beyond */
-            uint8_t *dst = amx_panel + (size_t)r * k;
-            n = 0;
-            if (r < rows) {
-                n = gather_taps(layer, in[(r0 + r) / positions], size, o, (r0 + r) % positions, taps);
-                for (t = 0; t < n; t++) amx_copy(dst + t * cin, taps[t], cin);
-            }
-            memset(dst + n * cin, 0, (size_t)(k - n * cin));
-        }
+        amx_fill_panel(layer, in, size, o, positions, r0, rows, k);
         for (oc0 = 0; oc0 < cout; oc0 += AMX_N) {
             amx_expand(i, oc0, k / 64);
             for (b = 0; b < rows; b += 32) {
