@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bintut.integer.engine import IntegerResNet
-from bintut.integer.format import ExportError, ResNetExport
+from bintut.integer.format import ExportError, ResNetExport, check_names
 from bintut.integer.kernels import conv_output_size, unpack_signs
 
 STATIC_SOURCES = ("bintut.c", "bintut_fast.c", "layer_check.c", "golden_main.c", "platform.h", "host_platform.c")
@@ -142,12 +142,18 @@ def _identifier(name: str) -> str:
     return re.sub(r"[^0-9a-zA-Z]", "_", name)
 
 
+def c_comment(text: str) -> str:
+    """``text`` safe inside a C comment: printable ASCII only, no comment delimiter (``*/`` or ``/*``)."""
+    text = "".join(c if " " <= c <= "~" else "?" for c in str(text))
+    return text.replace("*/", "*?").replace("/*", "?*")
+
+
 def api_header(export: ResNetExport, source: str, kernel: str = "fast") -> str:
     """The text of bintut.h: image size, input step and normalisation, logit units, ``bintut_infer``; ``kernel``
     (``"fast"`` or ``"reference"``) is the default BINTUT_FAST. Raises ValueError listing the kernels otherwise."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
-    size, classes = export.image_size, export.num_classes
+    size, classes, source = export.image_size, export.num_classes, c_comment(source)
     if export.mean is not None:
         values = (f"with mean = ({', '.join(f'{v}' for v in export.mean)}) and "
                   f"std = ({', '.join(f'{v}' for v in export.std)})")
@@ -195,7 +201,10 @@ int bintut_infer_batch(const int8_t *images, int count, int32_t *logits);
 def model_header(export: ResNetExport, source: str) -> str:
     """The text of bintut_model.h: each layer's packed sign bits, int32 multipliers, shifts and int64 biases, the
     layer and block tables and the buffer sizes (bytes) of :func:`memory_plan`. Raises ExportError when the
-    layers do not start with the stem ``conv1`` and end with the head ``fc``, or as memory_plan does."""
+    layers do not start with the stem ``conv1`` and end with the head ``fc``, or a layer name may not reach C
+    (:func:`bintut.integer.format.check_names`: exports made in memory, not loaded), or as memory_plan does."""
+    check_names(export)
+    source = c_comment(source)
     plan = memory_plan(export)
     names = list(export.layers)
     if names[0] != "conv1" or names[-1] != "fc":

@@ -8,7 +8,9 @@ multiplier and shift, and the fixed-point formats of residual sums and logits --
 by :func:`add_integer_constants`.
 
 A JSON header records shapes and a SHA-256 per array; the header itself is covered by one more
-SHA-256, so a corrupt, edited or mismatched file is refused on load. Files are written whole
+SHA-256, so a corrupt, edited or mismatched file is refused on load; so is one whose checksums were
+recomputed but whose names, values, structure or integer ranges are unsound
+(:mod:`bintut.integer.format_checks`). Files are written whole
 (:func:`bintut.files.atomic.replacing`): an interrupted save never leaves a truncated export behind.
 """
 
@@ -26,7 +28,7 @@ import numpy as np
 from bintut.config import INT8_MAX
 from bintut.errors import BintutError
 from bintut.files.atomic import replacing
-from bintut.integer import fixedpoint
+from bintut.integer import fixedpoint, format_checks
 from bintut.integer.kernels import conv_output_size
 
 FORMAT = "bintut-binary-resnet"
@@ -199,56 +201,18 @@ def _from_files(path: Path, header: dict, files: dict[str, np.ndarray]) -> ResNe
                         tuple(std) if std else None)
 
 
-# dtype kind ('u' unsigned, 'i' signed, 'f' float) and the value range of each array; None: any finite value
-ARRAY_RULES = {"bits": ("u", None), "weight_scale": ("f", None), "a": ("f", None), "b": ("f", None),
-               "m": ("iu", (-INT32_MAX, INT32_MAX)), "shift": ("iu", (1, fixedpoint.MAX_SHIFT)),
-               "bias": ("iu", None)}
-
-
 def _checked(export: ResNetExport, path: Path) -> ResNetExport:
-    """Refuse an export whose checksums match but whose contents are out of range (an edited file with
-    recomputed checksums, or a bug): every value the engine and the C code rely on is checked."""
-    def bad(what: str) -> ExportError:
-        return ExportError(f"{path}: {what}; the file is malformed (edited, or from a broken exporter)")
-
-    def integer(value, low: int, high: int) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-    for key, (low, high) in {"num_classes": (1, 1 << 20), "image_size": (1, 4096),
-                             "fraction_bits": (0, fixedpoint.MAX_SHIFT), "logit_bits": (0, 31)}.items():
-        if not integer(getattr(export, key), low, high):
-            raise bad(f"{key} is {getattr(export, key)!r}, expected an integer in [{low}, {high}]")
-    for layer in export.layers.values():
-        geometry = {"in_channels": (1, 1 << 16), "out_channels": (1, 1 << 16), "kernel": (1, 15), "stride": (1, 15),
-                    "padding": (0, 15)}
-        for key, (low, high) in geometry.items():
-            if not integer(getattr(layer, key), low, high):
-                raise bad(f"{layer.name}.{key} is {getattr(layer, key)!r}, expected an integer in [{low}, {high}]")
-        if layer.kind not in ("conv", "linear"):
-            raise bad(f"{layer.name}.kind is {layer.kind!r}")
-        if not (np.isfinite(layer.act_step) and layer.act_step > 0):
-            raise bad(f"{layer.name}.act_step is {float(layer.act_step)!r}, expected a positive number")
-        for key, (kinds, bounds) in ARRAY_RULES.items():
-            array = getattr(layer, key)
-            if array.dtype.kind not in kinds:
-                raise bad(f"{layer.name}.{key} has dtype {array.dtype}")
-            if array.dtype.kind == "f" and not np.isfinite(array).all():
-                raise bad(f"{layer.name}.{key} holds NaN or infinite values")
-            if bounds and array.size and not (bounds[0] <= array.min() and array.max() <= bounds[1]):
-                raise bad(f"{layer.name}.{key} lies in [{array.min()}, {array.max()}], outside [{bounds[0]}, "
-                          f"{bounds[1]}]")
-    if not isinstance(export.blocks, list):
-        raise bad("its blocks are not a list")
-    for i, block in enumerate(export.blocks):
-        if not isinstance(block, dict) or any(block.get(k) not in export.layers for k in ("conv1", "conv2")):
-            raise bad(f"block {i} does not name its two convolutions")
-        if block.get("shortcut") is not None and block["shortcut"] not in export.layers:
-            raise bad(f"block {i} names an unknown shortcut layer {block['shortcut']!r}")
-        if block.get("shortcut") is None and not (integer(block.get("identity_m"), -INT32_MAX, INT32_MAX)
-                                                  and integer(block.get("identity_shift"), 1, fixedpoint.MAX_SHIFT)):
-            raise bad(f"block {i}: identity multiplier {block.get('identity_m')!r} or shift "
-                      f"{block.get('identity_shift')!r} out of range")
+    """Refuse an export whose checksums match but whose contents are unsound (an edited file with recomputed
+    checksums, or a bug): names, values, structure and integer ranges (:mod:`bintut.integer.format_checks`)."""
+    format_checks.check_contents(
+        export, lambda what: ExportError(f"{path}: {what}; the file is malformed (edited, or from a broken exporter)"))
     return export
+
+
+def check_names(export: ResNetExport) -> None:
+    """Raise ExportError naming a layer name that may not reach generated C (see
+    :data:`bintut.integer.format_checks.LAYER_NAME`), or two names that give the same C identifier."""
+    format_checks.check_names(export, ExportError)
 
 
 def final_size(export: ResNetExport) -> int:
