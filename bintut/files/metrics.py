@@ -1,9 +1,12 @@
 """The metrics file of a run: one JSON object per completed epoch in ``metrics.jsonl``, appended
-and replaced whole; a damaged or partial last line is reported, never silently dropped.
+and replaced whole; a damaged or partial last line is reported, never silently dropped. A
+``metrics.jsonl`` that is a symbolic link is refused, never written through (``O_NOFOLLOW``): a run
+writes only inside its folder.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -17,7 +20,27 @@ from bintut.files.run_folder import METRICS
 
 
 class MetricsError(ValueError, BintutError):
-    """A metrics.jsonl line in the middle of the file is not a JSON row: the file was edited or damaged."""
+    """A metrics.jsonl line in the middle of the file is not a JSON row (the file was edited or damaged), or the
+    file is a symbolic link, which a run never writes through."""
+
+
+def _linked(path: Path) -> MetricsError:
+    try:
+        target = f" (to {os.readlink(path)})"
+    except OSError:
+        target = ""
+    return MetricsError(f"{path} is a symbolic link{target}; a run writes only inside its folder, never through a "
+                        "link: remove the link (or copy the file it points to in its place)")
+
+
+def _open_for_writing(path: Path, flags: int) -> int:
+    """os.open for writing that refuses to follow a symbolic link (O_NOFOLLOW: no race with a check)."""
+    try:
+        return os.open(path, flags | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP or path.is_symlink():
+            raise _linked(path) from None
+        raise
 
 
 def _scan(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -65,6 +88,8 @@ class MetricsLog:
     a torn last line is cut off (with a warning); rows of epochs that will be redone are dropped
     by writing a new file and renaming it over the old one; the row of the last completed epoch,
     which the checkpoint carries (``last_row``), is appended if the crash came before it was.
+    Raises MetricsError when the file is a symbolic link (on opening, and on any append: a link put in
+    its place later is not written through either) or is damaged before its last line.
     """
 
     def __init__(self, path: str | os.PathLike, epochs_done: int = 0, last_row: dict[str, Any] | None = None) -> None:
@@ -79,6 +104,8 @@ class MetricsLog:
             self.append(last_row)
 
     def _repair(self) -> list[dict[str, Any]]:
+        if self.path.is_symlink():
+            raise _linked(self.path)
         if not self.path.is_file():
             return []
         rows, intact = _scan(self.path)
@@ -86,7 +113,11 @@ class MetricsLog:
         if intact < size:
             warnings.warn(f"{self.path}: cutting off its torn last line ({size - intact} bytes of a write that was "
                           "cut short); the complete rows are kept", stacklevel=3)
-            os.truncate(self.path, intact)
+            fd = _open_for_writing(self.path, 0)
+            try:
+                os.ftruncate(fd, intact)
+            finally:
+                os.close(fd)
         elif size and not self.path.read_bytes().endswith(b"\n"):
             self._write(b"\n")  # a complete last row whose newline was cut off
         return rows
@@ -97,7 +128,7 @@ class MetricsLog:
 
     def _write(self, data: bytes) -> None:
         """Append whole or not at all: a failed write (full disk) is cut back off the file."""
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _open_for_writing(self.path, os.O_APPEND | os.O_CREAT)
         try:
             size = os.fstat(fd).st_size
             try:
