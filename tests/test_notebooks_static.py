@@ -72,9 +72,19 @@ def test_exercises_recap_and_next(path):
     cells = _cells(path)
     tasks = next(c for c in cells if c.cell_type == "markdown" and c.source.startswith("## Try it"))
     assert 2 <= len(re.findall(r"^\d+\. \*\*", tasks.source, re.M)) <= 4, "2-4 numbered Try-it tasks"
-    checked = [c for c in cells if c.cell_type == "code" and c.source.startswith("# Try it")
-               and ("assert" in c.source or "bintut.check(" in c.source)]
-    assert checked, "at least one Try-it cell checked by bintut.check or an assert"
+    checked = [c for c in cells if c.cell_type == "code" and c.source.startswith("# Try it")]
+    assert checked, "at least one Try-it cell checked by bintut.check"
+    for cell in checked:  # the answer stays hidden until the learner has answered
+        first = cell.source.splitlines()[0]
+        assert re.search(r"^\w+ = \.\.\.", cell.source, re.M), f"{first}: the prediction ships empty (...)"
+        assert "bintut.check(" in cell.source, f"{first}: checked by bintut.check, silent until answered"
+        assert not re.search(r"^\s*assert\b", cell.source, re.M), f"{first}: an assert states the answer"
+        assert not re.search(r"^print\(", cell.source, re.M), f"{first}: prints once answered only"
+    cells_code = [c for c in cells if c.cell_type == "code"]
+    for i, cell in enumerate(cells_code):
+        if cell.source.startswith("# Implement it"):  # a stub, then its check (tests/test_exercises.py fills it)
+            assert "raise NotImplementedError" in cell.source, "an implement-it stub ships empty"
+            assert "bintut.check_function(" in cells_code[i + 1].source, "an implement-it stub, then its check"
     answers = [c for c in cells if c.cell_type == "markdown" and c.source.startswith("## Answers")]
     hidden = answers and answers[0].metadata.get("jupyter", {}).get("source_hidden")
     assert len(answers) == 1 and hidden, "one '## Answers' cell, collapsed (metadata jupyter.source_hidden)"
