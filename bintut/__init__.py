@@ -2,8 +2,9 @@
 
 The package in layers (each imports only those below it; ``tests/test_layers.py`` checks):
 
-* the ideas, at the top: :mod:`bintut.quant` (quantizers), :mod:`bintut.schedule`, :mod:`bintut.model`,
-  :mod:`bintut.config` (a run's settings) and :mod:`bintut.errors`;
+* the ideas, at the top: :mod:`bintut.quant` (quantizers; their eager arithmetic fused in
+  :mod:`bintut.fused_quant`), :mod:`bintut.binact` (binary activations),
+  :mod:`bintut.schedule`, :mod:`bintut.model`, :mod:`bintut.config` (a run's settings) and :mod:`bintut.errors`;
 * :mod:`bintut.files` (run folders, checkpoints, metrics, downloads) and :mod:`bintut.data` (images);
 * :mod:`bintut.integer`: the deployed network in integers (numpy, torch and C); never imports training;
 * :mod:`bintut.training`: the recipe and the loop that runs it;
@@ -28,15 +29,15 @@ _LAZY = {
     "WeightsUnavailableError": "model", "resnet18_cifar": "model",
     "GradualQuantizer": "quant", "Int8Quantizer": "quant", "SignQuantizer": "quant",
     "binarize_": "quant", "get_controls": "quant", "hard_mode": "quant", "is_fully_binary": "quant",
-    "quantizers": "quant", "set_controls": "quant",
+    "quantizers": "quant", "set_controls": "quant", "BinaryActQuantizer": "binact",
     "Schedule": "schedule", "plot_schedules": "teaching.viz.quant",
     "show": "teaching.show", "check": "teaching.tryit", "check_function": "teaching.exercises",
 }
 
 __all__ = list(_LAZY)
 
-_SUBMODULES = {"cli", "config", "data", "errors", "files", "integer", "model", "quant", "schedule", "teaching",
-               "training"}
+_SUBMODULES = {"binact", "cli", "config", "data", "errors", "files", "integer", "model", "quant", "schedule",
+               "teaching", "training"}
 
 
 def __getattr__(name: str):

@@ -14,7 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-DOCTESTED = ("bintut.quant", "bintut.integer.kernels", "bintut.integer.fixedpoint")
+DOCTESTED = ("bintut.quant", "bintut.integer.kernels", "bintut.integer.fixedpoint", "bintut.binact",
+             "bintut.integer.xnor")
 
 
 def _shown(notebook: Path) -> list[str]:

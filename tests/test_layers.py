@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "bintut"
-IDEAS = {"bintut.errors", "bintut.config", "bintut.schedule", "bintut.quant", "bintut.model"}
+IDEAS = {"bintut.errors", "bintut.config", "bintut.schedule", "bintut.quant", "bintut.fused_quant", "bintut.model",
+         "bintut.binact"}
 ENTRY_POINTS = {"bintut", "bintut.__main__", "bintut.cli", "bintut.commands"}
 MAX_LINES = 400
 # The integer path a microcontroller user runs without torch (engine, kernels, fixed point, format, C export).
 NUMPY_ONLY = ("bintut.integer.engine", "bintut.integer.kernels", "bintut.integer.fixedpoint", "bintut.integer.format",
               "bintut.integer.opcount", "bintut.integer.c_source", "bintut.integer.c_library",
-              "bintut.integer.c_build", "bintut.integer.onnx_export", "bintut.integer.onnx_compare")
+              "bintut.integer.c_build", "bintut.integer.onnx_export", "bintut.integer.onnx_compare",
+              "bintut.integer.xnor")
 
 
 def _module_name(path: Path) -> str:
