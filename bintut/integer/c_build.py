@@ -6,6 +6,8 @@ runs the host golden test.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import re
 import shlex
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bintut.errors import BintutError
+from bintut.files.atomic import remove_stale_temporaries, replacing
 from bintut.integer.c_library import CLibrary
 from bintut.integer.c_source import (
     HOST_CFLAGS,
@@ -149,24 +152,46 @@ def build_host(folder: str | os.PathLike, limit: int | None = None, kernel: str 
     """Compile the golden test with the host compiler; returns the executable and the compiler's warnings.
 
     ``kernel``/``simd``/``amx``: see :func:`kernel_flags`. The library (bintut.c with the model's constants, the
-    slow part) is compiled once per kernel choice and reused while it is newer than its sources.
+    slow part) is compiled once per :func:`build_key` -- compiler, flags and sources -- into
+    ``bintut<tag>_<key>.o`` (written whole), so a changed ``$CC`` (``"gcc -fsanitize=address"``) or source always
+    compiles afresh; the objects of earlier keys of the same kernel choice are removed.
+    Raises CompilerNotFound or RuntimeError (with the compiler's messages) when compiling fails.
     """
     folder = Path(folder)
     check_library(folder, HOST_FILES)
     cc = host_compiler()
     flags = kernel_flags(kernel, simd, amx)
     tag = "".join(f.replace("-DBINTUT_", "_").replace("=", "").lower() for f in flags)
-    obj = folder / f"bintut{tag}.o"
-    sources = max((folder / name).stat().st_mtime for name in ("bintut.c", "bintut_fast.c", "bintut_amx.c",
-                                                               "bintut.h", "bintut_model.h"))
+    obj = folder / f"bintut{tag}_{build_key(folder, [*cc, *HOST_CFLAGS, *flags])}.o"
     warnings = ""
-    if not obj.exists() or obj.stat().st_mtime <= sources:
-        warnings += _compile([*cc, *HOST_CFLAGS, *flags, "-c", "bintut.c", "-o", obj.name], folder)
+    if not obj.is_file():
+        remove_stale_temporaries(obj)  # what a compile killed outright left behind
+        with replacing(obj) as tmp:
+            warnings += _compile([*cc, *HOST_CFLAGS, *flags, "-c", "bintut.c", "-o", tmp.name], folder)
+        for old in folder.glob(f"bintut{tag}_*.o"):
+            if old != obj and re.fullmatch(rf"bintut{re.escape(tag)}_[0-9a-f]{{16}}\.o", old.name):
+                old.unlink(missing_ok=True)
     extra = [f"-DBINTUT_GOLDEN_LIMIT={limit}"] if limit else []
     rest = [name for name in HOST_FILES if name != "bintut.c"]
     exe = f"golden_host{tag}"
     warnings += _compile([*cc, *HOST_CFLAGS, *extra, *rest, obj.name, "-o", exe], folder)
     return folder / exe, warnings
+
+
+def build_key(folder: str | os.PathLike, command: list[str]) -> str:
+    """16 hex digits of the SHA-256 of what compiling the library depends on: the compiler ``command`` (with its
+    flags), the size and time of the compiler program, the environment variables gcc and clang read for
+    headers and tools, and every ``.c`` and ``.h`` file in ``folder`` (names and bytes)."""
+    folder = Path(folder)
+    program = Path(command[0]).resolve()
+    status = program.stat() if program.exists() else None
+    env = {k: os.environ.get(k) for k in ("CPATH", "C_INCLUDE_PATH", "GCC_EXEC_PREFIX", "COMPILER_PATH")}
+    digest = hashlib.sha256(json.dumps([command, str(program), status and [status.st_size, status.st_mtime_ns],
+                                        env]).encode())
+    for path in sorted(folder.glob("*.[ch]")):
+        digest.update(f"{path.name}\0{path.stat().st_size}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def run_host_golden(folder: str | os.PathLike, limit: int | None = None, timeout: float = 600,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,10 @@ class CLibrary:
 
 EXPORT_MARK = ".bintut-export"  # in every folder write_c_library made: the names it wrote, one a line
 
-BUILD_PRODUCTS = ("bintut.o", "golden_host", "golden.elf")  # what building the golden test adds
+# what building the golden test, the layer check and the kernel timings add (bintut.integer.c_build):
+# bintut<tag>_<key>.o (bintut.o, bintut<tag>.o from earlier versions), golden_host<tag>, layer_check[_portable],
+# golden.elf; <tag> names the kernel choice (_fast0, _no_simd, ...)
+BUILD_PRODUCT = re.compile(r"bintut(_[0-9a-z]+)*\.o|golden_host(_[0-9a-z]+)*|layer_check(_[0-9a-z]+)*|golden\.elf")
 
 MAX_GOLDEN = 1000  # golden images in golden.h (each 3 KB of int8 codes, 400 bytes of logits)
 
@@ -103,7 +107,7 @@ def check_c_folder(folder: str | os.PathLike) -> Path:
         return folder
     names = sorted(os.listdir(folder))
     ours = _export_names(folder)
-    foreign = names if ours is None else [n for n in names if n not in ours | set(BUILD_PRODUCTS)]
+    foreign = names if ours is None else [n for n in names if n not in ours and not BUILD_PRODUCT.fullmatch(n)]
     if "mcu" in names and ours is not None and not foreign:
         mcu = folder / "mcu"
         foreign = [f"mcu/{n}" for n in sorted(os.listdir(mcu)) if n not in MCU_SOURCES] if mcu.is_dir() else ["mcu"]
