@@ -2,13 +2,15 @@
  * bintut_amx.c -- the AMX-INT8 path of the fast kernels (included by bintut_fast.c on x86-64 with gcc or
  * clang). Same integers as the reference kernel, checked layer by layer by layer_check.c.
  *
- * Each binary conv is a matrix product: rows are output positions (of up to AMX_GROUP images, so that
- * each expanded weight serves them all), columns output channels, and k = tap * cin + c runs over the
- * window. The rows are copied once per layer into a panel (im2col: 64-byte runs of input channels),
- * the sign masks of 32 channels are expanded into +-1 weight tiles (one VPBLENDMB per 64 weights,
- * 32 x K bytes that stay in L2), and TDPBUSD (16 x 16 int32 += 16 x 64 uint8 . 64 x 16 int8, 16,384
- * multiply-adds per instruction) fills 2 x 2 tiles of accumulators: 32 positions x 32 channels. The
- * epilogues are the AVX-512 ones of bintut_fast.c.
+ * Each binary conv is a matrix product: rows are output positions (of up to BINTUT_AMX_GROUP images, so
+ * that each expanded weight serves them all), columns output channels, and k = tap * cin + c runs over
+ * the window. The sign masks of 32 channels are expanded into +-1 weight tiles (one VPBLENDMB per 64
+ * weights, 32 x K bytes that stay in L2), and TDPBUSD (16 x 16 int32 += 16 x 64 uint8 . 64 x 16 int8,
+ * 16,384 multiply-adds per instruction) fills 2 x 2 tiles of accumulators: 32 positions x 32 channels.
+ * Where output rows are whole tiles (16 or 32 wide) the input tiles are read straight from the image
+ * (a copy with a zero border where the conv pads): a tap is a fixed offset, a tile 16 positions at the
+ * conv's stride. Elsewhere (8 x 8 and 4 x 4 outputs) the windows are first copied into a panel (im2col).
+ * The epilogues compute vnni_epilogue_row's integers with constants loaded once per 32 channels.
  *
  * Chosen at run time: the CPU must have AMX-TILE and AMX-INT8 (cpuid) and Linux must grant the tile
  * state (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA), Linux 5.16 or later); elsewhere, or with
@@ -18,7 +20,7 @@
 #include <cpuid.h>
 
 #ifndef BINTUT_AMX_GROUP
-#define BINTUT_AMX_GROUP 8 /* images per batch that share each layer's expanded weights */
+#define BINTUT_AMX_GROUP 4 /* images per batch that share each layer's expanded weights (8 was no faster) */
 #endif
 #define AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,bmi2")))
 #define AMX_K (((BINTUT_MAX_TAP_BYTES) + 63) / 64 * 64) /* the largest window, padded to whole tiles */
@@ -225,6 +227,97 @@ static AMX_TARGET void amx_fill_panel(const bintut_layer *layer, const int8_t *c
     }
 }
 
+/* amx_block for a 3 x 3 (or any) conv read straight from the input, no panel: rows 0-15 are 16 output
+ * positions of one output row at a0, rows 16-31 those at a1 (`stride` bytes apart: the conv's stride x cin),
+ * and the window's taps are `offsets` (bytes) from there, cin codes each. */
+static AMX_TARGET void amx_block_direct(const uint8_t *a0, const uint8_t *a1, int stride, const int *offsets,
+                                        int taps, int cin)
+{
+    const int8_t *w = amx_weights;
+    int t, c;
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (t = 0; t < taps; t++)
+        for (c = offsets[t]; c < offsets[t] + cin; c += 64, w += 2048) {
+            _tile_loadd(4, a0 + c, stride);
+            _tile_loadd(5, a1 + c, stride);
+            _tile_loadd(6, w, 64);
+            _tile_loadd(7, w + 1024, 64);
+            _tile_dpbusd(0, 4, 6);
+            _tile_dpbusd(1, 4, 7);
+            _tile_dpbusd(2, 5, 6);
+            _tile_dpbusd(3, 5, 7);
+        }
+    _tile_stored(0, amx_acc, 128);
+    _tile_stored(1, amx_acc + 16, 128);
+    _tile_stored(2, amx_acc + 16 * 32, 128);
+    _tile_stored(3, amx_acc + 16 * 32 + 16, 128);
+}
+
+/* Image x (size x size x cin codes) with a border of `pad` zeros into dst ((size + 2 pad)^2 x cin). */
+static AMX_TARGET void amx_pad(uint8_t *dst, const int8_t *x, int size, int pad, int cin)
+{
+    const int row = (size + 2 * pad) * cin, inner = size * cin, side = pad * cin;
+    const __m512i zero = _mm512_setzero_si512();
+    int y, c;
+    for (y = 0; y < size + 2 * pad; y++, dst += row) {
+        if (y < pad || y >= size + pad) {
+            for (c = 0; c < row; c += 64) _mm512_storeu_si512(dst + c, zero);
+            continue;
+        }
+        for (c = 0; c < side; c += 64) {
+            _mm512_storeu_si512(dst + c, zero);
+            _mm512_storeu_si512(dst + side + inner + c, zero);
+        }
+        memcpy(dst + side, x + (size_t)(y - pad) * inner, (size_t)inner);
+    }
+}
+
+/* Layer i straight from its input, for output rows of whole tiles (o a multiple of 16) and cin a multiple of
+ * 64 (ResNet18's layers 1 and 2): no panel, each input code read from L1/L2 by 9 taps' tile loads; a padded
+ * copy of each image (zeros around it) where the conv pads. Returns 0 when the copies do not fit. */
+static int amx_layer_direct(int i, const int8_t *const *in, int count, int size, const fast_sink *sinks)
+{
+    const bintut_layer *layer = &bintut_layers[i];
+    const int o = output_size(layer, size), positions = o * o, cout = layer->out_channels, cin = layer->in_channels;
+    const int kernel = layer->kernel, pad = layer->padding, padded = size + 2 * pad;
+    const size_t image_bytes = (size_t)padded * padded * cin;
+    const uint8_t *base[BINTUT_AMX_GROUP];
+    int offsets[MAX_TAPS];
+    int g, dy, dx, oc0, r, j;
+    if (o % 16 || cin % 64 || (pad && (size_t)count * image_bytes > AMX_PANEL_BYTES)) return 0;
+    for (g = 0; g < count; g++) {
+        if (pad) amx_pad(amx_panel + g * image_bytes, in[g], size, pad, cin);
+        base[g] = pad ? amx_panel + g * image_bytes : (const uint8_t *)in[g];
+    }
+    for (dy = 0; dy < kernel; dy++)
+        for (dx = 0; dx < kernel; dx++) offsets[dy * kernel + dx] = (dy * padded + dx) * cin;
+    amx_configure();
+    for (oc0 = 0; oc0 < cout; oc0 += AMX_N) {
+        amx_expand(i, oc0, (kernel * kernel * cin + 63) / 64);
+        for (r = 0; r < count * positions; r += 32) { /* 32 rows: two runs of 16 positions, one image */
+            const uint8_t *a[2];
+            for (j = 0; j < 2; j++) {
+                const int p = (r + 16 * j) % positions, oy = p / o, ox = p % o;
+                a[j] = base[(r + 16 * j) / positions] +
+                       ((size_t)oy * layer->stride * padded + (size_t)ox * layer->stride) * cin;
+            }
+            amx_block_direct(a[0], a[1], layer->stride * cin, offsets, kernel * kernel, cin);
+            if (!sinks->raw) {
+                amx_epilogue(layer, sinks, r, positions, 32, oc0);
+                continue;
+            }
+            for (j = 0; j < 32; j++) /* layer_check.c, and shortcut convs */
+                memcpy(sinks[(r + j) / positions].raw + (size_t)((r + j) % positions) * cout + oc0, amx_acc + j * 32,
+                       AMX_N * sizeof(int32_t));
+        }
+    }
+    amx_release();
+    return 1;
+}
+
 /* Layer i on `count` images in[g] (size x size x cin codes): row r of the product is image r / positions,
  * position r % positions; each image's accumulators go to its sink (raw, requantized or residual). */
 static void amx_layer(int i, const int8_t *const *in, int count, int size, const fast_sink *sinks)
@@ -234,6 +327,7 @@ static void amx_layer(int i, const int8_t *const *in, int count, int size, const
     const int k = (layer->kernel * layer->kernel * cin + 63) / 64 * 64, total = count * positions;
     const int chunk = AMX_PANEL_BYTES / k / 32 * 32;
     int r0, rows, r, oc0, b;
+    if (amx_layer_direct(i, in, count, size, sinks)) return;
     amx_configure();
     for (r0 = 0; r0 < total; r0 += chunk) {
         rows = total - r0 < chunk ? total - r0 : chunk;

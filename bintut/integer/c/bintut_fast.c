@@ -493,17 +493,21 @@ static int vnni_stem(const int8_t *image, int8_t *out)
         }
     return o;
 }
+/* AMX intrinsics: gcc 11 or later, clang 12 or later */
+#if !defined(BINTUT_NO_AMX) && ((defined(__clang__) && __clang_major__ >= 12) || \
+                                (!defined(__clang__) && __GNUC__ >= 11))
+#define BINTUT_X86_AMX 1
 #include "bintut_amx.c"
+#endif
 #else
 static int vnni_ready(void)
 {
     return 0;
 }
-
-static int amx_ready(void)
-{
-    return 0;
-}
+#endif
+#ifndef BINTUT_X86_AMX
+#define BINTUT_X86_AMX 0
+#define amx_ready() 0
 #endif
 
 /* ------------------------------------------------------------------ one layer, either path */
@@ -520,7 +524,7 @@ static int fast_conv(int i, const int8_t *in, int size, const fast_sink *sink)
     const int64_t half = (int64_t)1 << (BINTUT_FRACTION_BITS - 1);
     int32_t acc[2][4 * 64];
     int oc0, p0, p, j;
-#if BINTUT_X86_VNNI
+#if BINTUT_X86_AMX
     if (sink->raw && amx_ready()) { /* layer_check.c: the AMX path's accumulators */
         amx_layer(i, &in, 1, size, sink);
         return o;
@@ -582,7 +586,7 @@ static int fast_infer(const int8_t *image, int32_t *logits)
     const int64_t half = (int64_t)1 << (BINTUT_FRACTION_BITS - 1);
     const bintut_layer *fc = &bintut_layers[BINTUT_NUM_LAYERS - 1];
     int size, b, c;
-#if BINTUT_X86_VNNI
+#if BINTUT_X86_AMX
     if (amx_ready()) {
         amx_infer_group(image, 1, logits);
         return 0;
@@ -635,7 +639,7 @@ static int fast_infer(const int8_t *image, int32_t *logits)
 static int fast_infer_batch(const int8_t *images, int count, int32_t *logits)
 {
     int n;
-#if BINTUT_X86_VNNI
+#if BINTUT_X86_AMX
     if (amx_ready()) {
         for (n = 0; n < count; n += BINTUT_AMX_GROUP)
             amx_infer_group(images + (size_t)n * BINTUT_IMAGE_BYTES,
