@@ -121,31 +121,50 @@ static AMX_TARGET void amx_release(void)
     _tile_release();
 }
 
-/* the fixed-point constants of 8 channels from c: multiplier, bias + rounding half, shift (int64 lanes) */
+/* The fixed-point constants of 16 channels from c, split into even and odd channels (int64 lanes):
+ * VPMULDQ multiplies the even int32 lanes, so 16 accumulators need no widening, only one shift. */
 typedef struct {
-    __m512i m, bias, shift;
+    __m512i m, m_odd, bias, bias_odd, shift, shift_odd;
 } amx_constants;
 
 static AMX_TARGET amx_constants amx_load_constants(const bintut_layer *layer, int c)
 {
     const __m512i one = _mm512_set1_epi64(1);
+    const __m512i even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0), odd = _mm512_set_epi64(15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i s0 = _mm512_cvtepu8_epi64(_mm_loadl_epi64((const void *)(layer->shift + c)));
+    const __m512i s1 = _mm512_cvtepu8_epi64(_mm_loadl_epi64((const void *)(layer->shift + c + 8)));
+    const __m512i b0 = _mm512_add_epi64(_mm512_loadu_si512(layer->bias + c), _mm512_sllv_epi64(one, _mm512_sub_epi64(s0, one)));
+    const __m512i b1 = _mm512_add_epi64(_mm512_loadu_si512(layer->bias + c + 8),
+                                        _mm512_sllv_epi64(one, _mm512_sub_epi64(s1, one)));
     amx_constants k;
-    k.shift = _mm512_cvtepu8_epi64(_mm_loadl_epi64((const void *)(layer->shift + c)));
-    k.m = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const void *)(layer->m + c)));
-    k.bias = _mm512_add_epi64(_mm512_loadu_si512(layer->bias + c), _mm512_sllv_epi64(one, _mm512_sub_epi64(k.shift,
-                                                                                                            one)));
+    k.m = _mm512_loadu_si512(layer->m + c); /* 16 int32: the even ones in the low halves */
+    k.m_odd = _mm512_srli_epi64(k.m, 32);
+    k.bias = _mm512_permutex2var_epi64(b0, even, b1);
+    k.bias_odd = _mm512_permutex2var_epi64(b0, odd, b1);
+    k.shift = _mm512_permutex2var_epi64(s0, even, s1);
+    k.shift_odd = _mm512_permutex2var_epi64(s0, odd, s1);
     return k;
 }
 
-/* e(x) for 8 int32 accumulators at a */
-static AMX_TARGET __m512i amx_fixed_point(const int32_t *a, amx_constants k)
+/* e(x) for 16 int32 values x: the even channels' results in *odd's partner *even (int64 lanes) */
+static AMX_TARGET void amx_fixed_point(__m512i x, const amx_constants *k, __m512i *even, __m512i *odd)
 {
-    const __m512i x = _mm512_cvtepi32_epi64(_mm256_loadu_si256((const void *)a));
-    return _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, k.m), k.bias), k.shift);
+    *even = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(x, k->m), k->bias), k->shift);
+    *odd = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(x, 32), k->m_odd), k->bias_odd),
+                             k->shift_odd);
+}
+
+/* 16 int8 codes clamp(v, 0, 127) from the even and odd channels' int64 values, in channel order */
+static AMX_TARGET void amx_store_codes(int8_t *dst, __m512i even, __m512i odd)
+{
+    const __m512i zero = _mm512_setzero_si512(), top = _mm512_set1_epi64(127);
+    even = _mm512_min_epi64(_mm512_max_epi64(even, zero), top);
+    odd = _mm512_min_epi64(_mm512_max_epi64(odd, zero), top);
+    _mm_storeu_si128((void *)dst, _mm512_cvtepi32_epi8(_mm512_or_si512(even, _mm512_slli_epi64(odd, 32))));
 }
 
 /* The epilogues of rows r0 .. r0 + n - 1 of the product (in amx_acc) for channels oc0 .. oc0 + 31: the
- * per-channel constants loaded once, then row by row (vnni_epilogue_row's integers). */
+ * per-channel constants loaded once, then row by row, 16 channels at a time (vnni_epilogue_row's integers). */
 static AMX_TARGET void amx_epilogue(const bintut_layer *layer, const fast_sink *sinks, int r0, int positions, int n,
                                     int oc0)
 {
@@ -153,41 +172,54 @@ static AMX_TARGET void amx_epilogue(const bintut_layer *layer, const fast_sink *
     const int cout = layer->out_channels;
     const __m512i zero = _mm512_setzero_si512();
     const __m512i half = _mm512_set1_epi64((int64_t)1 << (BINTUT_FRACTION_BITS - 1));
+    const __m512i low = _mm512_set_epi64(11, 3, 10, 2, 9, 1, 8, 0), high = _mm512_set_epi64(15, 7, 14, 6, 13, 5, 12, 4);
     const __m128i fraction = _mm_cvtsi32_si128(BINTUT_FRACTION_BITS);
-    amx_constants k[AMX_N / 8], ks[AMX_N / 8];
+    amx_constants k[AMX_N / 16], ks[AMX_N / 16];
     __m512i im = zero, ir = zero;
     __m128i is = _mm_setzero_si128();
-    int j, r;
-    for (j = 0; j < AMX_N / 8; j++) {
-        k[j] = amx_load_constants(layer, oc0 + 8 * j);
-        ks[j] = shortcut ? amx_load_constants(shortcut, oc0 + 8 * j) : k[j];
+    int j, r, g = r0 / positions, position = r0 % positions; /* of row r0; no division per row */
+    for (j = 0; j < AMX_N / 16; j++) {
+        k[j] = amx_load_constants(layer, oc0 + 16 * j);
+        ks[j] = shortcut ? amx_load_constants(shortcut, oc0 + 16 * j) : k[j];
     }
     if (!shortcut && sinks->block) {
         im = _mm512_set1_epi64(sinks->block->identity_m);
         ir = _mm512_set1_epi64((int64_t)1 << (sinks->block->identity_shift - 1));
         is = _mm_cvtsi32_si128(sinks->block->identity_shift);
     }
-    for (r = 0; r < n; r++) {
-        const fast_sink *sink = &sinks[(r0 + r) / positions];
-        const size_t at = (size_t)((r0 + r) % positions) * cout + oc0;
-        for (j = 0; j < AMX_N / 8; j++) {
-            __m512i t = amx_fixed_point(amx_acc + r * 32 + 8 * j, k[j]);
+    for (r = 0; r < n; r++, position = position + 1 < positions ? position + 1 : (g++, 0)) {
+        const fast_sink *sink = &sinks[g];
+        const size_t at = (size_t)position * cout + oc0;
+        for (j = 0; j < AMX_N / 16; j++) {
+            const size_t c = at + 16 * (size_t)j;
+            __m512i even, odd;
+            amx_fixed_point(_mm512_loadu_si512(amx_acc + r * 32 + 16 * j), &k[j], &even, &odd);
             if (!sink->block) {
-                _mm_storel_epi64((void *)(sink->out + at + 8 * j), _mm512_cvtsepi64_epi8(_mm512_max_epi64(t, zero)));
+                amx_store_codes(sink->out + c, even, odd);
                 continue;
             }
             if (shortcut) {
-                t = _mm512_add_epi64(t, amx_fixed_point(sink->shortcut_acc + at + 8 * j, ks[j]));
+                __m512i e2, o2;
+                amx_fixed_point(_mm512_loadu_si512(sink->shortcut_acc + c), &ks[j], &e2, &o2);
+                even = _mm512_add_epi64(even, e2);
+                odd = _mm512_add_epi64(odd, o2);
             } else {
-                __m512i v = _mm512_cvtepi8_epi64(_mm_loadl_epi64((const void *)(sink->x + at + 8 * j)));
-                t = _mm512_add_epi64(t, _mm512_sra_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, im), ir), is));
+                const __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128((const void *)(sink->x + c)));
+                even = _mm512_add_epi64(even, _mm512_sra_epi64(_mm512_add_epi64(_mm512_mul_epi32(v, im), ir), is));
+                odd = _mm512_add_epi64(odd, _mm512_sra_epi64(_mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(v, 32),
+                                                                                               im), ir), is));
             }
-            if (sink->last) {
-                int64_t *sum = sink->pool + oc0 + 8 * j;
-                _mm512_storeu_si512(sum, _mm512_add_epi64(_mm512_loadu_si512(sum), _mm512_max_epi64(t, zero)));
+            if (sink->last) { /* back to channel order, ReLU, into the pool */
+                int64_t *sum = sink->pool + oc0 + 16 * j;
+                _mm512_storeu_si512(sum, _mm512_add_epi64(_mm512_loadu_si512(sum),
+                                                          _mm512_max_epi64(_mm512_permutex2var_epi64(even, low, odd),
+                                                                           zero)));
+                _mm512_storeu_si512(sum + 8, _mm512_add_epi64(_mm512_loadu_si512(sum + 8),
+                                                              _mm512_max_epi64(_mm512_permutex2var_epi64(even, high,
+                                                                                                         odd), zero)));
             } else {
-                t = _mm512_sra_epi64(_mm512_add_epi64(t, half), fraction);
-                _mm_storel_epi64((void *)(sink->out + at + 8 * j), _mm512_cvtsepi64_epi8(_mm512_max_epi64(t, zero)));
+                amx_store_codes(sink->out + c, _mm512_sra_epi64(_mm512_add_epi64(even, half), fraction),
+                                _mm512_sra_epi64(_mm512_add_epi64(odd, half), fraction));
             }
         }
     }
