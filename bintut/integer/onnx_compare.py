@@ -7,6 +7,7 @@ OnnxUnavailableError naming the extra ``bintut[onnx]`` when missing. Taught in n
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 
 import numpy as np
@@ -33,6 +34,19 @@ def onnx_session(model: object, threads: int = 1):
     elif isinstance(model, (str, os.PathLike)):
         model = os.fspath(model)
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def onnxruntime_graph(model):
+    """What onnxruntime's CPU provider runs: ``model`` (an onnx ModelProto) after its hardware-independent graph
+    optimizations (level 'extended': each DQ -> Conv -> Q group fused into an int8 ``QLinearConv``), as a ModelProto.
+    Raises OnnxUnavailableError without onnx or onnxruntime. Taught in notebooks/07_integer_only_and_c.ipynb."""
+    ort, onnx = require("onnxruntime"), require("onnx")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    with tempfile.TemporaryDirectory() as folder:
+        options.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return onnx.load(options.optimized_model_filepath)
 
 
 def onnx_logits(session, images: np.ndarray, batch: int = 64) -> np.ndarray:

@@ -3,7 +3,7 @@
 Built from a :class:`~bintut.integer.format.ResNetExport` in the QDQ style of quantized ONNX models:
 every tensor a binary layer reads is ``QuantizeLinear`` to int8 codes (symmetric, zero point 0, the
 layer's int8 step s_x) and ``DequantizeLinear`` back; every weight is stored as int8 codes in {-1, +1}
-(or INT4, opset 21) with a per-output-channel scale, dequantized in front of a float ``Conv``/``Gemm``.
+(or INT4) with a per-output-channel scale, dequantized in front of a float ``Conv``/``Gemm``.
 BatchNorm is folded: the channel's scale is ``|A_c| / s_x`` (the sign of A_c is folded into the ±1
 codes) and the bias ``B_c``, so the float Conv computes ``A_c * acc + B_c``, the epilogue of
 :mod:`bintut.integer.engine`. ReLU, the residual addition and the average pool are the standard operators;
@@ -33,7 +33,9 @@ from bintut.files.atomic import replacing
 from bintut.integer.format import ResNetExport, final_size
 from bintut.integer.kernels import unpack_signs
 
-OPSET = 21  # per-axis QuantizeLinear/DequantizeLinear (13), INT4 and the saturation rules used here (21)
+OPSET = 21  # per-axis QuantizeLinear/DequantizeLinear (13), INT4 (21)
+# INT2 (opset 25) is not offered: onnxruntime 1.32 fuses its DequantizeLinear into a QLinearConv that rejects int2
+# weights (INVALID_GRAPH) unless the session disables QDQ fusion (session.disable_quant_qdq), and then runs float
 WEIGHT_TYPES = ("int8", "int4")
 INSTALL = "pip install 'bintut[onnx]'"
 INPUT, OUTPUT = "images", "logits"
@@ -109,7 +111,7 @@ class _Graph:
             signs = signs.reshape(layer.out_channels, layer.in_channels, layer.kernel, layer.kernel)
         codes = self.constant(f"{name}.weight_codes", signs.astype(np.int8), dtype)
         zeros = np.zeros(layer.out_channels, np.int8)
-        zero = self.constant(f"{name}.weight_zero", zeros, dtype and self.onnx.TensorProto.INT4)
+        zero = self.constant(f"{name}.weight_zero", zeros, dtype)
         w = self.node("DequantizeLinear", [codes, self.constant(f"{name}.weight_scale", scale), zero],
                       f"{name}.weight", axis=0)
         # the bias as int32 in units of s_x * scale_c (what onnxruntime's QLinearConv adds to the accumulator)
@@ -130,8 +132,9 @@ def to_onnx(export: ResNetExport, run: str = "", classes: list[str] | None = Non
     normalised image batch (N dynamic), output ``logits`` float32 (N, classes); see the module docstring.
 
     ``run`` and ``classes`` (the class names) go into the model's metadata with bintut's version and the
-    normalisation. ``weights``: 'int8' or 'int4' codes. Raises OnnxUnavailableError without onnx, and
-    OnnxExportError for another ``weights`` or a class list of the wrong length.
+    normalisation. ``weights``: 'int8' or 'int4' codes (onnxruntime fuses only int8 into QLinearConv). Raises
+    OnnxUnavailableError without onnx, and OnnxExportError for another ``weights`` or a class list of the wrong
+    length.
     """
     onnx = require("onnx")
     if weights not in WEIGHT_TYPES:

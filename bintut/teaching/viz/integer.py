@@ -86,9 +86,9 @@ def plot_prediction(image: torch.Tensor, torch_logits: np.ndarray, engine_logits
     return fig
 
 
-def plot_code_differences(rows: list[dict]):
-    """Per binary layer (bintut.integer.engine.code_differences): the share of int8 input codes the integer-only engine
-    gives the same as the float-epilogue engine, one step apart, or further."""
+def plot_code_differences(rows: list[dict], title: str = "integer-only vs float-epilogue engine, end to end"):
+    """Per binary layer (bintut.integer.engine.code_differences, or bintut.integer.onnx_compare.onnx_code_differences
+    with its ``title``): the share of int8 input codes two networks give the same, one step apart, or further."""
     names = [r["layer"].replace(".conv", ".c").replace("downsample.0", "down") for r in rows]
     x = np.arange(len(rows))
     equal = np.array([r["equal %"] for r in rows])
@@ -101,7 +101,7 @@ def plot_code_differences(rows: list[dict]):
     ax.set_ylim(max(0.0, float(equal.min()) - 5), 100)
     ax.set_xticks(x, names, rotation=60, fontsize="x-small")
     ax.set_ylabel("% of the codes a layer reads")
-    ax.set_title("integer-only vs float-epilogue engine, end to end")
+    ax.set_title(title)
     ax.legend(fontsize="small", ncols=3, loc="lower left")
     return fig
 
@@ -127,8 +127,11 @@ def plot_memory(rows: list[dict]):
     return fig
 
 
-def plot_speed(rows: list[dict], key: str = "images/s", title: str = "one CPU core, one image at a time"):
-    """Horizontal bars of ``row[key]`` labelled by ``row["path"]`` (e.g. bintut.integer.c_build.kernel_timings rows)."""
+def plot_speed(rows: list[dict], key: str = "images/s", title: str = "one CPU core, one image at a time",
+               peaks: dict[str, float] | None = None):
+    """Horizontal bars of ``row[key]`` labelled by ``row["path"]`` (e.g. bintut.integer.c_build.kernel_timings rows);
+    ``peaks``: name -> value, drawn as dashed vertical lines (e.g. a core's MACs/cycle ceilings: a roofline's roofs).
+    Taught in notebooks/08_fast_addsub.ipynb."""
     fig, (ax,) = figure_grid(width=7, height=0.5 + 0.45 * len(rows))
     y = np.arange(len(rows))
     bars = ax.barh(y, [r[key] for r in rows], color=[f"C{i}" for i in range(len(rows))])
@@ -136,6 +139,9 @@ def plot_speed(rows: list[dict], key: str = "images/s", title: str = "one CPU co
     ax.set_yticks(y, [r["path"] for r in rows], fontsize="small")
     ax.invert_yaxis()
     ax.set_xlabel(key)
-    ax.set_xlim(0, max(r[key] for r in rows) * 1.2)
+    ax.set_xlim(0, max([r[key] for r in rows] + list((peaks or {}).values())) * 1.2)
+    for name, value in (peaks or {}).items():
+        ax.axvline(value, color="k", linestyle="--", linewidth=1)
+        ax.text(value, -0.6, f" {name}", fontsize="small", va="bottom")
     ax.set_title(title)
     return fig
