@@ -119,3 +119,23 @@ def test_costs_keep_the_stem_and_head_in_int8():
     block = by["layer4.0.conv2"]  # K = 4608: 72 words per output, an XOR and a popcount each
     assert block["K"] == 4608 and block["int8 path ops"] == 16 * 512 * 4608
     assert block["binary path ops"] == 16 * 512 * 2 * 72 and block["input bytes binary"] == 512 * 16 // 8
+
+
+def test_a_binary_conv_in_the_teaching_layer():
+    from bintut.teaching.binact import binary_conv_identity
+
+    result = binary_conv_identity(channels=9, size=5, out_channels=3, seed=2)  # K = 81: not a multiple of 8
+    assert result["equal"] and result["xnor"].shape == (3, 5, 5)
+
+
+def test_fine_tune_from_a_run_leaves_the_run_alone(smoke_run):
+    from bintut.teaching.binact import BINARY_RAMP, fine_tune
+
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        fine_tune(smoke_run, 0)
+    result = fine_tune(smoke_run, steps=3)
+    assert [r["step"] for r in result["history"]] == [1, 2, 3]
+    assert [r["p"] for r in result["history"]] == [BINARY_RAMP(t / 3) for t in range(3)]
+    assert all(np.isfinite(r["loss"]) for r in result["history"]) and 0 <= result["hard %"] <= 100
+    assert any(isinstance(m, BinaryActQuantizer) for m in result["model"].modules())
+    assert not any(isinstance(m, BinaryActQuantizer) for m in smoke_run.model.modules())

@@ -18,6 +18,7 @@ def test_six_numbered_stages():
     assert names == [
         "01_stem.ipynb", "02_baseline.ipynb", "03_sprinkled_binarization.ipynb", "04_int8_activations.ipynb",
         "05_int8_addsub_gemm.ipynb", "06_results.ipynb", "07_integer_only_and_c.ipynb", "08_fast_addsub.ipynb",
+        "09_binary_activations.ipynb",
     ]
     assert not [p for p in (Path(__file__).parent.parent / "notebooks").iterdir() if p.suffix == ".py"]
     cells = [c for p in NOTEBOOKS for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code"]

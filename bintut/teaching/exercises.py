@@ -225,13 +225,22 @@ def _multiplier_cases() -> list:
             np.array([1 - 2.0**-40])]  # rounds up to 2^31: one more bit of shift
 
 
+def _xnor_cases() -> list:
+    rng = np.random.default_rng(6)
+    out = []
+    for m, n, k in ((1, 1, 5), (2, 3, 64), (4, 5, 70), (3, 8, 4608)):
+        a, w = (np.where(rng.random((rows, k)) < 0.5, -1, 1) for rows in (m, n))
+        out.append((pack_signs(a), pack_signs(w), k))
+    return out
+
+
 _CASES = {"sign_ste": _sign_ste_cases, "fake_quant_batches": _fake_quant_cases, "addsub_gemm": _addsub_cases,
-          "quantize_multiplier": _multiplier_cases}
+          "quantize_multiplier": _multiplier_cases, "xnor_gemm": _xnor_cases}
 
 
 def cases(name: str) -> list:
     """Fresh fixed cases (argument tuples, or single arguments) for the exercise ``name``: 'sign_ste',
-    'fake_quant_batches', 'addsub_gemm' or 'quantize_multiplier'. Raises KeyError for another name."""
+    'fake_quant_batches', 'addsub_gemm', 'quantize_multiplier' or 'xnor_gemm'. Raises KeyError for another name."""
     if name not in _CASES:
         raise KeyError(f"no exercise {name!r}; known: {', '.join(_CASES)}")
     return _CASES[name]()

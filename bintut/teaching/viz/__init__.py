@@ -4,6 +4,7 @@ One module per subject; this package hands their names on, so a notebook writes 
 """
 
 from bintut.teaching.viz.base import DPI, table
+from bintut.teaching.viz.binact import plot_binary_activation, plot_fine_tunes, plot_xnor_costs
 from bintut.teaching.viz.integer import (
     PIPELINE,
     plot_code_differences,
@@ -40,10 +41,12 @@ __all__ = [
     "clipped_batches",
     "fp_share",
     "input_codes",
+    "plot_binary_activation",
     "plot_blend",
     "plot_code_differences",
     "plot_code_histogram",
     "plot_feature_maps",
+    "plot_fine_tunes",
     "plot_fp_share",
     "plot_int8",
     "plot_layer_costs",
@@ -60,6 +63,7 @@ __all__ = [
     "plot_sprinkling",
     "plot_stage_bars",
     "plot_stems",
+    "plot_xnor_costs",
     "table",
     "tracked_maxima",
 ]
