@@ -78,6 +78,17 @@ def leftover_temporaries(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob(f".*{TMP_MARK}*") if p.is_file())
 
 
+_WRITER = re.compile(r"\.(\d+)\.[0-9a-f]+" + re.escape(TMP_MARK) + r"(\.[^.]*)?$")
+
+
+def writer_alive(tmp: Path) -> bool:
+    """Whether the process that is writing the temporary file ``tmp`` (its PID is in the name) still runs:
+    then the file is work in progress (an export beside a run), not a leftover. False for a name that carries
+    no PID."""
+    match = _WRITER.search(Path(tmp).name)
+    return match is not None and (int(match[1]) == os.getpid() or _alive(int(match[1])))
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

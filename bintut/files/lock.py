@@ -14,7 +14,7 @@ import socket
 import time
 from pathlib import Path
 
-from bintut.files.atomic import leftover_temporaries, replacing
+from bintut.files.atomic import leftover_temporaries, replacing, writer_alive
 from bintut.files.run_folder import LOCK, RunFolderError, check_writable_folder
 
 NO_LOCK_ERRNOS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EBADF, errno.EINVAL}
@@ -131,8 +131,9 @@ class RunLock:
             self.stale = previous
             print(f"bintut: note: {self.folder} was locked by PID {previous.split()[0]} ({_describe(previous)}), "
                   "which ended without releasing it (crashed or killed); taking the folder over")
-        for tmp in leftover_temporaries(self.folder):  # nobody else writes here: these are a dead run's
-            tmp.unlink(missing_ok=True)
+        for tmp in leftover_temporaries(self.folder):  # a dead writer's; a live one's (an export) is left alone
+            if not writer_alive(tmp):
+                tmp.unlink(missing_ok=True)
         self.record = (f"{os.getpid()} {socket.gethostname()} {time.strftime('%Y-%m-%dT%H:%M:%S')} "
                        f"{secrets.token_hex(8)}\n")
         try:

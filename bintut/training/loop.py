@@ -48,7 +48,7 @@ from bintut.training.recipe import (
     to_device,
     train_step,
 )
-from bintut.training.resume import lock_folder, resume_state
+from bintut.training.resume import lock_folder, repair_finished, resume_state
 from bintut.training.tracking import WandbRun
 
 
@@ -114,7 +114,8 @@ def open_session(cfg: TrainConfig) -> tuple[Session | None, dict[str, Any] | Non
     """Set-up: lock the folder, check it against the config, load data, build the model and optimizer.
 
     Returns the session (counters restored from the checkpoint when resuming) and that checkpoint;
-    for a run that has already completed all ``cfg.epochs``, None and its checkpoint (nothing loaded).
+    for a run that has already completed all ``cfg.epochs``, None and its checkpoint (nothing loaded; its last
+    metrics row and results.png repaired if a crash at its end left them missing or torn).
     Nothing is written before every check and every load has passed: on a failure the lock is
     released and a folder this call created is removed again.
 
@@ -131,7 +132,8 @@ def open_session(cfg: TrainConfig) -> tuple[Session | None, dict[str, Any] | Non
     try:
         state = resume_state(cfg, Path(cfg.out), rank, created=bool(lock and lock.created))
         if state is not None and finished(state, cfg.epochs):
-            if lock is not None:
+            if lock is not None:  # rank 0, holding the folder: repair what a crash after the last checkpoint left
+                repair_finished(cfg, Path(cfg.out), state)
                 lock.release()
             return None, state
         return _set_up(cfg, rank, world, device, lock, state)

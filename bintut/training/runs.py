@@ -23,12 +23,12 @@ from torch import nn
 
 from bintut.config import TrainConfig
 from bintut.errors import BintutError
-from bintut.files.checkpoint import CheckpointError, is_finished, load_checkpoint
+from bintut.files.checkpoint import CheckpointError, finished, load_checkpoint
 from bintut.files.metrics import read_metrics
 from bintut.files.run_folder import CHECKPOINT
 from bintut.training.loop import train
 from bintut.training.recipe import Recipe, build_model
-from bintut.training.resume import MACHINERY
+from bintut.training.resume import MACHINERY, check_state
 
 RUNS_ENV = "BINTUT_RUNS"
 
@@ -113,25 +113,31 @@ def load_or_train(cfg: TrainConfig, label: str | None = None) -> Run:
     _check_runs_dir(folder)
     out = folder / name
     try:
-        if not is_finished(out, cfg.epochs):  # the common, read-only case first: no lock needed to read a finished run
+        if not _finished(out, cfg.epochs):  # the common, read-only case first: no lock needed to read a finished run
             with _locked(folder / f".{name}.lock"):
-                if not is_finished(out, cfg.epochs):
+                if not _finished(out, cfg.epochs):
                     train(cfg.replace(out=str(out), resume=True))
         return load_run(out)
     except (CheckpointError, FileExistsError) as err:
         raise _damaged(out, err) from err
 
 
+def _finished(out: Path, epochs: int) -> bool:
+    path = out / CHECKPOINT
+    return path.is_file() and finished(check_state(load_checkpoint(path, required=("epoch",)), path), epochs)
+
+
 def load_run(out: str | os.PathLike, metrics: bool = True) -> Run:
     """A run folder's model (controls set to their values at the end of training) and, with ``metrics``, its
     metrics rows (else none: exporting a model needs no metrics).
 
-    Raises :class:`~bintut.files.checkpoint.CheckpointError` (a ValueError) naming the checkpoint when its
-    configuration or its weights do not fit this version of bintut's model.
+    Raises :class:`~bintut.files.checkpoint.CheckpointError` (a ValueError) naming the checkpoint when a field
+    has the wrong type (:func:`~bintut.training.resume.check_state`), or its configuration or its weights do not
+    fit this version of bintut's model.
     """
     out = Path(out)
     path = out / CHECKPOINT
-    state = load_checkpoint(path, required=("model", "config", "epoch"))
+    state = check_state(load_checkpoint(path, required=("model", "config", "epoch")), path)
     cfg = saved_config(state["config"], path)
     model = build_model(cfg.replace(pretrained=False, init_from=None))
     try:
