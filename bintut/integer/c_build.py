@@ -242,23 +242,31 @@ def run_layer_check(folder: str | os.PathLike, seed: int = 1, images: int = 1, s
 
 
 def kernel_timings(folder: str | os.PathLike) -> list[dict]:
-    """The golden test with the reference kernel, the fast kernel's portable C path and its SIMD path (named
-    by layer_check.c: AVX-512 VNNI where the CPU has it): one row per build, with the median CPU time per
-    image over the golden images after the first (the fast kernel's first call unpacks the weights), and
-    whether all logits were bit-exact. Needs at least 2 golden images: raises ValueError, with the golden
-    test's failure, when a build ran fewer."""
+    """The golden test with the reference kernel, the fast kernel's portable C path and its best SIMD path (named
+    by layer_check.c: AMX-INT8 or AVX-512 VNNI where the CPU has them; on an AMX machine its AVX-512 VNNI path
+    too): one row per build, with the median CPU time per image over the golden images after the first (the
+    fast kernel's first call reorders the sign bits), and whether all logits were bit-exact; then one row per
+    SIMD build for all golden images through ``bintut_infer_batch``. Needs at least 2 golden images: raises
+    ValueError, with the golden test's failure, when a build ran fewer."""
     simd_path = run_layer_check(folder, images=0).path
-    rows = []
-    for kernel, simd, name in (("reference", True, "C reference kernel"),
-                               ("fast", False, "C fast kernel, portable C"),
-                               ("fast", True, f"C fast kernel, {simd_path}")):
-        run = run_host_golden(folder, kernel=kernel, simd=simd)
+    builds = [("reference", True, True, "C reference kernel"), ("fast", False, True, "C fast kernel, portable C")]
+    if simd_path == "x86-64 AMX-INT8":
+        builds.append(("fast", True, False, "C fast kernel, x86-64 AVX-512 VNNI"))
+    if simd_path != "portable C":
+        builds.append(("fast", True, True, f"C fast kernel, {simd_path}"))
+    rows, batches = [], []
+    for kernel, simd, amx, name in builds:
+        run = run_host_golden(folder, kernel=kernel, simd=simd, amx=amx)
         if len(run.images) < 2:
             raise ValueError(f"kernel_timings needs a library with at least 2 golden images: {run.failure}")
         ms = float(np.median([r["counter"] for r in run.images[1:]])) / 1e3
         rows.append({"path": name, "ms per image": round(ms, 2), "images/s": round(1e3 / ms, 1),
                      "bit-exact": run.passed})
-    return rows
+        if kernel == "fast" and simd and run.batch:
+            ms = run.batch["counter"] / 1e3 / run.batch["images"]
+            batches.append({"path": f"{name}, bintut_infer_batch of {run.batch['images']}",
+                            "ms per image": round(ms, 2), "images/s": round(1e3 / ms, 1), "bit-exact": run.passed})
+    return rows + batches
 
 
 def missing_mcu_tools() -> list[str]:
