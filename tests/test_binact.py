@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +21,8 @@ from bintut.binact import (
 from bintut.integer.kernels import im2col, pack_signs
 from bintut.integer.xnor import pm1_product, xnor_costs, xnor_gemm
 from bintut.quant import GradualQuantizer, Int8Quantizer, hard_mode, quantizers, set_controls
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("k", [1, 7, 8, 9, 63, 64, 65, 576, 4608])
@@ -139,3 +146,14 @@ def test_fine_tune_from_a_run_leaves_the_run_alone(smoke_run):
     assert all(np.isfinite(r["loss"]) for r in result["history"]) and 0 <= result["hard %"] <= 100
     assert any(isinstance(m, BinaryActQuantizer) for m in result["model"].modules())
     assert not any(isinstance(m, BinaryActQuantizer) for m in smoke_run.model.modules())
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_the_c_popcount_kernels_equal_numpy():
+    """benchmarks/xnor_layer.py compiles the C kernels and exits 1 unless each equals numpy bit for bit."""
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "xnor_layer.py"), "--layer", "layer4",
+                           "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| int8", "| xnor"))]
+    assert len(rows) == 4 and all(r.endswith("| True |") or "unavailable" in r for r in rows)
+    assert "xnor_portable" in done.stdout and "True" in next(r for r in rows if "xnor_portable" in r)

@@ -19,8 +19,9 @@ import numpy as np
 WORD_BITS = 64
 
 
-def _words(bits: np.ndarray) -> np.ndarray:
-    """(R, B) uint8 packed bits -> (R, ceil(B / 8)) uint64, zero-padded."""
+def as_words(bits: np.ndarray) -> np.ndarray:
+    """(R, B) uint8 packed bits -> (R, ceil(B / 8)) uint64 words (native byte order), zero-padded: what a C kernel
+    XORs and popcounts."""
     rows, nbytes = bits.shape
     padded = np.zeros((rows, math.ceil(nbytes / 8) * 8), dtype=np.uint8)
     padded[:, :nbytes] = bits
@@ -41,7 +42,7 @@ def xnor_gemm(a_bits: np.ndarray, w_bits: np.ndarray, k: int, chunk: int = 64) -
     nbytes = math.ceil(k / 8)
     if a_bits.shape[1] != nbytes or w_bits.shape[1] != nbytes:
         raise ValueError(f"packed widths {a_bits.shape[1]} and {w_bits.shape[1]} bytes, K = {k} needs {nbytes}")
-    a, w = _words(a_bits), _words(w_bits)
+    a, w = as_words(a_bits), as_words(w_bits)
     acc = np.empty((a.shape[0], w.shape[0]), dtype=np.int32)
     for start in range(0, w.shape[0], chunk):
         differ = np.bitwise_count(a[:, None, :] ^ w[None, start:start + chunk, :]).sum(axis=2, dtype=np.int32)
