@@ -123,7 +123,8 @@ def export_resnet(model: nn.Module, image_size: int = 32,
 
     ``normalization``: the (mean, std) per channel the model's inputs were normalised with, recorded in
     the export for the C library's input documentation (``bintut.data.choice.DATA_NORMALIZATION``).
-    Raises ExportError for a model that is not a fully binarized ResNet18-CIFAR. Taught in
+    Raises ExportError for a model that is not a fully binarized ResNet18-CIFAR, or one holding a NaN or
+    infinite tensor (named). Taught in
     notebooks/05_int8_addsub_gemm.ipynb."""
     if not isinstance(model, ResNet) or not all(isinstance(b, BasicBlock) for b in _blocks(model)):
         raise ExportError("export_resnet expects a torchvision ResNet made of BasicBlocks (e.g. resnet18_cifar)")
@@ -134,6 +135,9 @@ def export_resnet(model: nn.Module, image_size: int = 32,
         )
     if not isinstance(model.maxpool, nn.Identity):
         raise ExportError("the model still has the ImageNet maxpool: use bintut.resnet18_cifar")
+    for name, tensor in model.state_dict().items():  # NaN weights would export as meaningless sign bits
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ExportError(f"{name} holds NaN or infinite values: the model cannot be exported")
     layers = {"conv1": _fold(model.conv1, "conv1", model.bn1)}
     blocks = []
     for stage in ("layer1", "layer2", "layer3", "layer4"):
