@@ -20,7 +20,7 @@ from bintut.teaching.exercises import cases, fake_quant_batches
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 STUB = "# Implement it"
-WITH_EXERCISES = ("03_", "04_", "05_", "07_")
+WITH_EXERCISES = ("03_", "04_", "05_", "07_", "09_")
 
 
 def _verdict(capsys, fn, reference, fixed) -> tuple[bool, str]:
