@@ -158,6 +158,8 @@ def _set(name, key, index, value, dtype=np.int64):
     (lambda h, f: h.update(mean=["*/", 0, 0]), r"mean is \['\*/', 0, 0\], expected 3 finite numbers"),
     (lambda h, f: h.update(std=[1, 1, 0]), "std is .*, expected 3 finite numbers above 0"),
     (lambda h, f: h.update(blocks=[]), "its blocks are not a list of residual blocks"),
+    (lambda h, f: _conv2_reads(h, f, 65536), r"layer1\.0\.conv2\.in_channels is 65536, expected an integer in "
+     r"\[1, 65535\]"),
 ])
 def test_a_self_consistent_but_unsound_export_is_refused_naming_the_field(good, tmp_path, edit, message):
     """Kind 2: a head narrower than the class count, or biases near 2^63, loaded, and the C read out of bounds

@@ -33,6 +33,10 @@ LAYER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,127}")
 
 IMAGE_CHANNELS = 3  # the engine and bintut.h read RGB images
 
+MAX_CHANNELS = 2**16 - 1  # bintut.c's layer table holds channel counts as uint16_t
+
+MAX_LAYERS = 4096  # and block entries index the layers as int16_t
+
 # dtype kind ('u' unsigned, 'i' signed, 'f' float) and the value range of each array; None: any finite value
 ARRAY_RULES = {"bits": ("u", None), "weight_scale": ("f", None), "a": ("f", None), "b": ("f", None),
                "m": ("iu", (-INT32_MAX, INT32_MAX)), "shift": ("iu", (1, fixedpoint.MAX_SHIFT)),
@@ -79,9 +83,11 @@ def check_values(export, bad: Bad) -> None:
                 and (field == "mean" or v > 0) for v in values)):
             raise bad(f"{field} is {list(values)!r:.100}, expected {IMAGE_CHANNELS} finite numbers"
                       + (" above 0" if field == "std" else ""))
+    if not 2 <= len(export.layers) <= MAX_LAYERS:
+        raise bad(f"it has {len(export.layers)} layers, expected 2 to {MAX_LAYERS}")
     for layer in export.layers.values():
-        geometry = {"in_channels": (1, 1 << 16), "out_channels": (1, 1 << 16), "kernel": (1, 15), "stride": (1, 15),
-                    "padding": (0, 15)}
+        geometry = {"in_channels": (1, MAX_CHANNELS), "out_channels": (1, MAX_CHANNELS), "kernel": (1, 15),
+                    "stride": (1, 15), "padding": (0, 15)}
         for key, (low, high) in geometry.items():
             if not _integer(getattr(layer, key), low, high):
                 raise bad(f"{layer.name}.{key} is {getattr(layer, key)!r}, expected an integer in [{low}, {high}]")
