@@ -140,8 +140,9 @@ def plot_speed(rows: list[dict], key: str = "images/s", title: str = "one CPU co
     ax.invert_yaxis()
     ax.set_xlabel(key)
     ax.set_xlim(0, max([r[key] for r in rows] + list((peaks or {}).values())) * 1.2)
-    for name, value in (peaks or {}).items():
-        ax.axvline(value, color="k", linestyle="--", linewidth=1)
-        ax.text(value, -0.6, f" {name}", fontsize="small", va="bottom")
+    for i, (name, value) in enumerate((peaks or {}).items()):
+        ax.axvline(value, color="k", linestyle=("--", ":", "-.")[i % 3], linewidth=1, label=f"{name} peak: {value:,g}")
+    if peaks:
+        ax.legend(fontsize="small", loc="lower right")
     ax.set_title(title)
     return fig
