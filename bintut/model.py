@@ -23,7 +23,7 @@ from torch import nn
 from torchvision.models import ResNet, ResNet18_Weights, resnet18
 
 from bintut.errors import BintutError
-from bintut.files.atomic import storage_error
+from bintut.files.atomic import replacing, storage_error
 from bintut.files.download import describe, download, timeout
 
 
@@ -210,9 +210,10 @@ def _timm_file(repo: str, progress: bool = True) -> str:
             raise
         raise _timm_unavailable(describe(err, timeout()), repo) from err
     refs = path.parents[2] / "refs" / "main"
-    if not refs.exists():  # so that huggingface_hub finds the snapshot too
+    if not os.path.lexists(refs):  # so that huggingface_hub finds the snapshot too (never through a link)
         refs.parent.mkdir(parents=True, exist_ok=True)
-        refs.write_text(TIMM_REVISION)
+        with replacing(refs) as tmp:
+            tmp.write_text(TIMM_REVISION)
     return str(path)
 
 

@@ -99,9 +99,9 @@ def test_timm_weights_from_a_header_trickler_time_out(header_trickler, tmp_path,
     assert not any(p.is_file() for p in tmp_path.rglob("*"))  # no partial file in the cache
 
 
-def test_a_download_that_is_not_the_published_file_is_refused(tmp_path, monkeypatch):
-    """A full sha256, not a 32-bit prefix that a hostile server can match in minutes."""
-    body = b"forged weights"
+def serve_once(body: bytes, length: int | None = None) -> tuple[str, threading.Thread, socket.socket]:
+    """A server on 127.0.0.1 answering one request with ``body`` (announcing ``length`` bytes); it waits at most
+    10 s for it."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -112,15 +112,30 @@ def test_a_download_that_is_not_the_published_file_is_refused(tmp_path, monkeypa
             conn, _ = listener.accept()
             with conn:
                 conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (length or len(body)) + body)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/w.pth", thread, listener
+
+
+def test_a_download_that_is_not_the_published_file_is_refused(tmp_path, monkeypatch):
+    """A full sha256, not a 32-bit prefix that a hostile server can match in minutes."""
     monkeypatch.setenv("BINTUT_DOWNLOAD_TIMEOUT", "5")
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}/w.pth"
+    url, thread, listener = serve_once(b"forged weights")
     with pytest.raises(download.DownloadError, match="not the published file .*expected f37072fd"):
-        download.download(url, tmp_path / "w.pth", "weights", progress=False,
-                          sha256="f37072fd" + "0" * 56)
+        download.download(url, tmp_path / "w.pth", "weights", progress=False, sha256="f37072fd" + "0" * 56)
+    thread.join(5)
+    listener.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_of_known_size_stops_when_the_server_sends_more(tmp_path, monkeypatch):
+    """A server that sends fast and never stops would fill the disk before the checksum could refuse it."""
+    monkeypatch.setenv("BINTUT_DOWNLOAD_TIMEOUT", "5")
+    url, thread, listener = serve_once(b"x" * 5000)
+    with pytest.raises(download.DownloadError, match="sent more than the file's 1,000 bytes"):
+        download.download(url, tmp_path / "w.pth", "weights", 1000, progress=False, sha256="0" * 64)
     thread.join(5)
     listener.close()
     assert list(tmp_path.iterdir()) == []

@@ -110,3 +110,32 @@ def test_cached_weights_are_checked_for_resnet18s_structure(tmp_path, monkeypatc
     with pytest.raises(WeightsUnavailableError, match=r"fc\.weight is torch\.float32 \(10, 512\), expected "
                                                       r"torch\.float32 \(1000, 512\)"):
         model_mod.imagenet_state_dict(progress=False)
+
+
+def test_timm_weights_are_downloaded_pinned_into_the_hugging_face_cache(tmp_path, monkeypatch):
+    """timm's file comes through bintut's downloader (its timeouts, the whole sha256) into the cache's layout,
+    where huggingface_hub finds it the next time."""
+    timm = pytest.importorskip("timm", reason="the timm extra is not installed")
+    from huggingface_hub import constants, hf_hub_download
+    from safetensors.torch import save_file
+
+    from .test_download import serve_once
+
+    torch.manual_seed(0)
+    source = timm.create_model("resnet18", pretrained=False).state_dict()
+    served = tmp_path / "served.safetensors"
+    save_file(source, served)
+    body = served.read_bytes()
+    url, thread, listener = serve_once(body)
+    monkeypatch.setattr(model_mod, "_hub_endpoint", lambda: url.rsplit("/", 1)[0])
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(model_mod, "TIMM_SHA256", model_mod.file_sha256(served))
+    monkeypatch.setattr(model_mod, "TIMM_BYTES", len(body))
+    monkeypatch.setenv("BINTUT_DOWNLOAD_TIMEOUT", "20")
+    loaded = model_mod.timm_state_dict(progress=False)
+    thread.join(5)
+    listener.close()
+    assert torch.equal(loaded["layer4.1.conv2.weight"], source["layer4.1.conv2.weight"])
+    cached = model_mod.timm_cache_path(f"timm/{model_mod.TIMM_NAME}")
+    assert cached.read_bytes() == body
+    assert hf_hub_download(f"timm/{model_mod.TIMM_NAME}", "model.safetensors", local_files_only=True) == str(cached)

@@ -37,6 +37,8 @@ DEFAULT_TIMEOUT = 60.0
 
 CHUNK = 1 << 20
 
+MAX_TIMEOUT = 1e9  # seconds (31 years): a socket's timeout must fit the platform's time_t and timeval
+
 MIN_RATE = 1024  # bytes per second, averaged over a timeout window: slower than this is a stall
 
 
@@ -47,7 +49,7 @@ class DownloadError(OSError, BintutError):
 def timeout() -> float:
     """Seconds a download may make no progress before giving up (``$BINTUT_DOWNLOAD_TIMEOUT``; ``inf``: never).
 
-    Raises ValueError naming the variable for anything but a positive number or ``inf``.
+    Raises ValueError naming the variable for anything but a positive number up to MAX_TIMEOUT, or ``inf``.
     """
     value = os.environ.get(TIMEOUT_ENV, "").strip()
     try:
@@ -57,6 +59,9 @@ def timeout() -> float:
                          f"{printable(value)!r}") from None
     if not seconds > 0:
         raise ValueError(f"${TIMEOUT_ENV} must be positive (or inf for no limit), got {printable(value)!r}")
+    if seconds > MAX_TIMEOUT and not math.isinf(seconds):  # sockets and clocks overflow far below 1e300
+        raise ValueError(f"${TIMEOUT_ENV} must be at most {MAX_TIMEOUT:g} seconds (or inf for no limit), got "
+                         f"{printable(value)!r}")
     return seconds
 
 
@@ -118,12 +123,17 @@ def _network_failure(err: BaseException) -> bool:
     return isinstance(err, OSError) and err.filename is None and storage_error(err) is None
 
 
-def copy_with_progress(response, f, digest, bar, seconds: float, clock=time.monotonic) -> None:
+def copy_with_progress(response, f, digest, bar, seconds: float, clock=time.monotonic,
+                       limit: int | None = None) -> None:
     """Copy ``response`` into ``f`` as bytes arrive; raise :class:`Stalled` when fewer than ``MIN_RATE``
-    bytes per second arrived over a window of ``seconds`` (each read waits at most ``seconds`` itself)."""
+    bytes per second arrived over a window of ``seconds`` (each read waits at most ``seconds`` itself), and
+    DownloadError when more than ``limit`` bytes arrive (a file of known size: a server that never stops)."""
     read = getattr(response, "read1", response.read)  # read1: whatever has arrived, not a full chunk
-    window_start, window_bytes = clock(), 0
+    window_start, window_bytes, total = clock(), 0, 0
     while chunk := read(CHUNK):
+        total += len(chunk)
+        if limit is not None and total > limit:
+            raise DownloadError(f"the server sent more than the file's {limit:,} bytes: not the published file")
         f.write(chunk)
         digest.update(chunk)
         bar.update(len(chunk))
@@ -210,7 +220,8 @@ def download(
     """Fetch ``url`` into ``dest`` (atomically: a partial file never takes its name) and check its checksum.
 
     ``size`` (bytes, when the caller knows it) is announced before connecting; the bar takes the
-    server's Content-Length. ``md5`` or ``sha256``: the whole hex digest the file must have.
+    server's Content-Length. ``md5`` or ``sha256``: the whole hex digest the file must have; with one, ``size``
+    is the file's exact size, and more bytes than that are refused as they arrive.
     Raises :class:`DownloadError` on any network failure or broken reply, a stall or reply headers late
     beyond the timeout (see the module) included, and on a checksum mismatch; a full disk stays a
     :class:`~bintut.files.run_folder.StorageFullError`.
@@ -221,6 +232,7 @@ def download(
     remove_stale_temporaries(dest)  # what a download killed outright left behind
     request = urllib.request.Request(url, headers={"User-Agent": "bintut"})
     announce(what, url, dest, size)
+    expected_size = size
     deadline = HeaderDeadline(seconds)
     try:
         with deadline.opener().open(request, timeout=socket_seconds(seconds)) as response, replacing(dest) as tmp:
@@ -230,7 +242,8 @@ def download(
             digest = hashlib.md5(usedforsecurity=False) if md5 is not None else hashlib.sha256()
             with open(tmp, "wb") as f, tqdm(total=size, unit="B", unit_scale=True, desc=dest.name,
                                             disable=not progress) as bar:
-                copy_with_progress(response, f, digest, bar, seconds)
+                copy_with_progress(response, f, digest, bar, seconds,
+                                   limit=expected_size if md5 is not None or sha256 is not None else None)
             expected = md5 if md5 is not None else sha256
             if expected is not None and digest.hexdigest() != expected:
                 raise DownloadError(f"{printable(url, 500)} arrived damaged or is not the published file "
