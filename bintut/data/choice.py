@@ -6,6 +6,7 @@ golden images a run's config asks for.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from bintut.data.images import (
     data_root,
 )
 from bintut.data.transforms import ImageDataset
+from bintut.errors import BintutError
 
 # The data sets a config may name (config.DATA_NAMES has their display names): classes, normalisation.
 
@@ -62,10 +64,21 @@ def load_data(cfg: TrainConfig) -> tuple[ImageSet, ImageSet]:
     """Train and test sets as the config asks.
 
     Raises DataError when ``data='cifar100'`` but the folder holds bintut's synthetic images (the message says
-    to pass --data synthetic or another --data-root); the loaders raise DataNotFoundError, with advice on where
+    to pass --data synthetic or another --data-root), or when the data root cannot be written where the data
+    must be (a file, read-only, a name too long); the loaders raise DataNotFoundError, with advice on where
     to put the files, when the data are missing.
     """
-    root = data_root(cfg.data_root)
+    try:
+        return _load_data(cfg, data_root(cfg.data_root))
+    except OSError as err:
+        if isinstance(err, BintutError):  # already one line: missing data, a full disk, a failed download
+            raise
+        raise DataError(f"--data-root {data_root(cfg.data_root)} cannot hold the data this run writes there "
+                        f"({err.strerror or err}: {err.filename}): choose a folder you can write, or one that "
+                        "already holds the data") from err
+
+
+def _load_data(cfg: TrainConfig, root: Path) -> tuple[ImageSet, ImageSet]:
     if cfg.data == "synthetic":
         root = write_synthetic_cifar100(
             root / f"synthetic-{cfg.synthetic_train}-{cfg.synthetic_test}-{cfg.seed}",
@@ -94,11 +107,13 @@ def test_images(cfg: TrainConfig, n: int | None = None) -> tuple[torch.Tensor, t
 def golden_images(cfg: TrainConfig, n: int) -> tuple[np.ndarray, str]:
     """The golden images of an export: the first ``n`` test images of the config's data as float32
     (n, 3, 32, 32), and where they came from in words. Seeded random images when that data is not on
-    this machine: bit-exactness needs no real images (notebooks/07_integer_only_and_c.ipynb)."""
+    this machine or cannot be read (damaged, unwritable): bit-exactness needs no real images
+    (notebooks/07_integer_only_and_c.ipynb)."""
     try:
         images, _, _ = test_images(cfg, n)
         return images.numpy(), f"the first {len(images)} test images of the run's {cfg.data} data"
-    except (DataNotFoundError, OSError) as err:  # OSError: synthetic data that cannot be regenerated here
+    except (DataNotFoundError, DataError, OSError) as err:  # missing, damaged or unwritable data: no golden truth
         rng = np.random.default_rng(0)
-        why = "no test data here" if isinstance(err, DataNotFoundError) else f"the run's data cannot be read ({err})"
+        why = "no test data here" if isinstance(err, DataNotFoundError) else \
+            f"the run's data cannot be read ({str(err).splitlines()[0][:200] if str(err) else type(err).__name__})"
         return rng.standard_normal((n, 3, 32, 32)).astype(np.float32), f"seeded random images ({why})"

@@ -78,6 +78,32 @@ def _fetch_fashion(raw: Path, progress: bool) -> None:
             download(base + name, raw / name, f"Fashion-MNIST {name}", None, md5, progress)
 
 
+IDX_UBYTE = 0x08  # the IDX type byte of unsigned bytes, the one type Fashion-MNIST ships in
+
+
+def check_idx(path: Path, ndim: int) -> None:
+    """Check an IDX file's header before torchvision reads it: magic ``00 00 08 ndim``, then ``ndim`` big-endian
+    sizes whose product is the number of bytes that follow.
+
+    Raises DataError naming the file and what is wrong (its type byte, dimensions or length)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4 + 4 * ndim)
+            size = os.fstat(f.fileno()).st_size
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror}); delete it to have it rebuilt") from err
+    if len(head) < 4 or head[:2] != b"\0\0":
+        raise DataError(f"{path}: not an IDX file (it starts {head[:4].hex()}); delete it to have it rebuilt")
+    if head[2] != IDX_UBYTE or head[3] != ndim:
+        raise DataError(f"{path}: an IDX file of type 0x{head[2]:02x} with {head[3]} dimensions; Fashion-MNIST's "
+                        f"is of type 0x{IDX_UBYTE:02x} (unsigned bytes) with {ndim}: delete it to have it rebuilt")
+    dims = [int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)] if len(head) == 4 + 4 * ndim \
+        else []
+    if len(dims) != ndim or size != len(head) + int(np.prod(dims, dtype=np.int64)):
+        raise DataError(f"{path}: its header announces {' x '.join(map(str, dims)) or 'no sizes'} bytes but the file "
+                        f"holds {size - len(head)}: truncated or damaged; delete it to have it rebuilt")
+
+
 def load_fashion_mnist(
     root: str | os.PathLike | None = None, train: bool = True, download: bool = False, progress: bool = True
 ) -> ImageSet:
@@ -93,7 +119,7 @@ def load_fashion_mnist(
     as photographed (1:1, no interpolation blur) and the objects at their original scale; the three equal
     channels fit the RGB stem unchanged. Normalised with Fashion-MNIST's own statistics
     (``FASHION_MEAN``/``FASHION_STD``). Raises DataNotFoundError (one line, every place looked) or
-    DataError (files that are not Fashion-MNIST).
+    DataError (files that are not Fashion-MNIST: each file's IDX header is checked first, :func:`check_idx`).
     """
     root = data_root(root)
     raw = root / FASHION_FOLDER / "raw"
@@ -109,9 +135,12 @@ def load_fashion_mnist(
             _decompress_into(raw, raw)
         else:
             raise DataNotFoundError(_fashion_missing(root, "was not found"))
+    for name in _fashion_files():
+        stem = Path(name).stem
+        check_idx(raw / stem, 3 if "images" in stem else 1)
     try:
         ds = datasets.FashionMNIST(root, train=train, download=False)
-    except (RuntimeError, ValueError, AssertionError) as err:  # torchvision: not found, or a malformed IDX file
+    except (RuntimeError, ValueError, AssertionError, TypeError, KeyError, IndexError) as err:  # a malformed file
         raise DataError(f"{raw}: not Fashion-MNIST ({err}); delete it to have it rebuilt") from err
     gray = np.asarray(ds.data, dtype=np.uint8)
     if gray.ndim != 3 or gray.shape[1:] != (28, 28):

@@ -34,15 +34,26 @@ def folder_contents(folder: Path) -> list[str]:
 
 
 NAME_MAX = 255  # bytes in one file name on Linux's file systems
+PATH_MAX = 4096  # bytes in a whole path, its terminating zero included (Linux)
+TEMP_NAME_EXTRA = 24  # what a temporary name adds to a name: "." + ".<pid>.<8 hex digits>" + ".tmp"
+INSIDE_EXTRA = 48  # the longest path bintut writes below a folder it is given, e.g. "/.metrics.<pid>.<hex>.tmp.jsonl"
 
 
 def check_name_lengths(path: str | os.PathLike, what: str) -> None:
-    """Refuse a path with a name longer than the file system allows (RunFolderError naming ``what``)."""
-    for part in Path(path).parts:
-        size = len(os.fsencode(part))
+    """Refuse a path that the file system cannot hold with what bintut writes there: a name longer than
+    NAME_MAX (the last one with its temporary name's extra bytes), or a whole path (absolute, with the files
+    written below it) longer than PATH_MAX. Raises RunFolderError naming ``what``, the length and the limit."""
+    parts = Path(path).parts
+    for i, part in enumerate(parts):
+        size = len(os.fsencode(part)) + (TEMP_NAME_EXTRA if i == len(parts) - 1 else 0)
         if size > NAME_MAX:
-            raise RunFolderError(f"{what}: the name {part[:24]}... is {size} bytes long; a file or folder name "
-                                 f"may have at most {NAME_MAX}: choose a shorter one")
+            raise RunFolderError(f"{what}: the name {part[:24]}... is {len(os.fsencode(part))} bytes long; a file or "
+                                 f"folder name may have at most {NAME_MAX} (the last one "
+                                 f"{NAME_MAX - TEMP_NAME_EXTRA}, for its temporary name): choose a shorter one")
+    total = len(os.fsencode(os.path.abspath(path)))
+    if total + INSIDE_EXTRA >= PATH_MAX:
+        raise RunFolderError(f"{what}: the path is {total} bytes long (absolute); with the files bintut writes there "
+                             f"it would pass the system's limit of {PATH_MAX} bytes: choose a shorter path")
 
 
 def check_writable_folder(folder: Path) -> None:

@@ -92,8 +92,9 @@ def _export_names(folder: Path) -> set[str] | None:
 
 
 def check_c_folder(folder: str | os.PathLike) -> Path:
-    """Refuse, before any work, a folder for the C library that is empty-named, a file, or holds anything but
-    an earlier bintut export (:class:`CFolderError` naming what is there); returns it as a Path."""
+    """Refuse, before any work, a folder for the C library that is empty-named, a file, behind a symbolic link
+    loop, or holds anything but an earlier bintut export (:class:`CFolderError` naming what is there); returns it
+    as a Path."""
     if not str(folder).strip():
         raise CFolderError("--c is empty: name the folder for the C library")
     folder = Path(folder)
@@ -101,6 +102,11 @@ def check_c_folder(folder: str | os.PathLike) -> Path:
         check_name_lengths(folder, "--c")
     except RunFolderError as err:
         raise CFolderError(str(err)) from None
+    try:
+        folder.resolve()  # a symbolic link on the way that leads back to itself: Python 3.11 RuntimeError, else ELOOP
+    except (RuntimeError, OSError) as err:
+        raise CFolderError(f"--c {folder}: a symbolic link on that path leads back to itself ({err}): choose a "
+                           "real folder for the C library") from None
     if folder.exists() and not folder.is_dir():
         raise CFolderError(f"--c {folder} is a file, not a folder: choose a folder for the C library")
     if not folder.is_dir() or not any(folder.iterdir()):

@@ -24,6 +24,7 @@ from torch import nn
 from bintut.config import TrainConfig
 from bintut.errors import BintutError
 from bintut.files.checkpoint import CheckpointError, finished, load_checkpoint
+from bintut.files.lock import NO_LOCK_ERRNOS
 from bintut.files.metrics import read_metrics
 from bintut.files.run_folder import CHECKPOINT
 from bintut.training.loop import train
@@ -88,7 +89,14 @@ def _locked(path: Path):
                             f"the run {path.name[1:-5]} is not finished in it: set ${RUNS_ENV} to a folder you can "
                             "write, or ask for a cache holding this stage") from err
     with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as err:
+            if err.errno not in NO_LOCK_ERRNOS:
+                raise
+            raise RunCacheError(f"the run cache ${RUNS_ENV} = {path.parent} is on a filesystem without file locks "
+                                f"({err.strerror}), so parallel processes could train the run {path.name[1:-5]} "
+                                f"twice into one folder: set ${RUNS_ENV} to a folder on a local disk") from None
         try:
             yield
         finally:
@@ -106,7 +114,8 @@ def load_or_train(cfg: TrainConfig, label: str | None = None) -> Run:
 
     A finished run is read without any write (a shared, read-only cache works); training takes a
     file lock in the cache so that parallel processes share one run. Raises :class:`RunCacheError`
-    when ``$BINTUT_RUNS`` is not a usable folder or a cached run is damaged.
+    when ``$BINTUT_RUNS`` is not a usable folder (a file, read-only, on a filesystem without file locks) or a
+    cached run is damaged.
     """
     name = run_name(cfg, label)
     folder = runs_dir()
