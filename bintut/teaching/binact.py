@@ -22,7 +22,7 @@ from bintut.training.recipe import evaluate, loss_fn
 from bintut.training.runs import Run
 
 # Optimizer steps of each fine-tune per mode: seconds in smoke mode; workshop: as many as a workshop stage takes
-# (4 epochs of 2,000 Fashion-MNIST images at batch 128); full: a tenth of a stage. Not tuned.
+# (4 epochs of 2,000 Fashion-MNIST images at batch 128); full: about 8 epochs of CIFAR-100 at batch 128. Not tuned.
 STEPS = {"smoke": 4, "workshop": 60, "full": 3000}
 BINARY_RAMP = Schedule([[0.75, "cosine", 0.0, 1.0], [1.0, "stay", 1.0, 1.0]], "binary activations p = bin_ratio")
 KEEPS = {"stem and head int8": KEEP_INT8, "head int8": ("fc",), "none int8": ()}
