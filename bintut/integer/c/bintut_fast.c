@@ -137,10 +137,12 @@ static void unpack_masks(const bintut_layer *layer, int oc0, uint32_t *words, in
 /* USADA8(v, m, s) = s + the sum of |v_i - m_i| over the four unsigned bytes */
 #define SUM_BYTES(s, v, m) ((s) = __usada8((v), (m), (s)))
 #define FINISH_SUM(s) ((int32_t)(s))
+#define MAX_RUN (MAX_TAPS * BINTUT_MAX_CHANNELS) /* bytes per window_sums_4 call: any */
 #else
 /* SWAR: two 16-bit lanes, each gets two bytes (<= 2 * 255) per word: safe for 128 words (cin <= 512) */
 #define SUM_BYTES(s, v, m) ((s) += (((v) ^ (m)) & 0x00FF00FFu) + ((((v) ^ (m)) >> 8) & 0x00FF00FFu))
 #define FINISH_SUM(s) ((int32_t)(((s) & 0xFFFFu) + ((s) >> 16)))
+#define MAX_RUN 512 /* bytes per window_sums_4 call: the 16-bit lanes hold 128 words' sums */
 #endif
 
 /* s[j] += sum over n input bytes of |x - mask_j| for the four channels of interleaved masks m (n a
@@ -153,22 +155,29 @@ static void window_sums_4(const uint8_t *x, const uint32_t *m, int n, int32_t *s
     /* LDRD: two words per load (gcc does not pair these loads itself); x and m are word-aligned */
 #define LDRD(a, b, p) \
     __asm__("ldrd %0, %1, [%2], #8" : "=&r"(a), "=&r"(b), "+r"(p) : "m"(*(const uint32_t(*)[2])(p)))
-    for (; x < end;) {
-        uint32_t u, v, a, b;
-        LDRD(u, v, x);
-        LDRD(a, b, m);
-        s0 = __usada8(u, a, s0);
-        s1 = __usada8(u, b, s1);
-        LDRD(a, b, m);
-        s2 = __usada8(u, a, s2);
-        s3 = __usada8(u, b, s3);
-        LDRD(a, b, m);
-        s0 = __usada8(v, a, s0);
-        s1 = __usada8(v, b, s1);
-        LDRD(a, b, m);
-        s2 = __usada8(v, a, s2);
-        s3 = __usada8(v, b, s3);
+#define STEP_8_BYTES                   \
+    do {                               \
+        uint32_t u, v, a, b;           \
+        LDRD(u, v, x);                 \
+        LDRD(a, b, m);                 \
+        s0 = __usada8(u, a, s0);       \
+        s1 = __usada8(u, b, s1);       \
+        LDRD(a, b, m);                 \
+        s2 = __usada8(u, a, s2);       \
+        s3 = __usada8(u, b, s3);       \
+        LDRD(a, b, m);                 \
+        s0 = __usada8(v, a, s0);       \
+        s1 = __usada8(v, b, s1);       \
+        LDRD(a, b, m);                 \
+        s2 = __usada8(v, a, s2);       \
+        s3 = __usada8(v, b, s3);       \
+    } while (0)
+    for (; x + 16 <= end;) { /* 16 bytes per turn: 26 instructions for 64 additions, and the loop's 2 */
+        STEP_8_BYTES;
+        STEP_8_BYTES;
     }
+    if (x < end) STEP_8_BYTES;
+#undef STEP_8_BYTES
 #undef LDRD
 #else
 #ifdef __GNUC__
@@ -200,8 +209,11 @@ static void portable_tile(const bintut_layer *layer, int slot, const int8_t *in,
     const uint8_t *taps[MAX_TAPS];
     const int cin = layer->in_channels, n = gather_taps(layer, in, size, o, p, taps);
     int32_t s[PORTABLE_CHANNELS] = {0, 0, 0, 0};
-    int t, j;
-    for (t = 0; t < n; t++) window_sums_4(taps[t], masks[slot] + (size_t)t * cin, cin, s);
+    int t, u, j;
+    for (t = 0; t < n; t = u) { /* taps side by side in memory (a row of the window) make one run */
+        for (u = t + 1; u < n && taps[u] == taps[u - 1] + cin && (u + 1 - t) * cin <= MAX_RUN; u++) continue;
+        window_sums_4(taps[t], masks[slot] + (size_t)t * cin, (u - t) * cin, s);
+    }
     for (j = 0; j < PORTABLE_CHANNELS; j++) acc[j] = s[j] - 255 * minus_weights[slot][j];
 }
 
