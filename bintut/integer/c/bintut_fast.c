@@ -233,7 +233,7 @@ static void portable_tile(const bintut_layer *layer, int slot, const int8_t *in,
 static uint64_t sign_masks[BINTUT_FAST_MASK_BYTES / 8];
 static size_t mask_offset[BINTUT_NUM_LAYERS], mask_row[BINTUT_NUM_LAYERS]; /* masks per 16 channels */
 static int8_t stem_weights[BINTUT_MAX_CHANNELS * STEM_K]; /* [oc / 64][c / 4][64 oc][4 c], +-1 and 0 */
-static int32_t stem_weight_sum[BINTUT_MAX_CHANNELS];
+static int32_t stem_offset[BINTUT_MAX_CHANNELS]; /* 128 x the sum of a channel's weights */
 static uint8_t stem_rows[BINTUT_MAX_POSITIONS][STEM_K];
 static int vnni_state; /* 0: not checked yet, 1: masks ready, -1: this CPU has no AVX-512 VNNI */
 
@@ -279,7 +279,7 @@ static int vnni_ready(void)
             stem_weights[((size_t)(oc / VNNI_CHANNELS) * (STEM_K / 4) + c / 4) * 4 * VNNI_CHANNELS +
                          (oc % VNNI_CHANNELS) * 4 + c % 4] = (int8_t)w;
         }
-        stem_weight_sum[oc] = sum;
+        stem_offset[oc] = 128 * sum;
     }
     vnni_state = 1;
     return 1;
@@ -498,6 +498,14 @@ static void vnni_tile(int i, const int8_t *in, int size, int o, int p0, int np, 
         for (p = 0; p < np; p++) mask_tile_1(m, mask_row[i], taps[p], n, cin, acc + p * VNNI_CHANNELS);
 }
 
+/* a[j] -= b[j] for n (a multiple of 16) int32 */
+static VNNI_TARGET void vnni_subtract(int32_t *a, const int32_t *b, int n)
+{
+    int j;
+    for (j = 0; j < n; j += 16)
+        _mm512_storeu_si512(a + j, _mm512_sub_epi32(_mm512_loadu_si512(a + j), _mm512_loadu_si512(b + j)));
+}
+
 /* The stem as one GEMM: each position's 27 inputs (x + 128, unsigned; 128 where padded, i.e. x = 0)
  * times the +-1 weights, minus 128 * (sum of the weights). */
 static int vnni_stem(const int8_t *image, int8_t *out)
@@ -507,19 +515,27 @@ static int vnni_stem(const int8_t *image, int8_t *out)
     int32_t acc[VNNI_POSITIONS * VNNI_CHANNELS];
     const uint8_t *rows[VNNI_POSITIONS][MAX_TAPS];
     fast_sink sink = {NULL, NULL, NULL, -1, NULL, 0, 0, NULL, NULL}; /* requantize */
-    int p, p0, oc0, j, dy, dx, c;
+    int p, p0, oc0, dy, dx, c;
     sink.out = out;
     for (p = 0; p < o * o; p++) {
+        const int y0 = (p / o) * layer->stride - layer->padding, x0 = (p % o) * layer->stride - layer->padding;
+        const int whole = x0 >= 0 && x0 + k <= BINTUT_IMAGE_SIZE; /* the window's rows lie inside, left to right */
         uint8_t *row = stem_rows[p];
         int at = 0;
-        for (dy = 0; dy < k; dy++)
-            for (dx = 0; dx < k; dx++) {
-                const int iy = (p / o) * layer->stride - layer->padding + dy;
-                const int ix = (p % o) * layer->stride - layer->padding + dx;
-                const int inside = iy >= 0 && iy < BINTUT_IMAGE_SIZE && ix >= 0 && ix < BINTUT_IMAGE_SIZE;
-                for (c = 0; c < 3; c++)
-                    row[at++] = (uint8_t)(128 + (inside ? image[((size_t)iy * BINTUT_IMAGE_SIZE + ix) * 3 + c] : 0));
+        for (dy = 0; dy < k; dy++) {
+            const int iy = y0 + dy;
+            const int8_t *src = image + ((size_t)iy * BINTUT_IMAGE_SIZE + x0) * 3;
+            if (iy < 0 || iy >= BINTUT_IMAGE_SIZE) {
+                for (c = 0; c < 3 * k; c++) row[at++] = 128;
+            } else if (whole) {
+                for (c = 0; c < 3 * k; c++) row[at++] = (uint8_t)(src[c] ^ 0x80); /* x + 128 */
+            } else {
+                for (dx = 0; dx < k; dx++) {
+                    const int inside = x0 + dx >= 0 && x0 + dx < BINTUT_IMAGE_SIZE;
+                    for (c = 0; c < 3; c++) row[at++] = (uint8_t)(inside ? src[3 * dx + c] ^ 0x80 : 128);
+                }
             }
+        }
         while (at < STEM_K) row[at++] = 0;
     }
     for (oc0 = 0; oc0 < cout; oc0 += VNNI_CHANNELS)
@@ -533,7 +549,7 @@ static int vnni_stem(const int8_t *image, int8_t *out)
                 for (p = 0; p < np; p++) vnni_tile_1(w, rows[p], 1, STEM_K, acc + p * VNNI_CHANNELS);
             for (p = 0; p < np; p++) {
                 int32_t *a = acc + p * VNNI_CHANNELS;
-                for (j = 0; j < VNNI_CHANNELS; j++) a[j] -= 128 * stem_weight_sum[oc0 + j];
+                vnni_subtract(a, stem_offset + oc0, VNNI_CHANNELS);
                 vnni_epilogue_row(layer, &sink, a, NULL, (size_t)(p0 + p) * cout + oc0, oc0, VNNI_CHANNELS);
             }
         }
