@@ -15,7 +15,8 @@ from bintut.integer.engine import IntegerResNet
 from bintut.integer.format import ExportError, ResNetExport, check_names
 from bintut.integer.kernels import conv_output_size, unpack_signs
 
-STATIC_SOURCES = ("bintut.c", "bintut_fast.c", "layer_check.c", "golden_main.c", "platform.h", "host_platform.c")
+STATIC_SOURCES = ("bintut.c", "bintut_fast.c", "bintut_amx.c", "layer_check.c", "golden_main.c", "platform.h",
+                  "host_platform.c")
 
 KERNELS = ("fast", "reference")  # bintut.c's BINTUT_FAST default: bintut_fast.c, or the readable reference loop
 
