@@ -12,8 +12,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,notebooks,book,timm,onnx]'
 	touch $(STAMP)
 
-## The main job: the reference recipe on a GPU, the workshop preset on a CPU; writes results/.
+## The main job: the reference recipe on a GPU, the workshop preset on a CPU; writes results/. On CIFAR-100 where it
+## is in data/ (or downloads), else on Fashion-MNIST: without either here it installs Debian's dataset-fashion-mnist
+## (apt-get, when this machine has it) and says so; the command says in one line which data it runs on and why.
 reproduce: $(STAMP)
+	@if [ ! -f data/cifar-100-python/train ] && [ ! -d data/FashionMNIST/raw ] \
+	    && [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null; then \
+	  echo "no CIFAR-100 in data/: installing Fashion-MNIST from Debian (apt-get install dataset-fashion-mnist)"; \
+	  ($(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q dataset-fashion-mnist) \
+	    || echo "could not install dataset-fashion-mnist: reproduce will try to download CIFAR-100"; fi
 	$(PY) -m bintut reproduce
 
 ## Every test: lint, the library tests and all notebooks in smoke mode.

@@ -35,14 +35,12 @@ Debian: apt-get install dataset-fashion-mnist) or --data synthetic (made offline
 
 
 REPRODUCE_OFFLINE = """\
-bintut: reproduce takes no options: it needs CIFAR-100 and timm's ImageNet ResNet18 weights (resnet18.a1_in1k).
-Without them (e.g. offline):
-  make smoke     # synthetic data made offline, random initial weights
-  python -m bintut train --preset workshop --data fashion-mnist --out results/workshop-fashion-mnist
-                 # real photos, offline from Debian's package dataset-fashion-mnist (else add --download)
-The workshop and seed presets start from those ImageNet weights; where they cannot be downloaded, add
---no-pretrained (random initial weights), or copy ~/.cache/huggingface/hub/models--timm--resnet18.a1_in1k/
-from a machine that has it to the same place here ($HF_HOME/hub/ if HF_HOME is set).\
+bintut: reproduce takes no options: on CIFAR-100 it needs timm's ImageNet ResNet18 weights (resnet18.a1_in1k).
+Without CIFAR-100 it runs on Fashion-MNIST where that is here (random initial weights); offline, install it with
+  apt-get install dataset-fashion-mnist      # Debian's package; then run make reproduce again
+or run on synthetic data made offline: make smoke. For CIFAR-100 without a download of the ImageNet weights, add
+--no-pretrained to a train command (random initial weights), or copy ~/.cache/huggingface/hub/
+models--timm--resnet18.a1_in1k/ from a machine that has it to the same place here ($HF_HOME/hub/ if HF_HOME is set).\
 """
 
 
@@ -120,10 +118,11 @@ def add_record_parser(commands: argparse._SubParsersAction) -> argparse.Argument
     """The ``record`` subcommand of ``python -m bintut`` (run by :func:`bintut.teaching.record.main`)."""
     parser = commands.add_parser(
         "record", allow_abbrev=False, help="train the tutorial's stages and record their metrics in docs/recorded/",
-        description="Train the tutorial's stages (baseline; binary weights only; int8 activations only; both, "
-        "each from the baseline with its gradual schedule) and copy each stage's metrics.jsonl and config.json "
-        "into OUT/<data>/<stage>/ with a provenance.json (command, machine, date, commit). The notebooks show "
-        "that recording. Rerunning continues where it stopped.",
+        description="Train the tutorial's stages (baseline; then, each from it: the baseline trained on; binary "
+        "weights only; int8 activations only; both, gradually; both at once, the control; p alone; bin_ratio alone) "
+        "and copy each run's metrics.jsonl and config.json into OUT/<data>/<stage>/seed-<k>/ with a provenance.json "
+        "(commands, machine, dates, commit). The notebooks show that recording. Rerunning continues where it "
+        "stopped; other stages or seeds add to it.",
     )
     parser.add_argument("--mode", choices=("smoke", "workshop", "full"), default=None,
                         help="the stages' recipe (default: full on a GPU, workshop on a CPU)")
@@ -136,6 +135,12 @@ def add_record_parser(commands: argparse._SubParsersAction) -> argparse.Argument
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="a config field for every stage, VALUE as JSON or text (repeatable), e.g. "
                         "--set train_subset=2000 --set epochs=3")
+    parser.add_argument("--stages", default=None, metavar="LIST",
+                        help="stages to record, comma-separated (the baseline always comes first); default: all of "
+                        "baseline, fp-continued, weights, activations, both, abrupt, p-only, ratio-only")
+    parser.add_argument("--seeds", default=None, metavar="LIST",
+                        help="seeds of every stage after the baseline, comma-separated, e.g. 0,1 (default: the "
+                        "config's seed)")
     return parser
 
 

@@ -13,7 +13,9 @@ import torch
 
 from bintut.config import TrainConfig
 from bintut.data.choice import DATA_NORMALIZATION, golden_images, test_images
-from bintut.data.images import DataNotFoundError
+from bintut.data.cifar100 import cifar100_found
+from bintut.data.fashion_mnist import fashion_mnist_found
+from bintut.data.images import DataNotFoundError, data_root
 from bintut.errors import BintutError, Terminated
 from bintut.files.atomic import StorageFullError, full_message, storage_error
 from bintut.files.run_folder import EXPORT, check_name_lengths
@@ -25,15 +27,25 @@ from bintut.integer.onnx_export import OPSET, OnnxExportError, require, save_onn
 from bintut.integer.opcount import layer_costs, summary_table
 from bintut.model import WeightsUnavailableError
 from bintut.quant import get_controls, hard_mode
+from bintut.teaching.stages import FASHION_WORKSHOP
 from bintut.training.devices import process_group
 from bintut.training.loop import train
 from bintut.training.runs import load_run
 
 
 def reproduce_settings() -> dict:
-    """``python -m bintut reproduce``: preset 'seed' on a GPU, 'workshop' on a CPU, into results/<preset>."""
+    """``python -m bintut reproduce``: preset 'seed' on a GPU, 'workshop' on a CPU, into results/<preset>, on
+    CIFAR-100 where it is found or can be downloaded. Without CIFAR-100 in the data root but with Fashion-MNIST
+    here (the data root, or Debian's package dataset-fashion-mnist), the workshop recipe on Fashion-MNIST
+    (:data:`bintut.teaching.stages.FASHION_WORKSHOP`: random initial weights, a subset) into
+    results/workshop-fashion-mnist. Says in one line which data and why."""
     name = "seed" if torch.cuda.is_available() else "workshop"
     print(f"bintut: {'a GPU is' if name == 'seed' else 'no GPU is'} visible: running preset {name!r}")
+    if not cifar100_found() and fashion_mnist_found():
+        print(f"bintut: no CIFAR-100 in {data_root(None)}, but Fashion-MNIST is here: running the workshop recipe on "
+              "Fashion-MNIST (real photos, random initial weights: ImageNet weights need a download)")
+        return {"preset": "workshop", "out": "results/workshop-fashion-mnist", "resume": True, **FASHION_WORKSHOP}
+    print("bintut: data: CIFAR-100 (downloaded into the data root if it is missing)")
     return {"preset": name, "out": f"results/{name}", "download": True, "resume": True}
 
 

@@ -1,23 +1,18 @@
 """Gradual quantizers: one abstraction for binary weights and int8 activations.
 
-A :class:`GradualQuantizer` maps a tensor ``x`` to its quantized version ``hard(x)`` and
-introduces it gradually with two controls (notebooks/03_sprinkled_binarization.ipynb):
-
-* ``p`` -- each entry is replaced by its quantized value with probability ``p``
-  ("sprinkling"; a fresh Bernoulli mask every forward, or a fixed nested mask);
-* ``bin_ratio`` -- the result is blended ``(1 - bin_ratio) * sprinkled + bin_ratio * hard``.
-
-At ``p = bin_ratio = 0`` the output is ``x`` exactly; at ``p = bin_ratio = 1`` it is
-``hard(x)`` exactly. Controls are 0-d buffers updated in place, so a compiled model sees
-new values without recompiling.
+A :class:`GradualQuantizer` maps a tensor ``x`` to its quantized version ``hard(x)`` and introduces it gradually
+with two controls (notebooks/03_sprinkled_binarization.ipynb): ``p``, the probability that an entry is replaced by
+its quantized value ("sprinkling": a fresh Bernoulli mask every forward, or a fixed nested mask), and
+``bin_ratio``, which blends ``(1 - bin_ratio) * sprinkled + bin_ratio * hard``. At ``p = bin_ratio = 0`` the
+output is ``x`` exactly; at ``p = bin_ratio = 1`` it is ``hard(x)`` exactly. Controls are 0-d buffers updated in
+place, so a compiled model sees new values without recompiling.
 
 Activations are sprinkled in training only: in eval mode the activation quantizer returns
-``(1 - bin_ratio) * x + bin_ratio * hard(x)`` without a mask, as the reference does ("soft"
-evaluation). Weights are sprinkled in both modes, also as the reference does.
+``(1 - bin_ratio) * x + bin_ratio * hard(x)`` without a mask, as the reference does ("soft" evaluation).
+Weights are sprinkled in both modes, also as the reference does.
 
-:func:`binarize_` converts a torchvision model in place: a weight quantizer is registered
-as a parametrization of every Conv2d/Linear weight, an activation quantizer as a forward
-pre-hook on its input.
+:func:`binarize_` converts a torchvision model in place: a weight quantizer is registered as a parametrization
+of every Conv2d/Linear weight, an activation quantizer as a forward pre-hook on its input.
 """
 
 from __future__ import annotations
@@ -31,6 +26,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from bintut.config import INT8_MAX, QuantConfig, parse_scale_init
+from bintut.fused_quant import GradualInt8, GradualSign, abs_max
 
 Target = Literal["all", "weights", "activations"]
 QUANTIZED_LAYERS = (nn.Conv2d, nn.Linear)
@@ -87,8 +83,9 @@ class GradualQuantizer(nn.Module):
         if self.nested:
             self.register_buffer("threshold", torch.rand(nested_shape))
 
-        # Host-side copy of p: lets eager mode skip drawing a mask when p is exactly 0 or 1.
+        # Host copies of the controls: eager mode skips the mask draw at p = 0 or 1, the quantizer where it is x.
         self._p_host = 0.0
+        self._r_host = 0.0
 
     def hard(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """The fully quantized tensor, same shape as ``x``; each subclass defines it (here: NotImplementedError)."""
@@ -99,7 +96,8 @@ class GradualQuantizer(nn.Module):
             self._p_host = check_control("p", p)
             self.p.fill_(self._p_host)
         if bin_ratio is not None:
-            self.bin_ratio.fill_(check_control("bin_ratio", bin_ratio))
+            self._r_host = check_control("bin_ratio", bin_ratio)
+            self.bin_ratio.fill_(self._r_host)
 
     def mask(self, x: torch.Tensor) -> torch.Tensor:
         """Which entries are binarized at the current p: a bool tensor of ``x``'s shape."""
@@ -120,9 +118,14 @@ class GradualQuantizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The gradual view of ``x`` (any shape, same shape out): ``lerp(sprinkle(x, hard(x)), hard(x), bin_ratio)``.
-        Taught in notebooks/03_sprinkled_binarization.ipynb."""
+        Taught in notebooks/03_sprinkled_binarization.ipynb. (The composed expression, which torch.compile
+        fuses; in eager mode the subclasses run it as one autograd function of :mod:`bintut.fused_quant`.)"""
         hard = self.hard(x)
         return torch.lerp(self.sprinkle(x, hard), hard, self.bin_ratio.to(x.dtype))
+
+    def eager_mask(self, x: torch.Tensor) -> torch.Tensor | bool:
+        """The fused path's mask: False at p = 0 (none sprinkled), True at p = 1 (all), else :meth:`mask`."""
+        return self._p_host == 1.0 if self._p_host in (0.0, 1.0) else self.mask(x)
 
     def extra_repr(self) -> str:
         return f"p={self.p.item():.4g}, bin_ratio={self.bin_ratio.item():.4g}, nested={self.nested}"
@@ -172,6 +175,14 @@ class SignQuantizer(GradualQuantizer):
         Taught in notebooks/03_sprinkled_binarization.ipynb."""
         return sign_ste(w) * self.channel_scale(w).to(w.dtype)
 
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        """The gradual weight (w's shape and dtype); in eager mode with a learned scale through
+        :class:`bintut.fused_quant.GradualSign`, else the composed expression."""
+        if self.analytic or torch.compiler.is_compiling():
+            return super().forward(w)
+        mask = self.eager_mask(w)
+        return GradualSign.apply(w, self.scale.to(w.dtype), mask, self.bin_ratio.to(w.dtype))
+
 
 class Int8Quantizer(GradualQuantizer):
     """Symmetric per-tensor int8 fake quantization with an EMA running max of |x|.
@@ -195,22 +206,25 @@ class Int8Quantizer(GradualQuantizer):
         self.register_buffer("running_max", torch.zeros(()))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
-    def observe(self, x: torch.Tensor) -> None:
+    def observe(self, x: torch.Tensor, current: torch.Tensor | None = None) -> None:
         """Track max|x| of a training batch (any shape): an exponential moving average with ``momentum``
-        (the first batch sets it), a 0-d float32 buffer. Taught in notebooks/04_int8_activations.ipynb."""
-        current = x.detach().abs().amax().float()
+        (the first batch sets it), a 0-d float32 buffer. ``current``: max|x| when the caller has it already.
+        An empty batch changes nothing. Taught in notebooks/04_int8_activations.ipynb."""
+        if x.numel() == 0:
+            return
+        current = abs_max(x) if current is None else current
         ema = torch.lerp(self.running_max, current, self.momentum)
         self.running_max.copy_(torch.where(self.initialized, ema, current))
         self.initialized.fill_(True)
 
-    def step_for(self, x: torch.Tensor) -> torch.Tensor:
+    def step_for(self, x: torch.Tensor, current: torch.Tensor | None = None) -> torch.Tensor:
         """Quantization step (the int8 scale) for x: running_max / 127, a 0-d float32 tensor in units of x per code.
 
         A quantizer never run in training has no running max yet and uses max|x| of this
         batch (no Python branch on tensor values, so torch.compile keeps one graph).
-        Taught in notebooks/04_int8_activations.ipynb.
+        ``current``: max|x| when the caller has it already. Taught in notebooks/04_int8_activations.ipynb.
         """
-        current = x.detach().abs().amax().float()
+        current = abs_max(x) if current is None else current
         running = torch.where(self.initialized, self.running_max, current)
         return running.clamp_min(torch.finfo(torch.float32).tiny) / self.levels
 
@@ -238,8 +252,20 @@ class Int8Quantizer(GradualQuantizer):
         return super().sprinkle(x, hard) if self.training else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The layer input a quantized layer sees: ``x`` (any shape) in float32, blended and sprinkled."""
-        return super().forward(x.float())
+        """The layer input a quantized layer sees: ``x`` (any shape) blended and sprinkled, computed in float32;
+        float32 out under autocast, else x's dtype (a model cast with ``.to(torch.bfloat16)`` still runs). Eager
+        mode: :class:`bintut.fused_quant.GradualInt8`, or only max|x| where the result is x (p = bin_ratio = 0)."""
+        dtype, given = (torch.float32 if torch.is_autocast_enabled(x.device.type) else x.dtype), x
+        x = x.float()
+        if torch.compiler.is_compiling():
+            return super().forward(x).to(dtype)
+        current = abs_max(x)
+        if self.training:
+            self.observe(x, current)
+        mask = self.eager_mask(x) if self.training else False
+        if mask is False and self._r_host == 0.0:
+            return given.to(dtype)  # x itself, in any dtype
+        return GradualInt8.apply(x, self.step_for(x, current), mask, self.bin_ratio.float()).to(dtype)
 
     def integer(self, x: torch.Tensor) -> torch.Tensor:
         """The int8 codes of x (int8, same shape) at the current scale (no running-max update)."""

@@ -1,15 +1,17 @@
 """Record the tutorial's stages once, read the recording everywhere (notebooks, book, tests).
 
 ``python -m bintut record`` trains the stages of :mod:`bintut.teaching.stages` -- ``baseline`` (full precision),
-then ``weights`` (binary weights only), ``activations`` (int8 inputs only) and ``both``, each starting
-from the baseline with its gradual schedule -- and copies each stage's ``metrics.jsonl`` and
-``config.json`` (never the checkpoint) into ``docs/recorded/<data>/<stage>/``, with a
-``provenance.json`` beside them: the command, the machine (CPU model or GPU name), the date, the git
-commit, the torch version and the wall time of each stage (and whether it was trained by this call or
-found finished in the run cache). Paths in the copied configs are made portable
-(:func:`portable_config`). Each stage is copied as soon as it has finished, so an interrupted
-recording keeps what it has; rerunning continues (the run cache of :mod:`bintut.training.runs` resumes a
-stage's checkpoint).
+then, each from the baseline: ``fp-continued`` (the baseline trained on: the reference for costs), ``weights``
+(binary weights only), ``activations`` (int8 inputs only), ``both`` (gradual, the method), ``abrupt`` (its
+control: everything binary from the first step), ``p-only`` and ``ratio-only`` (one control each) -- each
+binarizing stage for every seed of ``--seeds``. It copies each run's ``metrics.jsonl`` and ``config.json``
+(never the checkpoint) into ``docs/recorded/<data>/<stage>/seed-<k>/``, with a ``provenance.json`` beside
+them: the commands, the machine (CPU model or GPU name), the dates, the git commit, the torch version and the
+wall time of each run (and whether it was trained by this call or found finished in the run cache). Paths in
+the copied configs are made portable (:func:`portable_config`). Each run is copied, atomically, as soon as it
+has finished, so an interrupted recording keeps what it has; rerunning continues (the run cache of
+:mod:`bintut.training.runs` resumes a stage's checkpoint), and a later call with other stages or seeds adds
+to the recording.
 
 The notebooks draw their "recorded" figures from these files with :func:`load_recording`, the same
 in every mode: what binarization costs on real images can be read without training anything.
@@ -22,11 +24,10 @@ import json
 import os
 import platform
 import shlex
-import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,14 @@ import torch
 
 from bintut.config import DATA_NAMES, TrainConfig
 from bintut.errors import BintutError
+from bintut.files.atomic import replacing
 from bintut.files.checkpoint import is_finished
 from bintut.files.metrics import read_metrics
 from bintut.files.run_folder import CONFIG, METRICS
-from bintut.teaching.stages import PUBLISHED, STAGE_TITLES, stage_config
+from bintut.teaching.stages import PUBLISHED, STAGE_TITLES, stage_config, stage_schedules
 from bintut.training.runs import load_or_train, run_name, runs_dir
 
-RECORD_STAGES = ("baseline", "weights", "activations", "both")
+RECORD_STAGES = ("baseline", "fp-continued", "weights", "activations", "both", "abrupt", "p-only", "ratio-only")
 
 RECORDED_ENV = "BINTUT_RECORDED"
 
@@ -61,26 +63,36 @@ def recorded_dir() -> Path:
 
 
 def record_configs(mode: str, data: str, ramp: list | None = None, baseline_epochs: int | None = None,
-                   **overrides: Any) -> dict[str, TrainConfig]:
-    """The four stages' configurations of one recording.
+                   stages: tuple[str, ...] = RECORD_STAGES, **overrides: Any) -> dict[str, TrainConfig]:
+    """The configurations of one recording's stages (the baseline always first), by stage name.
 
     ``mode`` and the stage recipes come from :func:`bintut.teaching.stages.stage_config`; ``overrides`` (config
     fields) apply to every stage, ``baseline_epochs`` to the baseline only, ``ramp`` (a phase list)
-    replaces the binarizing stages' schedule of p and bin_ratio. Later stages start from this baseline.
+    replaces the ramped controls' schedule (:data:`bintut.teaching.stages.RAMPED`). Later stages start from
+    this baseline. Raises ValueError naming an unknown stage (and as stage_config does).
     """
+    unknown = [s for s in stages if s not in RECORD_STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; record knows {', '.join(RECORD_STAGES)}")
     extra = {"epochs": baseline_epochs} if baseline_epochs else {}
     baseline = stage_config("baseline", mode, data=data, **{**overrides, **extra})
     start = str(runs_dir() / run_name(baseline, "baseline"))
     configs = {"baseline": baseline}
-    for stage in RECORD_STAGES[1:]:
-        schedule: dict[str, Any] = {}
-        if ramp is not None:
-            if stage in ("weights", "both"):
-                schedule |= dict(weight_p=ramp, weight_ratio=ramp)
-            if stage in ("activations", "both"):
-                schedule |= dict(act_p=ramp, act_ratio=ramp)
+    for stage in dict.fromkeys(s for s in stages if s != "baseline"):  # in the order asked for
+        schedule = stage_schedules(stage, ramp) if ramp is not None else {}
         configs[stage] = stage_config(stage, mode, data=data, **{**overrides, **schedule, "init_from": start})
     return configs
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``"0,1,2"`` -> (0, 1, 2): the seeds of ``--seeds`` (distinct, >= 0). Raises ValueError quoting the text."""
+    try:
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        seeds = ()
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds wants distinct whole numbers >= 0 separated by commas, e.g. 0,1; got {text!r}")
+    return seeds
 
 
 def machine() -> str:
@@ -109,39 +121,64 @@ def git_commit() -> str:
     return head + ("+changes" if dirty else "")
 
 
-def record(configs: dict[str, TrainConfig], out: str | os.PathLike, command: str) -> Path:
-    """Train (or load) each stage in order and copy its metrics and config into ``out/<data>/<stage>/``.
+def _write(path: Path, text: str) -> None:
+    """Replace ``path`` whole (never through a symbolic link at it: the link itself is replaced)."""
+    with replacing(path) as tmp:
+        tmp.write_text(text)
 
-    Returns the recording folder. ``provenance.json`` is rewritten after every stage (what is there is
-    always described); a stage that was already trained reports no wall time of its own.
+
+def _earlier_provenance(folder: Path, data: str) -> dict[str, Any]:
+    """What an earlier call recorded here (its runs are kept), or nothing when it is absent or unreadable."""
+    try:
+        earlier = json.loads((folder / PROVENANCE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(earlier, dict) or earlier.get("data") != DATA_NAMES[data]:
+        return {}
+    return earlier if isinstance(earlier.get("runs"), dict) else {}
+
+
+def record(configs: dict[str, TrainConfig], out: str | os.PathLike, command: str,
+           seeds: tuple[int, ...] | None = None) -> Path:
+    """Train (or load) each stage for each seed and copy its metrics and config into
+    ``out/<data>/<stage>/seed-<k>/``; the baseline once, with its own seed. Returns the recording folder.
+
+    Order: the baseline, then seed by seed every other stage in the order given, so that an interrupted
+    recording holds whole comparisons. ``provenance.json`` is rewritten (atomically) after every run, so what
+    is there is always described; runs that an earlier call recorded stay. A run that was already trained
+    reports no wall time of its own. ``seeds`` None: the configs' own seed.
     """
-
     data = configs["baseline"].data
     folder = Path(out) / data
     folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    earlier = _earlier_provenance(folder, data)
     provenance: dict[str, Any] = {
-        "data": DATA_NAMES[data], "command": command, "machine": machine(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(), "torch": torch.__version__, "python": platform.python_version(),
-        "stages": {},
+        "data": DATA_NAMES[data], "commands": [*earlier.get("commands", []), command], "machine": machine(),
+        "date": earlier.get("date", now), "last_date": now, "commit": git_commit(), "torch": torch.__version__,
+        "python": platform.python_version(), "runs": earlier.get("runs", {}),
     }
     started = time.perf_counter()
-    for stage, cfg in configs.items():
+    jobs = [("baseline", configs["baseline"])] + [
+        (stage, cfg if seeds is None else cfg.replace(seed=seed))
+        for seed in (seeds or (None,)) for stage, cfg in configs.items() if stage != "baseline"]
+    for stage, cfg in jobs:
         run_folder = runs_dir() / run_name(cfg, stage)
-        print(f"bintut: recording stage {stage!r} ({cfg.epochs} epochs on {DATA_NAMES[data]}) -> {run_folder}",
-              flush=True)
+        print(f"bintut: recording stage {stage!r}, seed {cfg.seed} ({cfg.epochs} epochs on {DATA_NAMES[data]}) -> "
+              f"{run_folder}", flush=True)
         begun = time.perf_counter()
         finished = is_finished(run_folder, cfg.epochs)
         load_or_train(cfg, label=stage)
-        target = folder / stage
-        target.mkdir(exist_ok=True)
-        shutil.copyfile(run_folder / METRICS, target / METRICS)
+        target = folder / stage / f"seed-{cfg.seed}"
+        target.mkdir(parents=True, exist_ok=True)
+        _write(target / METRICS, (run_folder / METRICS).read_text())
         saved = portable_config(json.loads((run_folder / CONFIG).read_text()), runs_dir())
-        (target / CONFIG).write_text(json.dumps(saved, indent=2) + "\n")
-        provenance["stages"][stage] = {"run": run_folder.name, "trained_here": not finished,
-                                       "wall_seconds": round(time.perf_counter() - begun)}
+        _write(target / CONFIG, json.dumps(saved, indent=2) + "\n")
+        provenance["runs"][f"{stage}/seed-{cfg.seed}"] = {
+            "run": run_folder.name, "trained_here": not finished, "wall_seconds": round(time.perf_counter() - begun),
+            "recorded": now}
         provenance["wall_seconds"] = round(time.perf_counter() - started)
-        (folder / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
+        _write(folder / PROVENANCE, json.dumps(provenance, indent=2) + "\n")
     return folder
 
 
@@ -172,10 +209,12 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 def main(args: dict[str, Any]) -> int:
     """``python -m bintut record``: one-line errors (exit 2) as ``train``."""
     try:
-        configs = record_configs(args["mode"], args["data"], args["ramp"], args["baseline_epochs"],
+        stages = tuple(args["stages"].split(",")) if args.get("stages") else RECORD_STAGES
+        configs = record_configs(args["mode"], args["data"], args["ramp"], args["baseline_epochs"], stages,
                                  **_overrides(args["overrides"]))
+        seeds = parse_seeds(args["seeds"]) if args.get("seeds") else None
         command = "python -m bintut " + shlex.join(sys.argv[1:])
-        folder = record(configs, args["out"] or recorded_dir(), command)
+        folder = record(configs, args["out"] or recorded_dir(), command, seeds)
     except (BintutError, ValueError, TypeError) as err:  # every bintut error, and bad --set values: one line
         print(f"bintut: error: {err}", file=sys.stderr)
         return 2
@@ -185,22 +224,35 @@ def main(args: dict[str, Any]) -> int:
 
 @dataclass
 class Recording:
-    """A recording read back: per stage its metrics rows and config, and the provenance."""
+    """A recording read back: per stage the metrics rows and config of its first seed (``metrics``,
+    ``configs``), every seed's rows (``seeds``: stage -> seed -> rows), and the provenance."""
 
     folder: Path
     metrics: dict[str, list[dict[str, Any]]]
     configs: dict[str, dict[str, Any]]
     provenance: dict[str, Any]
+    seeds: dict[str, dict[int, list[dict[str, Any]]]] = field(default_factory=dict)
 
     @property
     def data(self) -> str:
         """The data set's display name, e.g. 'Fashion-MNIST'."""
         return DATA_NAMES.get(self.configs["baseline"]["data"], self.configs["baseline"]["data"])
 
+    @property
+    def test_images(self) -> int:
+        """How many test images every evaluation of the recording counted."""
+        return int(self.metrics["baseline"][-1]["test_images"])
+
     def final(self, stage: str, key: str = "hard_acc") -> float:
-        """A stage's last-epoch value of ``key``, in percent for accuracies."""
+        """A stage's (first seed's) last-epoch value of ``key``, in percent for accuracies."""
         value = self.metrics[stage][-1][key]
         return 100 * value if key.endswith("_acc") else value
+
+    def finals(self, stage: str, key: str = "hard_acc") -> dict[int, float]:
+        """Each seed's last-epoch value of ``key`` for a stage, in percent for accuracies (None stays None)."""
+        scale = 100 if key.endswith("_acc") else 1
+        return {seed: None if rows[-1].get(key) is None else scale * rows[-1][key]
+                for seed, rows in self.seeds[stage].items()}
 
     def source(self) -> str:
         """One line of provenance: data, subset, machine, date, commit."""
@@ -210,50 +262,102 @@ class Recording:
                 f"commit {str(p.get('commit', '?'))[:10]}")
 
 
+ROW_KEYS = ("epoch", "hard_acc", "soft_acc", "train_loss")  # what every recorded metrics row must hold
+
+
+def _read_run(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One recorded run's metrics rows and config, checked in structure; RecordingError (one line) if damaged."""
+    try:
+        rows = read_metrics(folder / METRICS)
+        config = json.loads((folder / CONFIG).read_text())
+    except (OSError, ValueError) as err:  # MetricsError and JSONDecodeError are ValueErrors
+        raise RecordingError(f"{folder}: damaged recording ({str(err).splitlines()[0]}); re-record it with "
+                             "python -m bintut record") from None
+    bad = [r for r in rows if not isinstance(r, dict) or any(k not in r for k in ROW_KEYS)
+           or not all(isinstance(r[k], (int, float)) for k in ROW_KEYS)]
+    if not rows or bad or not isinstance(config, dict) or "data" not in config:
+        raise RecordingError(f"{folder}: damaged recording (a metrics row without {', '.join(ROW_KEYS)}, no rows, "
+                             "or a config without its data set); re-record it with python -m bintut record")
+    return rows, config
+
+
+def _seed_folders(stage_folder: Path) -> dict[int, Path]:
+    """A stage's runs by seed: its ``seed-<k>`` folders, or the stage folder itself (recordings before seeds)."""
+    found = {}
+    for child in sorted(stage_folder.glob("seed-*")):
+        suffix = child.name.removeprefix("seed-")
+        if child.is_dir() and suffix.isdigit() and all((child / n).is_file() for n in RECORD_FILES):
+            found[int(suffix)] = child
+    if not found and all((stage_folder / n).is_file() for n in RECORD_FILES):
+        found[0] = stage_folder
+    return found
+
+
 def load_recording(data: str | None = None, folder: str | os.PathLike | None = None) -> Recording:
-    """The recording of ``data`` under ``folder`` (default :func:`recorded_dir`); RecordingError if absent.
+    """The recording of ``data`` under ``folder`` (default :func:`recorded_dir`).
 
     ``data=None`` takes CIFAR-100's recording where one was made (``make record`` with the data and a GPU),
-    else the Fashion-MNIST recording that ships with bintut.
+    else the Fashion-MNIST recording that ships with bintut. Every file is checked in its structure before
+    anything is derived from it: raises RecordingError (one line) when the recording is absent, has no baseline,
+    or a file is damaged (torn, not JSON, rows without their accuracies).
     """
     if data is None:
         data = "cifar100" if (Path(folder or recorded_dir()) / "cifar100" / PROVENANCE).is_file() else "fashion-mnist"
     where = Path(folder or recorded_dir()) / data
     if not (where / PROVENANCE).is_file():
         raise RecordingError(f"no recording in {where} (make one with: python -m bintut record --data {data})")
-    metrics, configs = {}, {}
+    metrics, configs, seeds = {}, {}, {}
     for stage in RECORD_STAGES:
-        if not all((where / stage / name).is_file() for name in RECORD_FILES):
-            continue
-        metrics[stage] = read_metrics(where / stage / METRICS)
-        configs[stage] = json.loads((where / stage / CONFIG).read_text())
+        runs = {seed: _read_run(path) for seed, path in _seed_folders(where / stage).items()}
+        if runs:
+            seeds[stage] = {seed: rows for seed, (rows, _) in runs.items()}
+            metrics[stage], configs[stage] = runs[min(runs)]
     if "baseline" not in metrics:
         raise RecordingError(f"{where}: the recording holds no baseline stage")
-    return Recording(where, metrics, configs, json.loads((where / PROVENANCE).read_text()))
+    try:
+        provenance = json.loads((where / PROVENANCE).read_text())
+    except (OSError, ValueError) as err:
+        raise RecordingError(f"{where / PROVENANCE}: damaged ({err})") from None
+    if not isinstance(provenance, dict):
+        raise RecordingError(f"{where / PROVENANCE}: damaged (not a JSON object)")
+    return Recording(where, metrics, configs, provenance, seeds)
 
 
 def cost_points(rec: Recording) -> dict[str, float]:
-    """What each binarizing stage costs, in points of test accuracy: the baseline's final soft accuracy (the
+    """What each binarizing stage costs, in points of test accuracy: the reference's final soft accuracy (the
     full-precision network) minus the stage's final soft accuracy (the network the stage trained, its quantizers
-    at p = bin_ratio = 1 at the end of its schedule).
+    at p = bin_ratio = 1 at the end of its schedule), each the mean over its seeds.
 
-    This is the tutorial's one definition of "the cost of binarizing" (notebooks 03 and 04): ``weights`` gives
-    the cost of binary weights, ``activations`` of int8 inputs, ``both`` of the two together.
+    The reference is ``fp-continued`` (the baseline trained on for the stage's epochs: a cost then never mixes
+    "binarized" with "trained longer"), or the baseline in recordings without it. This is the tutorial's one
+    definition of "the cost of binarizing" (notebooks 03 and 04; :mod:`bintut.teaching.lesson` adds its
+    uncertainty).
     """
-    base = rec.final("baseline", "soft_acc")
-    return {stage: round(base - rec.final(stage, "soft_acc"), 1) for stage in RECORD_STAGES[1:]
-            if stage in rec.metrics}
+    reference = "fp-continued" if "fp-continued" in rec.seeds else "baseline"
+
+    def mean(stage: str) -> float:
+        values = list(rec.finals(stage, "soft_acc").values())
+        return sum(values) / len(values)
+
+    return {stage: round(mean(reference) - mean(stage), 1) for stage in RECORD_STAGES
+            if stage in rec.seeds and stage not in ("baseline", reference)}
 
 
 def recorded_rows(rec: Recording) -> list[dict[str, Any]]:
-    """Results-table rows of a recording (one per stage), labelled with their data set and provenance."""
+    """Results-table rows of a recording (one per stage, accuracies the mean over its seeds), labelled with their
+    data set and provenance."""
     rows = []
-    for stage, rows_ in rec.metrics.items():
-        last = rows_[-1]
+    for stage, runs in rec.seeds.items():
+        last = [r[-1] for r in runs.values()]
+
+        def mean(key: str, last: list = last) -> float | str:
+            values = [row.get(key) for row in last]
+            return "n/a" if None in values else round(100 * sum(values) / len(values), 1)
+
         rows.append({
-            "stage": stage, "trains": STAGE_TITLES[stage], "data": rec.data, "epochs": last["epoch"],
-            "hard %": round(100 * last["hard_acc"], 1), "soft %": round(100 * last["soft_acc"], 1),
-            "source": f"recorded {rec.provenance.get('date', '?')[:10]}",
+            "stage": stage, "trains": STAGE_TITLES[stage], "data": rec.data, "epochs": last[0]["epoch"],
+            "seeds": len(runs), "hard %": mean("hard_acc"), "soft %": mean("soft_acc"),
+            "deployed %": mean("deployed_acc"), "source": f"recorded {rec.provenance.get('date', '?')[:10]}",
             "comparable to published": f"no: other data ({rec.data})",
         })
     return rows
@@ -266,8 +370,9 @@ def published_rows() -> list[dict[str, Any]]:
     source = "published: github.com/SebastianFia/binary_resnet18"
     return [
         {"stage": "reference, fp part", "trains": "full precision", "data": "CIFAR-100", "epochs": epoch_fp,
-         "hard %": "–", "soft %": fp, "source": source, "comparable to published": "(is the published number)"},
+         "seeds": 1, "hard %": "–", "soft %": fp, "deployed %": "–", "source": source,
+         "comparable to published": "(is the published number)"},
         {"stage": "reference, end", "trains": "binary weights + int8 activations", "data": "CIFAR-100",
-         "epochs": epoch_binary, "hard %": binary, "soft %": binary, "source": source,
+         "epochs": epoch_binary, "seeds": 1, "hard %": binary, "soft %": binary, "deployed %": "–", "source": source,
          "comparable to published": "(is the published number)"},
     ]

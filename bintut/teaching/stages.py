@@ -9,7 +9,11 @@ was taken).
 
 Stages: ``baseline`` (full precision), ``weights`` (binary weights only), ``activations`` (int8
 inputs only), ``both`` (weights and activations together, as the reference does) -- each later
-stage starts from the baseline -- and ``reference`` (the whole recipe as one run).
+stage starts from the baseline -- and ``reference`` (the whole recipe as one run). The controls of the
+lesson (notebooks 03 and 04), each also from the baseline and for the same epochs and learning rates as
+``both``: ``abrupt`` (both quantizers at p = bin_ratio = 1 from the first step: plain straight-through
+training), ``p-only`` (p rises, bin_ratio stays 0), ``ratio-only`` (bin_ratio rises, p stays 0) and
+``fp-continued`` (every control at 0: the baseline trained on, the fair reference for what a stage costs).
 """
 
 from __future__ import annotations
@@ -33,9 +37,25 @@ MODE_ENV = "BINTUT_MODE"
 
 MODES = ("smoke", "workshop", "full")
 
-STAGES = ("baseline", "weights", "activations", "both", "reference")
+STAGES = ("baseline", "weights", "activations", "both", "reference", "abrupt", "p-only", "ratio-only", "fp-continued")
 
 OFF = [[1.0, "stay", 0.0, 0.0]]
+ON = [[1.0, "stay", 1.0, 1.0]]
+
+# Which controls follow the stage's ramp (the rest stay at 0); ``abrupt`` holds all four at 1 instead.
+RAMPED: dict[str, tuple[str, ...]] = {
+    "baseline": (), "fp-continued": (), "weights": ("weight_p", "weight_ratio"), "activations": ("act_p", "act_ratio"),
+    "both": ("weight_p", "weight_ratio", "act_p", "act_ratio"), "p-only": ("weight_p", "act_p"),
+    "ratio-only": ("weight_ratio", "act_ratio"), "abrupt": (),
+}
+CONTROLS = ("weight_p", "weight_ratio", "act_p", "act_ratio")
+
+
+def stage_schedules(stage: str, ramp: list) -> dict[str, list]:
+    """The four control schedules of a stage (not ``reference``), given the ramp its ramped controls follow."""
+    if stage == "abrupt":
+        return dict.fromkeys(CONTROLS, ON)
+    return {c: ramp if c in RAMPED[stage] else OFF for c in CONTROLS}
 
 # After the baseline: cosine 0 -> 0.5 over the first 1/8, then cosine 0.5 -> 1 (the reference's
 # binarization phases, rescaled to a run that starts at the end of the baseline).
@@ -64,7 +84,7 @@ FASHION_WORKSHOP: dict[str, Any] = dict(
 )
 
 # The reference spends 60 of its 300 epochs on the baseline; the stage-wise version keeps that split.
-FULL_EPOCHS = {"baseline": 60, "weights": 240, "activations": 240, "both": 240, "reference": 300}
+FULL_EPOCHS = {"baseline": 60, "reference": 300} | dict.fromkeys(STAGES[1:4] + STAGES[5:], 240)
 
 
 def resolve_mode(mode: str | None = None, fallback: bool = True) -> str:
@@ -121,8 +141,8 @@ def stage_config(stage: str, mode: str | None = None, **overrides: Any) -> Train
     name = settings.pop("preset")
     if mode == "full":
         settings["epochs"] = FULL_EPOCHS[stage]
-    if mode == "workshop" and "data" not in overrides and workshop_data(overrides.get("data_root")) == "fashion-mnist":
-        settings |= FASHION_WORKSHOP
+    if mode == "workshop" and (overrides.get("data") or workshop_data(overrides.get("data_root"))) == "fashion-mnist":
+        settings |= FASHION_WORKSHOP  # found here, or asked for by name
     if stage == "reference":
         if mode == "smoke":
             ref = [[0.2, "stay", 0.0, 0.0], [0.7, "cosine", 0.0, 1.0], [1.0, "stay", 1.0, 1.0]]
@@ -131,10 +151,7 @@ def stage_config(stage: str, mode: str | None = None, **overrides: Any) -> Train
             settings |= dict(weight_p=REFERENCE_BINARIZATION, weight_ratio=REFERENCE_BINARIZATION,
                              act_p=REFERENCE_BINARIZATION, act_ratio=REFERENCE_BINARIZATION)
         return preset(name, **{**settings, **overrides})
-    ramp = SMOKE_RAMP if mode == "smoke" else RAMP
-    weights = ramp if stage in ("weights", "both") else OFF
-    acts = ramp if stage in ("activations", "both") else OFF
-    settings |= dict(weight_p=weights, weight_ratio=weights, act_p=acts, act_ratio=acts)
+    settings |= stage_schedules(stage, SMOKE_RAMP if mode == "smoke" else RAMP)
     if stage != "baseline":  # later stages start from the baseline's run folder
         base = {k: v for k, v in overrides.items() if k == "data"}
         settings["init_from"] = str(runs_dir() / run_name(stage_config("baseline", mode, **base), "baseline"))
@@ -148,6 +165,10 @@ STAGE_TITLES = {
     "activations": "fp weights, int8 activations",
     "both": "binary weights + int8 activations",
     "reference": "the reference recipe as one run",
+    "abrupt": "binary weights + int8 activations at once (the control)",
+    "p-only": "binary weights + int8 activations, p alone",
+    "ratio-only": "binary weights + int8 activations, bin_ratio alone",
+    "fp-continued": "full precision, trained on (the reference for costs)",
 }
 
 # The published reference (github.com/SebastianFia/binary_resnet18): CIFAR-100, one 300-epoch run.

@@ -30,6 +30,7 @@ from bintut.teaching.viz.quant import (
 )
 from bintut.teaching.viz.recorded import (
     plot_recorded_baseline,
+    plot_recorded_control,
     plot_recorded_costs,
     plot_recorded_stage,
     plot_stage_bars,
@@ -55,6 +56,7 @@ __all__ = [
     "plot_pipeline",
     "plot_prediction",
     "plot_recorded_baseline",
+    "plot_recorded_control",
     "plot_recorded_costs",
     "plot_recorded_stage",
     "plot_running_max",

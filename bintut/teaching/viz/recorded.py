@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 
 from bintut.data.choice import num_classes
-from bintut.teaching.record import cost_points
 from bintut.teaching.viz.base import figure_grid, label_bars
 
 
@@ -104,20 +103,76 @@ def plot_recorded_stage(rec, stage: str = "weights"):
 
 
 def plot_recorded_costs(rec):
-    """What binarizing costs on the recording, in points of test accuracy (bintut.teaching.record.cost_points): the
-    baseline's final accuracy minus each stage's final accuracy with its quantizers fully on."""
-    costs = cost_points(rec)
-    names = {"weights": "binary weights\n(weights stage)", "activations": "int8 inputs\n(activations stage)",
-             "both": "both\n(both stage)"}
-    fig, (ax,) = figure_grid(width=6.2, height=3.4)
-    order = [s for s in ("activations", "weights", "both") if s in costs]
-    bars = ax.bar(range(len(order)), [costs[s] for s in order], 0.55,
-                  color=["tab:orange", "tab:blue", "tab:purple"][: len(order)])
-    ax.bar_label(bars, labels=[f"{costs[s]:+.1f}" for s in order], padding=2, fontsize="small")
-    ax.set_xticks(range(len(order)), [names[s] for s in order])
+    """What binarizing costs on the recording, in points of test accuracy (bintut.teaching.lesson.cost): the
+    reference's final soft accuracy (fp-continued, or the baseline in recordings without it) minus each binarizing
+    stage's, each the mean over its seeds, with whiskers of the difference's uncertainty (two sampling errors and
+    the seed spreads). A bar whose whisker crosses 0 is not a measured cost."""
+    from bintut.teaching.lesson import BINARIZING, cost, reference_stage
+
+    names = {"weights": "binary weights\n(weights)", "activations": "int8 inputs\n(activations)",
+             "both": "both, gradual\n(both)", "abrupt": "both, at once\n(abrupt)", "p-only": "both, p\nalone",
+             "ratio-only": "both, bin_ratio\nalone"}
+    colours = {"weights": "tab:cyan", "activations": "tab:orange", "both": "tab:blue", "abrupt": "tab:red",
+               "p-only": "tab:purple", "ratio-only": "tab:olive"}
+    order = [s for s in BINARIZING if s in rec.seeds]
+    costs = [cost(rec, s) for s in order]
+    fig, (ax,) = figure_grid(width=7.2, height=3.4)
+    bars = ax.bar(range(len(order)), [c.value for c in costs], 0.55, yerr=[c.uncertainty for c in costs],
+                  capsize=5, color=[colours[s] for s in order])
+    ax.bar_label(bars, labels=[f"{c.value:+.1f}" for c in costs], padding=2, fontsize="small", label_type="center")
+    ax.set_xticks(range(len(order)), [names[s] for s in order], fontsize="small")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_ylabel("cost (points of test accuracy)")
-    top = max([abs(v) for v in costs.values()] + [1.0])
-    ax.set_ylim(min(0.0, min(costs.values(), default=0.0)) * 1.3 - 0.5, top * 1.3)
-    _recorded_title(ax, f"cost = baseline {rec.final('baseline', 'soft_acc'):.1f} % minus the stage", rec)
+    ref = reference_stage(rec)
+    _recorded_title(ax, f"cost = {ref} {rec.final(ref, 'soft_acc'):.1f} % minus the stage, ± its uncertainty", rec)
+    return fig
+
+
+CONTROL_STYLES = {  # stage -> (colour, line style, label)
+    "fp-continued": ("tab:green", "-", "fp-continued (no quantizer)"),
+    "both": ("tab:blue", "-", "gradual (both: p and bin_ratio ramp)"),
+    "abrupt": ("tab:red", "--", "abrupt (the control: binary at once)"),
+    "p-only": ("tab:purple", "-.", "p alone"),
+    "ratio-only": ("tab:orange", ":", "bin_ratio alone"),
+}
+
+
+def plot_recorded_control(rec):
+    """Gradual against abrupt binarization on a recording: left, each seed's test accuracy against the epoch for
+    every control stage (the binarizing stages' hard accuracy: the deployable network, p = bin_ratio = 1;
+    fp-continued's soft: full precision); right, the final soft accuracy (the network each stage trained) as each
+    seed's ring and the mean with whiskers of two sampling errors (bintut.teaching.lesson)."""
+    from matplotlib.ticker import MaxNLocator
+
+    from bintut.teaching.lesson import result
+
+    stages = [s for s in CONTROL_STYLES if s in rec.seeds]
+    fig, (curves, finals) = figure_grid(2, width=4.6, height=3.6)
+    for stage in stages:
+        colour, style, label = CONTROL_STYLES[stage]
+        key = "soft_acc" if stage == "fp-continued" else "hard_acc"
+        for i, rows in enumerate(rec.seeds[stage].values()):
+            curves.plot([r["epoch"] for r in rows], [100 * r[key] for r in rows], style, marker="o", ms=3,
+                        color=colour, alpha=0.85, label=label if i == 0 else None)
+    curves.set_xlabel("epoch of the stage (each from the same baseline)")
+    curves.set_ylabel("test accuracy (%): hard; fp-continued soft")
+    curves.xaxis.set_major_locator(MaxNLocator(integer=True))
+    curves.grid(alpha=0.3)
+    curves.legend(fontsize="x-small", loc="lower right")
+    curves.set_title("each seed's curve", fontsize="medium")
+    for x, stage in enumerate(stages):
+        r = result(rec, stage)
+        colour = CONTROL_STYLES[stage][0]
+        finals.errorbar([x], [r.mean], yerr=[2 * r.sampling], fmt="s", color=colour, capsize=5, ms=7)
+        finals.plot([x] * len(r.per_seed), list(r.per_seed.values()), "o", color=colour, mfc="none", ms=6)
+        finals.annotate(f"{r.mean:.1f}", (x, r.mean), textcoords="offset points", xytext=(9, -3), fontsize="small")
+    finals.set_xticks(range(len(stages)), [s.replace("-", "-\n") for s in stages], fontsize="small")
+    finals.set_xlim(-0.5, len(stages) - 0.3)
+    finals.set_ylabel("final soft test accuracy (%)")
+    finals.grid(alpha=0.3, axis="y")
+    finals.set_title("final: seeds (rings), mean ± 2 sampling errors", fontsize="medium")
+    cfg, p = rec.configs["baseline"], rec.provenance
+    fig.suptitle(f"gradual against abrupt: {rec.data}, {cfg['train_subset'] or 'all'} training / "
+                 f"{cfg['test_subset'] or 'all'} test images; recorded {p.get('date', '?')[:10]} "
+                 f"({str(p.get('machine', '?')).split(',')[0]})", fontsize="medium")
     return fig

@@ -1,0 +1,130 @@
+"""The gradual quantizers' arithmetic as two fused autograd functions, for eager mode on a CPU.
+
+:class:`bintut.quant.GradualQuantizer` defines a quantizer as an expression of small tensor operations --
+``lerp(where(mask, hard(x), x), hard(x), bin_ratio)`` with straight-through estimators inside ``hard`` --
+which autograd records op by op: about 25 passes over every activation per training step, each writing
+a new tensor, and as many again backwards. On a CPU in eager mode that doubled the training step
+(docs/fast_training.md, "The training step on a CPU"). The functions here compute the same forward values
+in a few in-place passes and write the gradient in closed form from two saved bool masks:
+
+* activations, ``x`` any shape, ``step`` 0-d (units of x per int8 code), mask ``m`` (bool, x's shape, or
+  None in eval) and blend ``r``::
+
+      hard = clamp(round(x / step), -127, 127) * step
+      out  = lerp(where(m, hard, x), hard, r)
+      d out / d x = where(m, k, (1 - r) + r * k),   k = [|round(x / step)| < 127]
+
+  (the straight-through gradient of round passes where the code is not clamped, as the composed
+  expression's does: torch.clamp's gradient is 0 at its bounds, so a code of exactly +-127 gets none);
+* weights ``w`` (out, ...) with the per-output-channel scale ``s`` (out, 1, ...)::
+
+      hard = sign(w) * s,  sign(0) = +1
+      out  = lerp(where(m, hard, w), hard, r)
+      d out / d w = where(m, s, (1 - r) + r * s),   d out / d s = sum over a channel of g * (r + (1 - r) m) * sign(w)
+
+  (the identity straight-through estimator of sign, times the scale).
+
+Forward values equal the composed expression's; gradients equal it up to float rounding (the composed
+chain multiplies by ``step`` and divides by it again). ``tests/test_quant.py`` holds both against the
+composed expression. Under ``torch.compile`` the quantizers keep the composed expression, which the
+compiler fuses itself. Taught (as the composed expression) in notebooks/03_sprinkled_binarization.ipynb and
+notebooks/04_int8_activations.ipynb.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from bintut.config import INT8_MAX
+
+
+def int8_codes(x: torch.Tensor, step: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The int8 fake-quantized ``x`` (float32, x's shape) and where its straight-through gradient passes (bool).
+
+    ``x`` float32 any shape, ``step`` a 0-d float32 tensor > 0 (units of x per code). The code is
+    ``round(x / step)`` (round half to even) clamped to +-127 (the composed expression's clamp to +-128 before
+    rounding changes no code); the gradient passes where the rounded code lies strictly inside (-127, 127), as
+    torch.clamp's gradient does (0 at the bounds).
+    """
+    codes = torch.div(x, step).round_().clamp_(-INT8_MAX, INT8_MAX)
+    return codes.mul(step), codes.abs_() < INT8_MAX
+
+
+def abs_max(x: torch.Tensor) -> torch.Tensor:
+    """max|x| of any tensor as a 0-d float32 tensor, in one pass (0 for an empty tensor; NaN if x holds one)."""
+    if x.numel() == 0:
+        return torch.zeros((), device=x.device)
+    low, high = torch.aminmax(x.detach())
+    return torch.maximum(-low, high).float()
+
+
+Mask = torch.Tensor | bool  # which entries are sprinkled: a bool tensor of x's shape, or False (none) / True (all)
+
+
+def _blend(x: torch.Tensor, hard: torch.Tensor, mask: Mask, r: torch.Tensor) -> torch.Tensor:
+    """``lerp(where(mask, hard, x), hard, r)``: the sprinkled and blended tensor (a new tensor of x's shape)."""
+    if mask is True:
+        return hard  # lerp(hard, hard, r) is hard
+    mixed = x.clone() if mask is False else torch.where(mask, hard, x)
+    return mixed.lerp_(hard, r)
+
+
+def _save(ctx: Any, mask: Mask, *tensors: torch.Tensor) -> None:
+    ctx.mask = mask if isinstance(mask, bool) else None
+    ctx.save_for_backward(*tensors, None if isinstance(mask, bool) else mask)
+
+
+def _where(ctx: Any, mask: torch.Tensor | None, sprinkled: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """Per entry the gradient of a sprinkled entry or of a kept one, as the mask says."""
+    if ctx.mask is not None:
+        return sprinkled if ctx.mask else kept
+    return torch.where(mask, sprinkled, kept)
+
+
+class GradualInt8(torch.autograd.Function):
+    """``lerp(where(m, fq(x), x), fq(x), r)`` for int8 fake quantization fq with the step ``step``.
+
+    Arguments: ``x`` float32 (any shape), ``step`` 0-d float32 (no gradient), ``mask`` a bool tensor of x's shape,
+    or False (nothing sprinkled) / True (everything), ``r`` 0-d float32 (bin_ratio, no gradient). Returns float32 of
+    x's shape.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, step: torch.Tensor, mask: Mask, r: torch.Tensor) -> torch.Tensor:
+        hard, passes = int8_codes(x, step)
+        _save(ctx, mask, passes, r)
+        return _blend(x, hard, mask, r)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        passes, r, mask = ctx.saved_tensors
+        through = passes.to(grad.dtype)
+        kept = through if ctx.mask is True else through.mul(r).add_(1 - r)  # (1 - r) + r k: not sprinkled
+        return grad * _where(ctx, mask, through, kept), None, None, None
+
+
+class GradualSign(torch.autograd.Function):
+    """``lerp(where(m, sign(w) s, w), sign(w) s, r)`` with identity straight-through gradients.
+
+    Arguments: ``w`` (out, ...) float, ``scale`` (out, 1, ...) of w's dtype (gets a gradient), ``mask`` a bool
+    tensor of w's shape, or False (nothing sprinkled) / True (everything), ``r`` 0-d (bin_ratio, no gradient).
+    Returns w's shape and dtype.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, w: torch.Tensor, scale: torch.Tensor, mask: Mask, r: torch.Tensor) -> torch.Tensor:
+        signs = torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+        _save(ctx, mask, signs, scale, r)
+        return _blend(w, signs * scale, mask, r)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        signs, scale, r, mask = ctx.saved_tensors
+        r = r.to(grad.dtype)
+        to_hard = _where(ctx, mask, grad, grad * r)  # d out / d hard; grad - to_hard is d out / d w not through hard
+        grad_w = torch.addcmul(grad, to_hard, scale - 1)
+        dims = tuple(range(1, grad.dim()))
+        grad_scale = (to_hard * signs).sum(dims, keepdim=True) if ctx.needs_input_grad[1] else None
+        return grad_w, grad_scale, None, None
