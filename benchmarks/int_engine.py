@@ -124,7 +124,7 @@ def torch_int8(plain: torch.nn.Module, images: torch.Tensor):
         return f"{type(err).__name__}: {err}"
 
 
-def onnxruntime_rows(export, images: np.ndarray, repeats: int) -> list[tuple[str, float]]:
+def onnxruntime_rows(export, images: np.ndarray, repeats: int) -> list[tuple]:
     """onnxruntime's CPU provider, one thread, on the export's ONNX model (bintut.integer.onnx_export): images/s
     at batch 64 and batch 1, or one row saying why it did not run (the onnx extra not installed)."""
     try:
@@ -138,8 +138,9 @@ def onnxruntime_rows(export, images: np.ndarray, repeats: int) -> list[tuple[str
     name = f"onnxruntime {version} CPU provider, 1 thread, the ONNX export (QDQ: int8 QLinearConv where fused)"
     rows = []
     for batch in (64, 1):
-        t = best_of(lambda batch=batch: session.run(None, {INPUT: images[:batch]}), repeats)
-        rows.append((f"{name}, batch {batch}", batch / t))
+        part = images[:batch]  # fewer than 64 when --batch is smaller
+        t = best_of(lambda part=part: session.run(None, {INPUT: part}), repeats)
+        rows.append((f"{name}, batch {len(part)}", len(part) / t, len(part)))
     return rows
 
 

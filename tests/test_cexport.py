@@ -41,8 +41,8 @@ def test_c_sources_are_integer_only_and_static():
 def test_export_writes_a_self_contained_library(c_library, smoke_run):
     lib = c_library / "lib"
     names = {p.relative_to(lib).as_posix() for p in lib.rglob("*") if p.is_file()}
-    assert {"bintut.h", "bintut_model.h", "bintut.c", "golden.h", "golden_main.c", "README.md",
-            "mcu/mps2_platform.c", "mcu/mps2_an386.ld"} <= names
+    assert {"bintut.h", "bintut_model.h", "bintut.c", "bintut_fast.c", "bintut_amx.c", "golden.h", "golden_main.c",
+            "README.md", "mcu/mps2_platform.c", "mcu/mps2_an386.ld"} <= names
     export = load_export(c_library / "model.npz")
     header = (lib / "bintut.h").read_text()
     assert "int bintut_infer(const int8_t *image, int32_t *logits);" in header
