@@ -132,6 +132,9 @@ REFUSED = [
     (_set("layer1.0.conv1", nn.Conv2d(64, 64, 2, padding="same", bias=False)), "layer1.0.conv1",
      "padding 'same' with a 2 x 2 kernel pads unequally"),
     (_set("layer1.0.bn1", nn.GroupNorm(8, 64)), "layer1.0.conv1", "followed by a GroupNorm"),
+    (_set("layer2.0.downsample", nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(64, 128, 1, bias=False),
+                                               nn.BatchNorm2d(128))),
+     "layer2.0.downsample", "a shortcut made of AvgPool2d, Conv2d, BatchNorm2d"),
 ]
 
 
@@ -156,6 +159,17 @@ def test_what_the_integer_network_cannot_compute_is_refused_naming_layer_and_rea
     with pytest.raises(ExportError, match=f"^layer {layer}.*{reason}") as caught:
         export_resnet(model.eval())
     assert "\n" not in str(caught.value)
+
+
+def test_a_shortcut_without_batchnorm_folds_its_bias():
+    """nn.Sequential(Conv2d) as a projection shortcut was an IndexError traceback: A = s_x * s_c, B = bias."""
+    def bare(model):
+        model.layer2[0].downsample = nn.Sequential(nn.Conv2d(64, 128, 1, stride=2, bias=True))
+
+    model = converted(bare)
+    layer = export_resnet(model).layers["layer2.0.downsample.0"]
+    np.testing.assert_allclose(layer.b, model.layer2[0].downsample[0].bias.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(layer.a, layer.act_step * layer.weight_scale, rtol=1e-6)
 
 
 def test_string_padding_with_one_symmetric_meaning_is_computed():

@@ -85,7 +85,18 @@ def _geometry(layer: nn.Conv2d, name: str) -> tuple[int, int, int]:
     return kernel, stride[0], padding[0]
 
 
-def _fold(layer: nn.Module, name: str, bn: nn.Module | None) -> LayerExport:
+def _shortcut(downsample: nn.Module, name: str) -> tuple[nn.Module, nn.Module | None]:
+    """(convolution, BatchNorm or None) of a block's projection shortcut. Raises ExportError naming it for any
+    other make-up (an average pool before the convolution, a layer after the BatchNorm)."""
+    parts = list(downsample) if isinstance(downsample, nn.Sequential) else []
+    if not 1 <= len(parts) <= 2 or not isinstance(parts[0], nn.Conv2d):
+        made = ", ".join(type(m).__name__.removeprefix("Parametrized") for m in parts) or type(downsample).__name__
+        raise ExportError(f"layer {name}: a shortcut made of {made}; the export takes nn.Sequential(Conv2d) or "
+                          "nn.Sequential(Conv2d, BatchNorm2d)")
+    return parts[0], parts[1] if len(parts) == 2 else None
+
+
+def _fold(layer: nn.Module, bn: nn.Module | None, name: str) -> LayerExport:
     """Taught in notebooks/05_int8_addsub_gemm.ipynb."""
     wq, aq = _quantizers(layer, name)
     if isinstance(layer, nn.Conv2d):
@@ -138,19 +149,19 @@ def export_resnet(model: nn.Module, image_size: int = 32,
     for name, tensor in model.state_dict().items():  # NaN weights would export as meaningless sign bits
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ExportError(f"{name} holds NaN or infinite values: the model cannot be exported")
-    layers = {"conv1": _fold(model.conv1, "conv1", model.bn1)}
+    layers = {"conv1": _fold(model.conv1, model.bn1, "conv1")}
     blocks = []
     for stage in ("layer1", "layer2", "layer3", "layer4"):
         for i, block in enumerate(getattr(model, stage)):
             prefix = f"{stage}.{i}"
-            layers[f"{prefix}.conv1"] = _fold(block.conv1, f"{prefix}.conv1", block.bn1)
-            layers[f"{prefix}.conv2"] = _fold(block.conv2, f"{prefix}.conv2", block.bn2)
+            layers[f"{prefix}.conv1"] = _fold(block.conv1, block.bn1, f"{prefix}.conv1")
+            layers[f"{prefix}.conv2"] = _fold(block.conv2, block.bn2, f"{prefix}.conv2")
             shortcut = None
             if block.downsample is not None:
                 shortcut = f"{prefix}.downsample.0"
-                layers[shortcut] = _fold(block.downsample[0], shortcut, block.downsample[1])
+                layers[shortcut] = _fold(*_shortcut(block.downsample, f"{prefix}.downsample"), shortcut)
             blocks.append({"conv1": f"{prefix}.conv1", "conv2": f"{prefix}.conv2", "shortcut": shortcut})
-    layers["fc"] = _fold(model.fc, "fc", None)
+    layers["fc"] = _fold(model.fc, None, "fc")
     mean, std = normalization or (None, None)
     export = ResNetExport(layers, blocks, model.fc.out_features, image_size, mean=mean, std=std)
     add_integer_constants(export)

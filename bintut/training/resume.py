@@ -112,7 +112,7 @@ def check_state(state: dict[str, Any], path: Path) -> dict[str, Any]:
     checks = [(key, state[key], kinds) for key, kinds in FIELD_TYPES.items() if key in state]
     row = state.get("last_row")
     if isinstance(row, dict):
-        checks += [(f"last_row.{key}", row[key], kinds) for key, kinds in ROW_TYPES.items() if key in row]
+        checks += [(f"last_row.{key}", row.get(key, "<missing>"), kinds) for key, kinds in ROW_TYPES.items()]
     rng = state.get("rng")
     if isinstance(rng, torch.Tensor) and rng.dtype != torch.uint8:
         checks.append(("rng", rng, ()))
