@@ -157,3 +157,12 @@ def test_the_c_popcount_kernels_equal_numpy():
     rows = [line for line in done.stdout.splitlines() if line.startswith(("| int8", "| xnor"))]
     assert len(rows) == 4 and all(r.endswith("| True |") or "unavailable" in r for r in rows)
     assert "xnor_portable" in done.stdout and "True" in next(r for r in rows if "xnor_portable" in r)
+
+
+def test_binact_from_a_finished_run_prints_its_table(smoke_run):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "binact_from_run.py"), str(smoke_run.out),
+                           "--steps", "1"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "load average" in done.stdout and "UTC" in done.stdout and "python " in done.stdout
+    table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert len(table) == 2 + 4 and "| + binary inputs, stem and head int8 | conv1, fc | 1 |" in done.stdout
