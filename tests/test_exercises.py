@@ -191,3 +191,18 @@ def test_the_answers_pass_the_checks_and_the_stubs_do_not(path, capsys):
         ok, _ = _run(answers[name], check)
         out = capsys.readouterr().out
         assert ok is True, f"{path.name}: the answer of {name} fails its check: {out}"
+
+
+def test_a_result_that_cannot_be_compared_is_reported(capsys):
+    def odd(real):
+        return "m0", "n", "sign"
+
+    ok, out = _verdict(capsys, odd, quantize_multiplier, cases("quantize_multiplier"))
+    assert ok is False and "result [0]: returned str, expected a numpy array" in out
+
+    class Weird:
+        def __eq__(self, other):
+            raise RuntimeError("no")
+
+    ok, out = _verdict(capsys, lambda x: Weird(), lambda x: Weird(), [1])
+    assert ok is False and "cannot be compared" in out and "RuntimeError: no" in out

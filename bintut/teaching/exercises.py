@@ -132,6 +132,20 @@ def _difference(got: Any, expected: Any, tolerance: float) -> str | None:
     return None if got == expected else f"returned {got!r}, expected {expected!r}"
 
 
+def _verdict(got: Any, got_grads: list, expected: Any, grads: list, tolerance: float) -> str | None:
+    """How a result and its gradients differ from the reference's, or None when they match."""
+    if (problem := _difference(got, expected, tolerance)) is not None:
+        return problem
+    for j, (g, e) in enumerate(zip(got_grads, grads, strict=True)):
+        if e is None:
+            continue
+        if g is None:
+            return f"no gradient reaches argument {j + 1} (is the output detached from it?)"
+        if (problem := _difference(g, e, tolerance)) is not None:
+            return f"the gradient of the output's sum with respect to argument {j + 1}: {problem}"
+    return None
+
+
 def _raised(err: BaseException) -> str:
     """One line: the exception and the line of code it came from."""
     message = str(err).strip().splitlines()[0] if str(err).strip() else ""
@@ -167,18 +181,13 @@ def check_function(fn: Callable, reference: Callable, cases: Iterable[Any], tole
             print(f"{name}: not implemented yet - write it in the cell above, run that cell, then this one")
             return False
         expected, grads = _call(reference, args)
-        if (problem := _difference(got, expected, tolerance)) is not None:
+        try:
+            problem = _verdict(got, got_grads, expected, grads, tolerance)
+        except Exception as err:  # a result too odd to compare (e.g. an object whose == is not a bool)
+            problem = f"returned {_brief(got)}, which cannot be compared with {_brief(expected)} ({_raised(err)})"
+        if problem is not None:
             print(f"{label}: {problem}")
             return False
-        for j, (g, e) in enumerate(zip(got_grads, grads, strict=True)):
-            if e is None:
-                continue
-            if g is None:
-                print(f"{label}: no gradient reaches argument {j + 1} (is the output detached from it?)")
-                return False
-            if (problem := _difference(g, e, tolerance)) is not None:
-                print(f"{label}: the gradient of the output's sum with respect to argument {j + 1}: {problem}")
-                return False
     print(f"{name}: all {len(cases)} cases pass")
     return True
 
