@@ -3,6 +3,7 @@ user runs it (the command line, in process or as ``python -m bintut``) and its o
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -110,6 +111,24 @@ def test_a_data_root_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, c
     assert main(["train", "--preset", "smoke", "--data-root", str(tmp_path / "ro"), "--out",
                  str(tmp_path / "run")]) == 2
     assert "cannot hold the data this run writes there (Read-only file system" in one_line(capsys.readouterr().err)
+
+    from bintut.data import fashion_mnist
+
+    from .test_fashion_mnist import write_idx_gz
+
+    write_idx_gz(tmp_path / "debian")  # Debian's package, decompressed into a data root that refuses the write
+    monkeypatch.setattr(fashion_mnist, "FASHION_DEBIAN", tmp_path / "debian")
+
+    @contextlib.contextmanager
+    def refused(path):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        yield
+
+    monkeypatch.setattr(fashion_mnist, "replacing", refused)
+    assert main(["train", "--preset", "smoke", "--data", "fashion-mnist", "--data-root", str(tmp_path / "ro"),
+                 "--out", str(tmp_path / "run")]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert "--data-root" in err and "(Permission denied" in err and "gzip" not in err  # not blamed on the source
 
 
 def test_c_at_a_symbolic_link_loop_is_one_line(finished, tmp_path, capsys):

@@ -64,10 +64,12 @@ def _decompress_into(source: Path, raw: Path) -> None:
     raw.mkdir(parents=True, exist_ok=True)
     for name in _fashion_files():
         try:
-            with gzip.open(source / name) as packed, replacing(raw / Path(name).stem) as tmp:
-                tmp.write_bytes(packed.read())
+            with gzip.open(source / name) as packed:
+                data = packed.read()
         except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
             raise DataError(f"{source / name}: not a readable gzip file ({err})") from err
+        with replacing(raw / Path(name).stem) as tmp:  # a write that fails is the data root's, not the source's
+            tmp.write_bytes(data)
 
 
 def _fetch_fashion(raw: Path, progress: bool) -> None:
