@@ -91,6 +91,13 @@ def test_a_wrongly_typed_checkpoint_field_is_one_line(finished_run, tmp_path, ca
             assert main(["export", str(out), "--out", str(tmp_path / "m.npz")]) == 2
             err = capsys.readouterr().err
             assert err.startswith("bintut: error: ") and err.count("\n") == 1 and "its field epoch" in err
+    out = _copy(source, tmp_path / "bad-config")
+    state = load_checkpoint(out / CHECKPOINT)
+    state["config"]["seed"] = 1.5  # a TrainConfig field of the wrong type
+    torch.save(state, out / CHECKPOINT)
+    assert main(["export", str(out), "--out", str(tmp_path / "m.npz")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "records an invalid configuration (seed is float '1.5', not int)" in err
 
 
 def test_starting_a_run_leaves_a_concurrent_exports_temporary_file_alone(tmp_path):

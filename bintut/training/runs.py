@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import nn
 
-from bintut.config import TrainConfig
+from bintut.config import SCHEDULE_FIELDS, TrainConfig
 from bintut.errors import BintutError
 from bintut.files.checkpoint import CheckpointError, finished, load_checkpoint
 from bintut.files.lock import NO_LOCK_ERRNOS
@@ -168,6 +168,18 @@ def saved_config(saved: Any, path: Path) -> TrainConfig:
     if unknown:
         raise CheckpointError(f"{path} records configuration fields this version of bintut does not know "
                               f"({', '.join(map(str, unknown[:5]))}): written by a newer bintut, or edited")
+    kinds = {"bool": (bool,), "float": (int, float), "int": (int,), "int | None": (int, type(None)), "list": (list,),
+             "str": (str,), "str | None": (str, type(None))}
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in saved:  # a field newer than the run: its default
+            continue
+        value = saved[f.name]
+        allowed = kinds.get(str(f.type), (object,))
+        if f.name in SCHEDULE_FIELDS:
+            allowed = (list, int, float)  # a phase list, or a number: a constant schedule
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise CheckpointError(f"{path} records an invalid configuration ({f.name} is {type(value).__name__} "
+                                  f"{str(value)[:40]!r}, not {f.type})")
     try:
         return TrainConfig(**saved)
     except (ValueError, TypeError) as err:
