@@ -36,8 +36,8 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-_SUBMODULES = {"binact", "cli", "config", "data", "errors", "files", "integer", "model", "quant", "schedule",
-               "teaching", "training"}
+_SUBMODULES = {"binact", "cli", "config", "data", "errors", "files", "fused_quant", "integer", "model", "quant",
+               "schedule", "teaching", "training"}
 
 
 def __getattr__(name: str):
