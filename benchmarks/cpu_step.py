@@ -6,7 +6,9 @@
 One optimisation step (forward, loss, backward, grad-norm clip, AdamW) as :func:`bintut.training.recipe.train_step`
 runs it, float32, channels_last, random images of CIFAR's shape (the content does not change the speed). Paths:
 the plain model (no quantizer at all) and the converted model with both quantizers at p = bin_ratio = 0, 0.5
-and 1. The paths take turns, one step each per round, so that a change of load on a shared machine hits all of
+and 1, and (``--composed``, the "before" of docs/fast_training.md) the same at 0.5 with the quantizers' composed
+expression of ``GradualQuantizer.forward`` in eager mode, as bintut ran it before :mod:`bintut.fused_quant`.
+The paths take turns, one step each per round, so that a change of load on a shared machine hits all of
 them alike; each path's figure is the median over the rounds of wall and CPU seconds per step. The ratio
 "vs plain" divides a path's median seconds by the plain path's (1.00x = no cost; the goal of issue 23 is
 <= 1.3x).
@@ -26,7 +28,7 @@ import torch
 
 from bintut.config import preset
 from bintut.model import resnet18_cifar
-from bintut.quant import binarize_, set_controls
+from bintut.quant import GradualQuantizer, binarize_, quantizers, set_controls
 from bintut.training.recipe import train_step
 
 
@@ -39,13 +41,22 @@ def cpu_model() -> str:
         return platform.processor() or "unknown CPU"
 
 
-def make_step(controls: float | None, batch: int):
+def composed(net: torch.nn.Module) -> None:
+    """Every quantizer of ``net`` runs the composed expression (the eager path before bintut.fused_quant)."""
+    for q in quantizers(net):
+        q.forward = (lambda x, q=q: GradualQuantizer.forward(q, x.float())) if q.role == "activations" else (
+            lambda w, q=q: GradualQuantizer.forward(q, w))
+
+
+def make_step(controls: float | None, batch: int, fused: bool = True):
     """A closure running one training step of a fresh model: plain (controls None) or binarizing at p = r."""
     torch.manual_seed(0)
     net = resnet18_cifar(100, pretrained=False)
     if controls is not None:
         net = binarize_(net)
         set_controls(net, controls, controls)
+        if not fused:
+            composed(net)
     net = net.to(memory_format=torch.channels_last).train()
     cfg = preset("seed", pretrained=False, mix_prob=0.0)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=1e-4)
@@ -67,9 +78,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="timed steps per path (after one untimed)")
     parser.add_argument("--controls", type=float, nargs="+", default=[0.0, 0.5, 1.0],
                         help="p = bin_ratio values of the binarizing paths")
+    parser.add_argument("--composed", action="store_true",
+                        help="add the composed expression at p = bin_ratio = 0.5 (before the fused functions)")
     args = parser.parse_args()
     paths = {"plain (no quantizers)": make_step(None, args.batch)}
     paths |= {f"binarizing, p = bin_ratio = {c:g}": make_step(c, args.batch) for c in args.controls}
+    if args.composed:
+        paths["binarizing, p = bin_ratio = 0.5, composed (before)"] = make_step(0.5, args.batch, fused=False)
     for step in paths.values():  # warm-up: allocator, oneDNN primitives
         step()
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}

@@ -105,8 +105,8 @@ def test_results_figure_names_the_data_set(data_dir, tmp_path, monkeypatch):
 
 
 def test_reproduce_offline_points_to_commands_that_work(tmp_path, monkeypatch, capsys):
-    """Offline, reproduce ends with advice it does not itself reject: make smoke, the Fashion-MNIST route
-    (every `python -m bintut` command in it parses and makes a valid config) and the ImageNet weights."""
+    """Offline, reproduce ends with advice it does not itself reject: Debian's Fashion-MNIST, make smoke, and the
+    ImageNet weights (every `python -m bintut` command in it parses and makes a valid config)."""
     import shlex
     from pathlib import Path
 
@@ -122,18 +122,36 @@ def test_reproduce_offline_points_to_commands_that_work(tmp_path, monkeypatch, c
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(commands, "fashion_mnist_found", lambda root=None: False)  # nothing here at all
     monkeypatch.setattr(commands, "train", offline)
     assert main(["reproduce"]) == 2
     err = capsys.readouterr().err
     assert "make smoke" in err and "--no-pretrained" in err and "resnet18.a1_in1k" in err
+    assert "apt-get install dataset-fashion-mnist" in err
     commands = [line.split("python -m bintut ", 1)[1] for line in err.splitlines() if "python -m bintut " in line]
-    assert any("--data fashion-mnist" in c for c in commands)
     for command in commands:
         args = vars(build_parser().parse_args(shlex.split(command)))
         args.pop("command")
-        try:
-            preset(args.pop("preset"), **args)  # raises ValueError on a value reproduce's advice must not give
-        except ValueError as err:
-            if "'fashion-mnist'" in str(err) and str(err).startswith("data must be one of"):
-                pytest.skip("--data fashion-mnist (issue 15's data set) is not in this checkout yet")
-            raise
+        preset(args.pop("preset"), **args)  # raises ValueError on a value reproduce's advice must not give
+
+
+@pytest.mark.parametrize("cifar, fashion, data", [(True, True, "cifar100"), (False, True, "fashion-mnist"),
+                                                  (False, False, "cifar100")])
+def test_reproduce_takes_cifar100_else_fashion_mnist_and_says_which(monkeypatch, capsys, cifar, fashion, data):
+    import torch
+
+    from bintut import commands
+    from bintut.config import preset
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(commands, "cifar100_found", lambda root=None: cifar)
+    monkeypatch.setattr(commands, "fashion_mnist_found", lambda root=None: fashion)
+    settings = commands.reproduce_settings()
+    cfg = preset(settings.pop("preset"), **settings)
+    out = capsys.readouterr().out
+    assert cfg.data == data and cfg.preset == "workshop"
+    if data == "fashion-mnist":  # the recipe of workshop mode on Fashion-MNIST: random weights, a subset
+        assert not cfg.pretrained and cfg.train_subset == 2000 and "Fashion-MNIST is here" in out
+        assert cfg.out == "results/workshop-fashion-mnist"
+    else:
+        assert "data: CIFAR-100" in out and cfg.download

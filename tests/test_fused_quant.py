@@ -111,3 +111,19 @@ def test_an_empty_batch_passes_through_and_moves_no_running_max():
         maxima, [q for q in net.modules() if isinstance(q, Int8Quantizer)], strict=True))
     net.eval()
     assert net(torch.empty(0, 3, 6, 6)).shape == (0, 5)
+
+
+def test_the_cpu_step_benchmark_runs_and_prints_its_table():
+    """benchmarks/cpu_step.py at tiny sizes: one row per path, ratios against the plain step, machine and load."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "cpu_step.py"
+    out = subprocess.run([sys.executable, str(script), "--batch", "2", "--rounds", "1", "--controls", "0.5",
+                          "--composed"], capture_output=True, text=True, timeout=300, check=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| plain (no quantizers)", "| binarizing, p = bin_ratio = 0.5",
+        "| binarizing, p = bin_ratio = 0.5, composed (before)"]
+    assert rows[0].endswith("| 1.00x | 1.00x |") and "load average" in out

@@ -24,8 +24,14 @@ def fake_debian_package(folder, monkeypatch):
 def test_every_stage_has_a_valid_config_without_training(stage, mode, tmp_path, monkeypatch):
     monkeypatch.setenv("BINTUT_RUNS", str(tmp_path))
     cfg = stage_config(stage, mode)
-    assert cfg.schedule("weight_p")(1.0) == (1.0 if stage in ("weights", "both", "reference") else 0.0)
-    assert cfg.schedule("act_p")(1.0) == (1.0 if stage in ("activations", "both", "reference") else 0.0)
+    weights_binary = ("weights", "both", "reference", "abrupt", "p-only")
+    acts_binary = ("activations", "both", "reference", "abrupt", "p-only")
+    assert cfg.schedule("weight_p")(1.0) == (1.0 if stage in weights_binary else 0.0)
+    assert cfg.schedule("act_p")(1.0) == (1.0 if stage in acts_binary else 0.0)
+    ratio_only = stage == "ratio-only"  # p stays 0, bin_ratio alone ends at 1
+    assert cfg.schedule("weight_ratio")(1.0) == (1.0 if stage in weights_binary[:4] or ratio_only else 0.0)
+    if stage == "abrupt":  # the control: fully binary from the first step
+        assert {cfg.schedule(c)(0.0) for c in ("weight_p", "weight_ratio", "act_p", "act_ratio")} == {1.0}
     if stage in ("baseline", "reference"):
         assert cfg.init_from is None
     else:

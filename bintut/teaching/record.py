@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -207,7 +208,8 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def main(args: dict[str, Any]) -> int:
-    """``python -m bintut record``: one-line errors (exit 2) as ``train``."""
+    """``python -m bintut record``: one-line errors (exit 2) as ``train``; a stop by signal N is one line and exit
+    128 + N."""
     try:
         stages = tuple(args["stages"].split(",")) if args.get("stages") else RECORD_STAGES
         configs = record_configs(args["mode"], args["data"], args["ramp"], args["baseline_epochs"], stages,
@@ -218,6 +220,11 @@ def main(args: dict[str, Any]) -> int:
     except (BintutError, ValueError, TypeError) as err:  # every bintut error, and bad --set values: one line
         print(f"bintut: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: every finished run is recorded, the stage checkpointed
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"bintut: recording stopped by signal {signum}; what finished is recorded, and the same command "
+              "continues where it stopped", file=sys.stderr)
+        return 128 + signum
     print(f"bintut: recorded {', '.join(configs)} in {folder}")
     return 0
 
