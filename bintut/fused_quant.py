@@ -128,3 +128,18 @@ class GradualSign(torch.autograd.Function):
         dims = tuple(range(1, grad.dim()))
         grad_scale = (to_hard * signs).sum(dims, keepdim=True) if ctx.needs_input_grad[1] else None
         return grad_w, grad_scale, None, None
+
+
+class KeptWeight(torch.autograd.Function):
+    """The weight unchanged (p = bin_ratio = 0: ``lerp(w, hard, 0)`` is ``w``) with the gradients of the gradual
+    expression there: ``grad`` for ``w`` and zeros for the scale (so that AdamW still decays it, as it does when
+    the composed expression gives it a zero gradient). Arguments: ``w`` (out, ...), ``scale`` (out, 1, ...)."""
+
+    @staticmethod
+    def forward(ctx: Any, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        ctx.scale_shape, ctx.scale_dtype = scale.shape, scale.dtype
+        return w.view_as(w)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
+        return grad, torch.zeros(ctx.scale_shape, dtype=ctx.scale_dtype, device=grad.device)

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from bintut.config import INT8_MAX, QuantConfig, parse_scale_init
-from bintut.fused_quant import GradualInt8, GradualSign, abs_max
+from bintut.fused_quant import GradualInt8, GradualSign, KeptWeight, abs_max
 
 Target = Literal["all", "weights", "activations"]
 QUANTIZED_LAYERS = (nn.Conv2d, nn.Linear)
@@ -176,11 +176,12 @@ class SignQuantizer(GradualQuantizer):
         return sign_ste(w) * self.channel_scale(w).to(w.dtype)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        """The gradual weight (w's shape and dtype); in eager mode with a learned scale through
-        :class:`bintut.fused_quant.GradualSign`, else the composed expression."""
+        """The gradual weight (w's shape and dtype); eager with a learned scale: :mod:`bintut.fused_quant`."""
         if self.analytic or torch.compiler.is_compiling():
             return super().forward(w)
         mask = self.eager_mask(w)
+        if mask is False and self._r_host == 0.0:
+            return KeptWeight.apply(w, self.scale)
         return GradualSign.apply(w, self.scale.to(w.dtype), mask, self.bin_ratio.to(w.dtype))
 
 

@@ -127,3 +127,13 @@ def test_the_cpu_step_benchmark_runs_and_prints_its_table():
         "| plain (no quantizers)", "| binarizing, p = bin_ratio = 0.5",
         "| binarizing, p = bin_ratio = 0.5, composed (before)"]
     assert rows[0].endswith("| 1.00x | 1.00x |") and "load average" in out
+
+
+def test_at_zero_controls_the_weight_is_kept_and_its_scale_still_gets_a_zero_gradient():
+    torch.manual_seed(0)
+    w = torch.randn(6, 4, 3, 3, requires_grad=True)
+    q = SignQuantizer(w.detach())
+    out = q(w)
+    assert torch.equal(out, w)
+    out.backward(torch.ones_like(out))
+    assert torch.equal(w.grad, torch.ones_like(w)) and torch.equal(q.scale.grad, torch.zeros_like(q.scale))
