@@ -26,14 +26,14 @@ LARGER_RUN = Path(__file__).parent / "fixtures" / "synth5.npz"
 
 @pytest.fixture(scope="module")
 def trained(smoke_run, data_dir):
-    """The smoke run's export, its 100 test images and 300 more synthetic images (another seed), normalised."""
+    """The smoke run's export, its 100 test images and 100 more synthetic images (another seed), normalised."""
     from bintut.data.choice import DATA_NORMALIZATION, test_images
     from bintut.data.cifar100 import load_cifar100, write_synthetic_cifar100
     from bintut.data.transforms import ImageDataset
 
     export = export_resnet(smoke_run.model, normalization=DATA_NORMALIZATION["synthetic"])
     own, _, classes = test_images(smoke_run.config)
-    more = load_cifar100(write_synthetic_cifar100(data_dir / "onnx", 16, 300, seed=5), train=False)
+    more = load_cifar100(write_synthetic_cifar100(data_dir / "onnx", 16, 100, seed=5), train=False)
     extra = torch.stack([ImageDataset(more)[i][0] for i in range(len(more))])
     return export, torch.cat([own, extra]).numpy(), classes
 
@@ -75,8 +75,8 @@ def test_onnxruntime_agrees_with_the_deployed_network(trained, model):
     session = onnx_session(model)
     result = onnx_agreement(export, images, session)
     print(result)
-    assert result["images"] == 400 and result["top-1 agreement"] >= 0.9
-    assert result["clear-margin images"] >= 50 and result["clear-margin agreement"] == 1.0
+    assert result["images"] == 200 and result["top-1 agreement"] >= 0.9
+    assert result["clear-margin images"] >= 25 and result["clear-margin agreement"] == 1.0
     assert result["largest logit difference"] < 0.02 * result["largest logit"]
     # the dynamic batch: one image at a time gives the same logits as a batch
     np.testing.assert_allclose(onnx_logits(session, images[:3], batch=1), onnx_logits(session, images[:3]),
@@ -91,7 +91,7 @@ def test_onnxruntime_agrees_with_the_deployed_network(trained, model):
 def test_the_larger_synthetic_run_agrees_on_99_percent():
     """The export of docs/benchmarks.md's larger synthetic run (tests/fixtures/synth5.npz, 1.6 MB, made by
     `python -m bintut train --preset smoke --synthetic-train 2000 --synthetic-test 1000 --epochs 5 --out RUN`, then
-    `python -m bintut export RUN --out tests/fixtures/synth5.npz`) on 500 of its test images (regenerated, seed 1):
+    `python -m bintut export RUN --out tests/fixtures/synth5.npz`) on 300 of its test images (regenerated, seed 1):
     onnxruntime's top-1 is the deployed network's on >= 99 % of them and on every clear-margin image."""
     from bintut.data.cifar100 import synthetic_images
     from bintut.integer.format import load_export
@@ -99,11 +99,11 @@ def test_the_larger_synthetic_run_agrees_on_99_percent():
     export = load_export(LARGER_RUN)
     pixels, _ = synthetic_images(1000, seed=1)
     mean, std = np.array(export.mean, np.float32), np.array(export.std, np.float32)
-    images = ((pixels[:500].astype(np.float32) / 255 - mean) / std).transpose(0, 3, 1, 2)
+    images = ((pixels[:300].astype(np.float32) / 255 - mean) / std).transpose(0, 3, 1, 2)
     result = onnx_agreement(export, images)
     print(result)
     assert result["top-1 agreement"] >= 0.99 and result["clear-margin agreement"] == 1.0
-    assert result["clear-margin images"] >= 450
+    assert result["images"] == 300 and result["clear-margin images"] >= 270
 
 
 def test_int4_weights_hold_the_same_codes_in_half_the_bytes(trained, model):
