@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--onnx-weights", choices=("int8", "int4"), default="int8",
                         help="the ONNX weight codes' type: int8 (onnxruntime runs int8 kernels) or int4 (half the "
                         "file; onnxruntime dequantizes it to float) (default: int8)")
+    export.add_argument("--onnx-residual", choices=("float", "int8"), default="float",
+                        help="float: conv2 and the shortcut feed each residual addition unrounded, as in the deployed "
+                        "network; int8: each branch is rounded to int8 codes first (as TFLite's int8 ADD), so that "
+                        "onnxruntime runs every convolution in int8 (faster; more codes one step apart) "
+                        "(default: float)")
     commands.add_parser(
         "reproduce", help="the main job: preset 'seed' on a GPU, 'workshop' on a CPU, into results/<preset>",
         description="Run the reference recipe (GPU) or the workshop preset (CPU) on real CIFAR-100, "
@@ -170,7 +175,8 @@ def _main(argv: list[str] | None = None) -> int:
             if args[key] is not None and not args[key].strip():
                 parser.error(f"{flag} is empty: name a {'folder' if key == 'c_dir' else 'file'}, or leave {flag} out")
         return commands().run_export(args["run"], args["out"], args["c_dir"], args["golden"], args["force"],
-                                     args["c_kernel"], args["onnx"], args["onnx_weights"])
+                                     args["c_kernel"], args["onnx"], args["onnx_weights"],
+                                     args["onnx_residual"])
     if command == "record":
         return record_command().main(args)
     hint = None

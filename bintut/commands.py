@@ -87,7 +87,8 @@ def run_training(cfg: TrainConfig, hint: str | None = None) -> int:
 
 
 def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int = 8, force: bool = False,
-               c_kernel: str = "fast", onnx: str | None = None, onnx_weights: str = "int8") -> int:
+               c_kernel: str = "fast", onnx: str | None = None, onnx_weights: str = "int8",
+               onnx_residual: str = "float") -> int:
     """Export a run: the .npz (always), with ``c_dir`` the C library, with ``onnx`` an ONNX model checked in
     onnxruntime (:func:`export_onnx`); one-line errors, exit 2.
 
@@ -95,7 +96,7 @@ def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int 
     or not at all, so what was there before stays.
     """
     try:
-        return _export(run, out, c_dir, golden, force, c_kernel, onnx, onnx_weights)
+        return _export(run, out, c_dir, golden, force, c_kernel, onnx, onnx_weights, onnx_residual)
     except KeyboardInterrupt as err:
         signum = getattr(err, "signum", signal.SIGINT)
         print(f"\nbintut: export stopped (signal {signum}); files not yet replaced are as they were", file=sys.stderr)
@@ -103,7 +104,7 @@ def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int 
 
 
 def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bool, c_kernel: str,
-            onnx: str | None = None, onnx_weights: str = "int8") -> int:
+            onnx: str | None = None, onnx_weights: str = "int8", onnx_residual: str = "float") -> int:
     def fail(message: str) -> int:
         print(f"bintut: error: {message}", file=sys.stderr)
         return 2
@@ -154,7 +155,7 @@ def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bo
               f"{flash:,} bytes (flash), static buffers {ram:,} bytes (RAM); build and run: {c_dir}/README.md")
     if onnx:
         try:
-            print(export_onnx(export, onnx, loaded.config, Path(run).name, onnx_weights))
+            print(export_onnx(export, onnx, loaded.config, Path(run).name, onnx_weights, onnx_residual))
         except (BintutError, ValueError) as err:
             return fail(str(err))
         except OSError as err:
@@ -172,7 +173,8 @@ def check_onnx_path(path: str) -> None:
     require("onnxruntime")
 
 
-def export_onnx(export: ResNetExport, path: str, cfg: TrainConfig, run: str, weights: str = "int8") -> str:
+def export_onnx(export: ResNetExport, path: str, cfg: TrainConfig, run: str, weights: str = "int8",
+                residual: str = "float") -> str:
     """Write the ONNX model (:func:`bintut.integer.onnx_export.save_onnx`, with the class names of the run's data
     when it is here), run it in onnxruntime on up to 64 of the run's test images (seeded random images without
     them) and return a line saying its size and its top-1 agreement with the deployed network. Raises what
@@ -183,9 +185,10 @@ def export_onnx(export: ResNetExport, path: str, cfg: TrainConfig, run: str, wei
     except (DataNotFoundError, OSError):
         images, _ = golden_images(cfg, 64)
         classes, origin = None, "seeded random images (no test data here)"
-    save_onnx(export, path, run, classes, weights)
+    save_onnx(export, path, run, classes, weights, residual)
     result = onnx_agreement(export, images, onnx_session(path))
     same = round(result["top-1 agreement"] * result["images"])
-    return (f"{path}: ONNX opset {OPSET}, {weights} weight codes, {Path(path).stat().st_size:,} bytes; onnxruntime "
+    return (f"{path}: ONNX opset {OPSET}, {weights} weight codes, {residual} residual branches, "
+            f"{Path(path).stat().st_size:,} bytes; onnxruntime "
             f"{require('onnxruntime').__version__} (CPU) gives the deployed network's top-1 on {same}/"
             f"{result['images']} {origin} (largest logit difference {result['largest logit difference']:.3g})")

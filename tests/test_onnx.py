@@ -88,20 +88,30 @@ def test_onnxruntime_agrees_with_the_deployed_network(trained, model):
     assert all(r["equal %"] + r["off by 1 %"] > 90 for r in rows)
 
 
-def test_the_larger_synthetic_run_agrees_on_99_percent():
+@pytest.mark.parametrize("residual", ["float", "int8"])
+def test_the_larger_synthetic_run_agrees_on_99_percent(residual):
     """The export of docs/benchmarks.md's larger synthetic run (tests/fixtures/synth5.npz, 1.6 MB, made by
     `python -m bintut train --preset smoke --synthetic-train 2000 --synthetic-test 1000 --epochs 5 --out RUN`, then
     `python -m bintut export RUN --out tests/fixtures/synth5.npz`) on 300 of its test images (regenerated, seed 1):
-    onnxruntime's top-1 is the deployed network's on >= 99 % of them and on every clear-margin image."""
+    onnxruntime's top-1 is the deployed network's on >= 99 % of them and on every clear-margin image, whether the
+    residual branches are added unrounded (as in the deployed network: onnxruntime runs the stem and each block's
+    conv1 in int8) or each rounded to int8 first (then every conv but the last block's conv2 is int8)."""
+    from collections import Counter
+
     from bintut.data.cifar100 import synthetic_images
     from bintut.integer.format import load_export
+    from bintut.integer.onnx_compare import onnxruntime_graph
 
     export = load_export(LARGER_RUN)
     pixels, _ = synthetic_images(1000, seed=1)
     mean, std = np.array(export.mean, np.float32), np.array(export.std, np.float32)
     images = ((pixels[:300].astype(np.float32) / 255 - mean) / std).transpose(0, 3, 1, 2)
-    result = onnx_agreement(export, images)
-    print(result)
+    model = to_onnx(export, residual=residual)
+    check(model)
+    ops = Counter(n.op_type for n in onnxruntime_graph(model).graph.node)
+    assert (ops["QLinearConv"], ops["QLinearAdd"]) == ((9, 0) if residual == "float" else (19, 7))
+    result = onnx_agreement(export, images, onnx_session(model))
+    print(residual, result)
     assert result["top-1 agreement"] >= 0.99 and result["clear-margin agreement"] == 1.0
     assert result["images"] == 300 and result["clear-margin images"] >= 270
 
@@ -116,13 +126,15 @@ def test_int4_weights_hold_the_same_codes_in_half_the_bytes(trained, model):
     assert np.mean(logits.argmax(1) == deployed.argmax(1)) >= 0.95
     with pytest.raises(OnnxExportError, match="weights must be one of"):
         to_onnx(export, weights="int2")
+    with pytest.raises(OnnxExportError, match="residual must be one of"):
+        to_onnx(export, residual="int4")
 
 
 def test_export_command_writes_a_checked_onnx_model(smoke_run, tmp_path, capsys):
     path = tmp_path / "model.onnx"
     assert main(["export", str(smoke_run.out), "--out", str(tmp_path / "m.npz"), "--onnx", str(path)]) == 0
     out = capsys.readouterr().out
-    assert f"{path}: ONNX opset 21, int8 weight codes" in out and "/64 test images" in out
+    assert f"{path}: ONNX opset 21, int8 weight codes, float residual branches" in out and "/64 test images" in out
     loaded = onnx.load(str(path))
     check(loaded)
     assert {p.key: p.value for p in loaded.metadata_props}["run"] == smoke_run.out.name

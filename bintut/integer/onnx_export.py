@@ -37,6 +37,10 @@ OPSET = 21  # per-axis QuantizeLinear/DequantizeLinear (13), INT4 (21)
 # INT2 (opset 25) is not offered: onnxruntime 1.32 fuses its DequantizeLinear into a QLinearConv that rejects int2
 # weights (INVALID_GRAPH) unless the session disables QDQ fusion (session.disable_quant_qdq), and then runs float
 WEIGHT_TYPES = ("int8", "int4")
+# "float": conv2 and the shortcut feed the residual addition unrounded, as in the deployed network; "int8": each
+# branch is first rounded to the next block's step (uint8, zero point 128), as TFLite's int8 ADD, so that onnxruntime
+# runs every convolution as an int8 QLinearConv and the addition as a QLinearAdd (faster; codes differ more often)
+RESIDUALS = ("float", "int8")
 INSTALL = "pip install 'bintut[onnx]'"
 INPUT, OUTPUT = "images", "logits"
 
@@ -98,6 +102,13 @@ class _Graph:
             q = self.node("Clip", [q, low, high], codes)
         return q, self.node("DequantizeLinear", [q, scale, zero], f"{codes}.value")
 
+    def branch(self, x: str, step: float, name: str) -> str:
+        """A residual branch rounded to ``step`` (uint8 codes, zero point 128: signed values) and dequantized."""
+        scale = self.constant(f"{name}.branch.step", np.float32(step))
+        zero = self.constant(f"{name}.branch.zero", np.uint8(128))
+        q = self.node("QuantizeLinear", [x, scale, zero], f"{name}.branch")
+        return self.node("DequantizeLinear", [q, scale, zero], f"{name}.branch.value")
+
     def layer(self, export: ResNetExport, name: str, x: str, output: str | None = None) -> str:
         """One binary layer on the dequantized float input ``x``: DQ(±1 codes) -> Conv / Gemm with bias B_c."""
         layer = export.layers[name]
@@ -127,18 +138,21 @@ class _Graph:
         return self.node("Gemm", [x, w, bias], output or f"{name}.out", transB=1)
 
 
-def to_onnx(export: ResNetExport, run: str = "", classes: list[str] | None = None, weights: str = "int8"):
+def to_onnx(export: ResNetExport, run: str = "", classes: list[str] | None = None, weights: str = "int8",
+            residual: str = "float"):
     """The export as an ``onnx.ModelProto`` (opset OPSET): input ``images`` float32 (N, 3, H, W), the
     normalised image batch (N dynamic), output ``logits`` float32 (N, classes); see the module docstring.
 
     ``run`` and ``classes`` (the class names) go into the model's metadata with bintut's version and the
-    normalisation. ``weights``: 'int8' or 'int4' codes (onnxruntime fuses only int8 into QLinearConv). Raises
-    OnnxUnavailableError without onnx, and OnnxExportError for another ``weights`` or a class list of the wrong
-    length.
+    normalisation. ``weights``: 'int8' or 'int4' codes (onnxruntime fuses only int8 into QLinearConv);
+    ``residual``: 'float' or 'int8' (see RESIDUALS). Raises OnnxUnavailableError without onnx, and OnnxExportError
+    for another ``weights`` or ``residual`` or a class list of the wrong length.
     """
     onnx = require("onnx")
     if weights not in WEIGHT_TYPES:
         raise OnnxExportError(f"weights must be one of {WEIGHT_TYPES}, got {weights!r}")
+    if residual not in RESIDUALS:
+        raise OnnxExportError(f"residual must be one of {RESIDUALS}, got {residual!r}")
     if classes is not None and len(classes) != export.num_classes:
         raise OnnxExportError(f"{len(classes)} class names for a head of {export.num_classes} classes")
     g = _Graph(onnx, weights)
@@ -148,12 +162,16 @@ def to_onnx(export: ResNetExport, run: str = "", classes: list[str] | None = Non
     clipped = g.node("Clip", [INPUT, low, high], "images.clipped")
     _, x = g.quantize(clipped, step, codes_name("conv1"), image=True)
     relu = g.layer(export, "conv1", x)  # the ReLU: QuantizeLinear to uint8 saturates at 0
-    for block in export.blocks:
+    for i, block in enumerate(export.blocks):
         _, x = g.quantize(relu, float(export.layers[block["conv1"]].act_step), codes_name(block["conv1"]))
         h = g.layer(export, block["conv1"], x)
         _, h = g.quantize(h, float(export.layers[block["conv2"]].act_step), codes_name(block["conv2"]))
         out = g.layer(export, block["conv2"], h)
         shortcut = x if block["shortcut"] is None else g.layer(export, block["shortcut"], x)
+        if residual == "int8" and i + 1 < len(export.blocks):  # the last block's sum goes to the pool unrounded
+            step = float(export.layers[export.blocks[i + 1]["conv1"]].act_step)
+            out = g.branch(out, step, block["conv2"])
+            shortcut = shortcut if block["shortcut"] is None else g.branch(shortcut, step, block["shortcut"])
         prefix = block["conv1"].rsplit(".", 1)[0]
         relu = g.node("Add", [out, shortcut], f"{prefix}.add")
     # the last block's ReLU comes before the pool, so it is explicit there
@@ -171,7 +189,8 @@ def to_onnx(export: ResNetExport, run: str = "", classes: list[str] | None = Non
                                    producer_name="bintut", producer_version=_version())
     model.doc_string = ("bintut's deployed binary ResNet: int8 activations (QuantizeLinear, zero point 0), weights "
                         "+-1 codes with a per-channel scale (BatchNorm folded), QDQ around float Conv/Gemm")
-    meta = {"run": run, "bintut_version": _version(), "weights": weights, "final_size": str(final_size(export)),
+    meta = {"run": run, "bintut_version": _version(), "weights": weights, "residual": residual,
+            "final_size": str(final_size(export)),
             "normalization": json.dumps({"mean": list(export.mean or ()), "std": list(export.std or ()),
                                          "formula": "(pixel / 255 - mean[c]) / std[c]"}),
             "classes": json.dumps(list(classes) if classes is not None else
@@ -196,11 +215,11 @@ def check(model) -> None:
 
 
 def save_onnx(export: ResNetExport, path: str | os.PathLike, run: str = "", classes: list[str] | None = None,
-              weights: str = "int8") -> Path:
+              weights: str = "int8", residual: str = "float") -> Path:
     """Write :func:`to_onnx`'s model, checked by :func:`check`, to ``path`` whole (an interrupted write leaves
     what was there); returns the path. Raises what :func:`to_onnx` and :func:`check` raise, and OSError
     (StorageFullError for a full disk) when it cannot be written."""
-    model = to_onnx(export, run, classes, weights)
+    model = to_onnx(export, run, classes, weights, residual)
     check(model)
     path = Path(path)
     with replacing(path) as tmp:
