@@ -125,22 +125,26 @@ def torch_int8(plain: torch.nn.Module, images: torch.Tensor):
 
 
 def onnxruntime_rows(export, images: np.ndarray, repeats: int) -> list[tuple]:
-    """onnxruntime's CPU provider, one thread, on the export's ONNX model (bintut.integer.onnx_export): images/s
-    at batch 64 and batch 1, or one row saying why it did not run (the onnx extra not installed)."""
+    """onnxruntime's CPU provider, one thread, on the export's ONNX model (bintut.integer.onnx_export) with each kind
+    of residual branch: images/s at batch 64 and batch 1, or one row saying why it did not run (no onnx extra)."""
     try:
         from bintut.integer.onnx_compare import onnx_session
         from bintut.integer.onnx_export import INPUT, require, to_onnx
 
         version = require("onnxruntime").__version__
-        session = onnx_session(to_onnx(export), threads=1)
+        sessions = {residual: onnx_session(to_onnx(export, residual=residual), threads=1)
+                    for residual in ("float", "int8")}
     except ImportError as err:
         return [(f"onnxruntime (CPU provider, 1 thread): did not run, {err}", float("nan"))]
-    name = f"onnxruntime {version} CPU provider, 1 thread, the ONNX export (QDQ: int8 QLinearConv where fused)"
     rows = []
-    for batch in (64, 1):
-        part = images[:batch]  # fewer than 64 when --batch is smaller
-        t = best_of(lambda part=part: session.run(None, {INPUT: part}), repeats)
-        rows.append((f"{name}, batch {len(part)}", len(part) / t, len(part)))
+    for residual, session in sessions.items():
+        name = (f"onnxruntime {version} CPU provider, 1 thread, the ONNX export (--onnx-residual {residual}: "
+                + ("stem and conv1s int8 QLinearConv, conv2 and shortcuts float)" if residual == "float" else
+                   "19 of 20 convs int8 QLinearConv, QLinearAdd)"))
+        for batch in (64, 1):
+            part = images[:batch]  # fewer than 64 when --batch is smaller
+            t = best_of(lambda part=part, session=session: session.run(None, {INPUT: part}), repeats)
+            rows.append((f"{name}, batch {len(part)}", len(part) / t, len(part)))
     return rows
 
 
