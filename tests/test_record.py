@@ -158,27 +158,48 @@ def test_the_command_line_rejects_a_malformed_override(capsys):
 
 
 def test_the_committed_recording_is_fashion_mnist_with_its_provenance():
+    """The lesson's recording (issue 23): >= 2,000 test images, gradual and abrupt with >= 2 seeds each on the same
+    test set, fp-continued, deployed accuracy in the last row of every binarizing run, provenance with wall times."""
     rec = load_recording("fashion-mnist")
-    assert list(rec.metrics) == list(RECORD_STAGES) and rec.data == "Fashion-MNIST"
-    assert all(cfg["data"] == "fashion-mnist" for cfg in rec.configs.values())
-    command = rec.provenance["command"]
-    assert command.startswith("python -m bintut record") and "--data fashion-mnist" in command
-    for stage in RECORD_STAGES[1:]:  # each binarizing stage ends fully binarized in what it trains
-        last = rec.metrics[stage][-1]
-        assert last.get("weights.p", 0.0) == (1.0 if stage in ("weights", "both") else 0.0)
-        assert last.get("activations.p", 0.0) == (1.0 if stage in ("activations", "both") else 0.0)
+    assert rec.data == "Fashion-MNIST" and all(cfg["data"] == "fashion-mnist" for cfg in rec.configs.values())
+    assert {"baseline", "fp-continued", "both", "abrupt"} <= set(rec.seeds)
+    assert len(rec.seeds["both"]) >= 2 and len(rec.seeds["abrupt"]) >= 2
+    counts = {rows[-1]["test_images"] for runs in rec.seeds.values() for rows in runs.values()}
+    assert counts == {rec.test_images} and rec.test_images >= 2000  # one test set, sampling error <= 1 point
+    for stage in ("both", "abrupt", "p-only", "ratio-only"):
+        for rows in rec.seeds.get(stage, {}).values():
+            last = rows[-1]
+            assert last["weights.p"] == 1.0 or last["weights.bin_ratio"] == 1.0  # ends fully binary ...
+            assert last["activations.p"] == 1.0 or last["activations.bin_ratio"] == 1.0
+            assert last["deployed_acc"] is not None and abs(last["deployed_acc"] - last["hard_acc"]) < 0.01
+    for rows in rec.seeds["fp-continued"].values():
+        assert rows[-1]["weights.p"] == rows[-1]["activations.bin_ratio"] == 0.0  # ... the reference never quantizes
+    p = rec.provenance
+    assert all(c.startswith("python -m bintut record") and "--data fashion-mnist" in c for c in p["commands"])
+    assert set(p["runs"]) >= {f"{stage}/seed-{k}" for stage in rec.seeds for k in rec.seeds[stage]}
+    assert all(run["wall_seconds"] > 0 for run in p["runs"].values()) and p["machine"].startswith("CPU")
 
 
 def test_the_recorded_figures_draw_from_the_committed_metrics():
     import matplotlib
 
     matplotlib.use("Agg")
+    from bintut.teaching import lesson
     from bintut.teaching.viz import recorded
 
     rec = load_recording("fashion-mnist")
-    for figure in (recorded.plot_recorded_baseline(rec), recorded.plot_recorded_stage(rec, "weights"),
-                   recorded.plot_recorded_stage(rec, "both"), recorded.plot_recorded_costs(rec)):
+    for figure in (recorded.plot_recorded_baseline(rec), recorded.plot_recorded_stage(rec, "both"),
+                   recorded.plot_recorded_costs(rec)):
         assert rec.data in figure.axes[0].get_title()  # labelled with its data set, never "CIFAR-100"
         assert "CIFAR" not in figure.axes[0].get_title()
-    costs = recorded.plot_recorded_costs(rec).axes[0].containers[0].datavalues.tolist()
-    assert costs == [cost_points(rec)[s] for s in ("activations", "weights", "both")]
+    control = recorded.plot_recorded_control(rec)
+    assert rec.data in control.get_suptitle() and "CIFAR" not in control.get_suptitle()
+    curves = control.axes[0].get_lines()
+    assert len(curves) == sum(len(rec.seeds[s]) for s in recorded.CONTROL_STYLES if s in rec.seeds)  # one a seed
+    from matplotlib.container import BarContainer
+
+    bars = [c for c in recorded.plot_recorded_costs(rec).axes[0].containers if isinstance(c, BarContainer)]
+    costs = bars[0].datavalues.tolist()
+    stages = [s for s in lesson.BINARIZING if s in rec.seeds]
+    assert costs == pytest.approx([lesson.cost(rec, s).value for s in stages])
+    assert costs == pytest.approx([cost_points(rec)[s] for s in stages], abs=0.051)

@@ -24,11 +24,15 @@ def plot_stage_bars(rows: list[dict], title: str = "test accuracy by stage"):
     return fig
 
 
+def _machine(rec) -> str:
+    """The recording's machine, short: 'CPU Intel Xeon' from 'CPU Intel(R) Xeon(R) Processor, 2 cores, ...'."""
+    return str(rec.provenance.get("machine", "?")).split(",")[0].replace("(R)", "").replace(" Processor", "")
+
+
 def _recorded_title(ax, title: str, rec) -> None:
     cfg, p = rec.configs["baseline"], rec.provenance
     ax.set_title(f"{title}\n{rec.data}, {cfg['train_subset'] or 'all'} training / {cfg['test_subset'] or 'all'} "
-                 f"test images; recorded {p.get('date', '?')[:10]} ({str(p.get('machine', '?')).split(',')[0]})",
-                 fontsize="medium")
+                 f"test images; recorded {p.get('date', '?')[:10]} ({_machine(rec)})", fontsize="medium")
 
 
 def plot_recorded_baseline(rec):
@@ -173,6 +177,6 @@ def plot_recorded_control(rec):
     finals.set_title("final: seeds (rings), mean ± 2 sampling errors", fontsize="medium")
     cfg, p = rec.configs["baseline"], rec.provenance
     fig.suptitle(f"gradual against abrupt: {rec.data}, {cfg['train_subset'] or 'all'} training / "
-                 f"{cfg['test_subset'] or 'all'} test images; recorded {p.get('date', '?')[:10]} "
-                 f"({str(p.get('machine', '?')).split(',')[0]})", fontsize="medium")
+                 f"{cfg['test_subset'] or 'all'} test images; recorded {p.get('date', '?')[:10]} ({_machine(rec)})",
+                 fontsize="medium")
     return fig
