@@ -313,10 +313,12 @@ def test_cifar_download_from_a_stalled_server_times_out_clearly(stalled_server, 
 
 def test_reproduce_with_a_stalled_server_fails_clearly_and_writes_nothing(stalled_server, tmp_path, monkeypatch,
                                                                           capsys):
+    from bintut import commands
     from bintut.data import cifar100
 
     monkeypatch.setattr(cifar100, "CIFAR100_URL", f"{stalled_server}/cifar-100-python.tar.gz")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(commands, "fashion_mnist_found", lambda root=None: False)  # else reproduce takes it
     monkeypatch.setenv("BINTUT_DATA", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)
     assert main(["reproduce"]) == 2
