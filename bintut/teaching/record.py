@@ -175,10 +175,12 @@ def record(configs: dict[str, TrainConfig], out: str | os.PathLike, command: str
         _write(target / METRICS, (run_folder / METRICS).read_text())
         saved = portable_config(json.loads((run_folder / CONFIG).read_text()), runs_dir())
         _write(target / CONFIG, json.dumps(saved, indent=2) + "\n")
-        provenance["runs"][f"{stage}/seed-{cfg.seed}"] = {
-            "run": run_folder.name, "trained_here": not finished, "wall_seconds": round(time.perf_counter() - begun),
-            "recorded": now}
-        provenance["wall_seconds"] = round(time.perf_counter() - started)
+        key, before = f"{stage}/seed-{cfg.seed}", provenance["runs"].get(f"{stage}/seed-{cfg.seed}")
+        if not (finished and before and before.get("run") == run_folder.name):  # keep who trained it, and when
+            provenance["runs"][key] = {"run": run_folder.name, "trained_here": not finished,
+                                       "wall_seconds": round(time.perf_counter() - begun), "recorded": now}
+        provenance["wall_seconds_this_call"] = round(time.perf_counter() - started)
+        provenance["wall_seconds"] = sum(r["wall_seconds"] for r in provenance["runs"].values() if r["trained_here"])
         _write(folder / PROVENANCE, json.dumps(provenance, indent=2) + "\n")
     return folder
 
