@@ -60,27 +60,27 @@ def abs_max(x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(-low, high).float()
 
 
-Mask = torch.Tensor | bool  # which entries are sprinkled: a bool tensor of x's shape, or False (none) / True (all)
+Mask = torch.Tensor | bool  # which entries are sprinkled: a tensor of x's shape (bool, or 0/1 floats that _blend may
+# overwrite), or False (none) / True (all)
 
 
-def _blend(x: torch.Tensor, hard: torch.Tensor, mask: Mask, r: torch.Tensor) -> torch.Tensor:
-    """``lerp(where(mask, hard, x), hard, r)``: the sprinkled and blended tensor (a new tensor of x's shape)."""
+def _blend(x: torch.Tensor, hard: torch.Tensor, mask: Mask,
+           r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``lerp(where(mask, hard, x), hard, r)``, the sprinkled and blended tensor (new, x's shape), and for a mask
+    tensor the per-entry blend weights ``u = max(mask, r)`` (1 where sprinkled, r elsewhere) it was computed with:
+    ``lerp(x, hard, u)`` is the same number entry by entry (lerp(x, h, 1) is h), in one pass, where ``torch.where``
+    on a bool mask costs as much as eight multiplications on a CPU."""
     if mask is True:
-        return hard  # lerp(hard, hard, r) is hard
-    mixed = x.clone() if mask is False else torch.where(mask, hard, x)
-    return mixed.lerp_(hard, r)
+        return hard, None  # lerp(hard, hard, r) is hard
+    if mask is False:
+        return x.clone().lerp_(hard, r), None
+    weights = mask.to(x.dtype).clamp_(min=r)
+    return torch.lerp(x, hard, weights), weights
 
 
-def _save(ctx: Any, mask: Mask, *tensors: torch.Tensor) -> None:
+def _save(ctx: Any, mask: Mask, weights: torch.Tensor | None, *tensors: torch.Tensor) -> None:
     ctx.mask = mask if isinstance(mask, bool) else None
-    ctx.save_for_backward(*tensors, None if isinstance(mask, bool) else mask)
-
-
-def _where(ctx: Any, mask: torch.Tensor | None, sprinkled: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
-    """Per entry the gradient of a sprinkled entry or of a kept one, as the mask says."""
-    if ctx.mask is not None:
-        return sprinkled if ctx.mask else kept
-    return torch.where(mask, sprinkled, kept)
+    ctx.save_for_backward(*tensors, weights)
 
 
 class GradualInt8(torch.autograd.Function):
@@ -94,15 +94,21 @@ class GradualInt8(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, step: torch.Tensor, mask: Mask, r: torch.Tensor) -> torch.Tensor:
         hard, passes = int8_codes(x, step)
-        _save(ctx, mask, passes, r)
-        return _blend(x, hard, mask, r)
+        out, weights = _blend(x, hard, mask, r)
+        _save(ctx, mask, weights, passes, r)
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
-        passes, r, mask = ctx.saved_tensors
-        through = passes.to(grad.dtype)
-        kept = through if ctx.mask is True else through.mul(r).add_(1 - r)  # (1 - r) + r k: not sprinkled
-        return grad * _where(ctx, mask, through, kept), None, None, None
+        passes, r, weights = ctx.saved_tensors
+        through = passes.to(grad.dtype)  # k: the rounding's straight-through gradient passes
+        if ctx.mask is True:
+            coefficient = through
+        elif ctx.mask is False:
+            coefficient = through.mul_(r).add_(1 - r)  # (1 - r) + r k
+        else:  # 1 + u (k - 1): k where sprinkled (u = 1), (1 - r) + r k elsewhere (u = r)
+            coefficient = through.sub_(1).mul_(weights).add_(1)
+        return grad * coefficient, None, None, None
 
 
 class GradualSign(torch.autograd.Function):
@@ -115,15 +121,17 @@ class GradualSign(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, w: torch.Tensor, scale: torch.Tensor, mask: Mask, r: torch.Tensor) -> torch.Tensor:
-        signs = torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
-        _save(ctx, mask, signs, scale, r)
-        return _blend(w, signs * scale, mask, r)
+        signs = (w >= 0).to(w.dtype).mul_(2).sub_(1)  # sign with sign(0) = +1
+        out, weights = _blend(w, signs * scale, mask, r)
+        _save(ctx, mask, weights, signs, scale, r)
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
-        signs, scale, r, mask = ctx.saved_tensors
+        signs, scale, r, weights = ctx.saved_tensors
         r = r.to(grad.dtype)
-        to_hard = _where(ctx, mask, grad, grad * r)  # d out / d hard; grad - to_hard is d out / d w not through hard
+        # d out / d hard: grad where sprinkled, grad r elsewhere; grad - to_hard is d out / d w not through hard
+        to_hard = grad if ctx.mask is True else grad * (r if ctx.mask is False else weights)
         grad_w = torch.addcmul(grad, to_hard, scale - 1)
         dims = tuple(range(1, grad.dim()))
         grad_scale = (to_hard * signs).sum(dims, keepdim=True) if ctx.needs_input_grad[1] else None

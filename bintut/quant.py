@@ -83,8 +83,7 @@ class GradualQuantizer(nn.Module):
         if self.nested:
             self.register_buffer("threshold", torch.rand(nested_shape))
 
-        # Host copies of the controls: eager mode skips the mask draw at p = 0 or 1, the quantizer where it is x.
-        self._p_host = 0.0
+        self._p_host = 0.0  # host copies of the controls: eager mode skips work at p = 0 or 1 and bin_ratio = 0
         self._r_host = 0.0
 
     def hard(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -124,8 +123,9 @@ class GradualQuantizer(nn.Module):
         return torch.lerp(self.sprinkle(x, hard), hard, self.bin_ratio.to(x.dtype))
 
     def eager_mask(self, x: torch.Tensor) -> torch.Tensor | bool:
-        """The fused path's mask: False at p = 0 (none sprinkled), True at p = 1 (all), else :meth:`mask`."""
-        return self._p_host == 1.0 if self._p_host in (0.0, 1.0) else self.mask(x)
+        """The fused path's mask: False at p = 0, True at p = 1, else :meth:`mask`'s draw (0/1 floats unless nested)."""
+        return self._p_host == 1.0 if self._p_host in (0.0, 1.0) else (
+            self.mask(x) if self.nested else torch.rand_like(x, dtype=torch.float32).lt_(self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p.item():.4g}, bin_ratio={self.bin_ratio.item():.4g}, nested={self.nested}"
