@@ -203,3 +203,20 @@ def test_the_recorded_figures_draw_from_the_committed_metrics():
     stages = [s for s in lesson.BINARIZING if s in rec.seeds]
     assert costs == pytest.approx([lesson.cost(rec, s).value for s in stages])
     assert costs == pytest.approx([cost_points(rec)[s] for s in stages], abs=0.051)
+
+
+def test_a_run_whose_metrics_lag_its_checkpoint_is_recorded_whole(tmp_path, monkeypatch):
+    """A crash between the checkpoint and the metrics append leaves metrics.jsonl a row short: record copies the
+    checkpoint's last row too (issue 24, kind 3)."""
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("BINTUT_RUNS", str(tmp_path / "runs"))
+
+    def lagging(cfg, label):
+        _fake_training(cfg, label)
+        return SimpleNamespace(last_row={"epoch": 3, "hard_acc": 0.3, "soft_acc": 0.6, "train_loss": 1.0})
+
+    monkeypatch.setattr(record, "load_or_train", lagging)
+    folder = record.record(record_configs("smoke", "synthetic", stages=()), tmp_path / "recorded", "cmd")
+    rows = load_recording("synthetic", tmp_path / "recorded").metrics["baseline"]
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and folder.name == "synthetic"

@@ -169,10 +169,13 @@ def record(configs: dict[str, TrainConfig], out: str | os.PathLike, command: str
               f"{run_folder}", flush=True)
         begun = time.perf_counter()
         finished = is_finished(run_folder, cfg.epochs)
-        load_or_train(cfg, label=stage)
+        run = load_or_train(cfg, label=stage)
+        rows, last = read_metrics(run_folder / METRICS), getattr(run, "last_row", None)
+        if last and (not rows or rows[-1].get("epoch", 0) < last.get("epoch", 0)):
+            rows.append(last)  # the checkpoint's row: metrics.jsonl lags it after a crash between the two writes
         target = folder / stage / f"seed-{cfg.seed}"
         target.mkdir(parents=True, exist_ok=True)
-        _write(target / METRICS, (run_folder / METRICS).read_text())
+        _write(target / METRICS, "".join(json.dumps(row) + "\n" for row in rows))
         saved = portable_config(json.loads((run_folder / CONFIG).read_text()), runs_dir())
         _write(target / CONFIG, json.dumps(saved, indent=2) + "\n")
         key, before = f"{stage}/seed-{cfg.seed}", provenance["runs"].get(f"{stage}/seed-{cfg.seed}")
