@@ -7,10 +7,10 @@ import json
 import pytest
 
 from bintut.teaching import record
+from bintut.teaching.lesson import cost_points
 from bintut.teaching.record import (
     RECORD_STAGES,
     RecordingError,
-    cost_points,
     load_recording,
     published_rows,
     record_configs,
@@ -67,7 +67,7 @@ def _fake_training(cfg, label):
     if out.exists():  # finished before: load_or_train loads it
         return
     out.mkdir(parents=True)
-    rows = [{"epoch": e, "hard_acc": 0.1 * e, "soft_acc": 0.2 * e, "train_loss": 1.0, "lr": 1e-3,
+    rows = [{"epoch": e, "hard_acc": 0.1 * e, "soft_acc": 0.2 * e, "train_loss": 1.0, "lr": 1e-3, "test_images": 16,
              "weights.p": 1.0 if label in ("weights", "both") else 0.0} for e in (1, 2)]
     (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (out / "config.json").write_text(cfg.to_json())

@@ -119,6 +119,14 @@ def cost(rec: Recording, stage: str) -> Difference:
     return Difference(result(rec, reference_stage(rec)), result(rec, stage))
 
 
+def cost_points(rec: Recording) -> dict[str, float]:
+    """What each binarizing stage in the recording costs, in points rounded to 0.1: :func:`cost`'s value, the
+    reference's final soft accuracy minus the stage's, each the mean over its seeds. The tutorial's one definition
+    of "the cost of binarizing" (notebooks 03 and 04). Raises nothing for a recording without binarizing stages
+    (an empty dict)."""
+    return {stage: round(cost(rec, stage).value, 1) for stage in BINARIZING if stage in rec.seeds}
+
+
 def gradual_vs_abrupt(rec: Recording, key: str = "soft_acc") -> Difference:
     """``both`` (gradual) minus ``abrupt`` (the control), final ``key`` accuracy. Raises KeyError when the
     recording lacks either stage."""

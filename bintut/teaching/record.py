@@ -335,26 +335,6 @@ def load_recording(data: str | None = None, folder: str | os.PathLike | None = N
     return Recording(where, metrics, configs, provenance, seeds)
 
 
-def cost_points(rec: Recording) -> dict[str, float]:
-    """What each binarizing stage costs, in points of test accuracy: the reference's final soft accuracy (the
-    full-precision network) minus the stage's final soft accuracy (the network the stage trained, its quantizers
-    at p = bin_ratio = 1 at the end of its schedule), each the mean over its seeds.
-
-    The reference is ``fp-continued`` (the baseline trained on for the stage's epochs: a cost then never mixes
-    "binarized" with "trained longer"), or the baseline in recordings without it. This is the tutorial's one
-    definition of "the cost of binarizing" (notebooks 03 and 04; :mod:`bintut.teaching.lesson` adds its
-    uncertainty).
-    """
-    reference = "fp-continued" if "fp-continued" in rec.seeds else "baseline"
-
-    def mean(stage: str) -> float:
-        values = list(rec.finals(stage, "soft_acc").values())
-        return sum(values) / len(values)
-
-    return {stage: round(mean(reference) - mean(stage), 1) for stage in RECORD_STAGES
-            if stage in rec.seeds and stage not in ("baseline", reference)}
-
-
 def recorded_rows(rec: Recording) -> list[dict[str, Any]]:
     """Results-table rows of a recording (one per stage, accuracies the mean over its seeds), labelled with their
     data set and provenance."""
