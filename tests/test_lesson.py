@@ -89,3 +89,15 @@ def test_anchors_name_their_sources():
     rows = anchors()
     assert {r["accuracy %"] for r in rows} >= {94.9, 76.7, 74.3}
     assert all(r["source"] for r in rows)
+
+
+def test_cost_line_gives_a_learners_cost_with_its_sampling_error_and_caveats():
+    from bintut.teaching.lesson import cost_line
+
+    line = cost_line("x", {"soft_acc": 0.90, "test_images": 500}, {"soft_acc": 0.88, "test_images": 500})
+    u = 2 * math.hypot(sampling_error(90.0, 500), sampling_error(88.0, 500))
+    assert line.startswith(f"x cost +2.0 ± {u:.1f} points") and "not a measured difference" in line
+    assert "trained longer" in line  # against the baseline
+    other = cost_line("y", {"soft_acc": 0.95, "test_images": 2000}, {"soft_acc": 0.80, "test_images": 2000},
+                      "activations")
+    assert "outside the sampling error" in other and "trained longer" not in other

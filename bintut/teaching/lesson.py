@@ -179,9 +179,9 @@ def cost_line(label: str, reference: dict[str, Any], stage: dict[str, Any], refe
     Raises KeyError when a row lacks ``soft_acc`` or ``test_images``."""
     a, b = 100 * reference["soft_acc"], 100 * stage["soft_acc"]
     n = min(int(reference["test_images"]), int(stage["test_images"]))
-    u = 2 * math.hypot(sampling_error(a, n), sampling_error(b, n))
-    verdict = ("inside the sampling error: not a measured difference" if abs(a - b) <= u
-               else "outside the sampling error")
+    d = Difference(Result(reference_name, {0: a}, n), Result(label, {0: b}, n))  # one seed: no spread
+    u = d.uncertainty
+    verdict = "inside the sampling error: not a measured difference" if d.inside else "outside the sampling error"
     longer = ("; the stage also trained longer than the baseline, which the recording's fp-continued stage takes "
               "out" if reference_name == "baseline" else "")
     return (f"{label} cost {a - b:+.1f} ± {u:.1f} points ({reference_name} {a:.1f} % soft, stage {b:.1f} % soft, "
