@@ -11,27 +11,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bintut.config import DATA_NAMES, TrainConfig
-from bintut.data.cifar100 import FOLDER, SYNTHETIC_MARKER, load_cifar100, write_synthetic_cifar100
-from bintut.data.fashion_mnist import FASHION_CLASSES, FASHION_MEAN, FASHION_STD, load_fashion_mnist
-from bintut.data.images import (
-    CIFAR100_MEAN,
-    CIFAR100_STD,
-    NUM_CLASSES,
-    DataError,
-    DataNotFoundError,
-    ImageSet,
-    data_root,
-)
+from bintut.config import TrainConfig
+from bintut.data.cifar100 import FOLDER, SYNTHETIC_MARKER, write_synthetic_cifar100
+from bintut.data.images import DataError, DataNotFoundError, ImageSet, data_root
+from bintut.data.sets import DATA_SETS, data_set
 from bintut.data.transforms import ImageDataset
 from bintut.errors import BintutError
 
-# The data sets a config may name (config.DATA_NAMES has their display names): classes, normalisation.
+# Read from the one description of each data set (bintut.data.sets): classes and normalisation by name.
 
-DATA_CLASSES = {"cifar100": NUM_CLASSES, "synthetic": NUM_CLASSES, "fashion-mnist": FASHION_CLASSES}
+DATA_CLASSES = {name: s.classes for name, s in DATA_SETS.items()}
 
-DATA_NORMALIZATION = {"cifar100": (CIFAR100_MEAN, CIFAR100_STD), "synthetic": (CIFAR100_MEAN, CIFAR100_STD),
-                      "fashion-mnist": (FASHION_MEAN, FASHION_STD)}
+DATA_NORMALIZATION = {name: s.normalization for name, s in DATA_SETS.items()}
 
 
 def data_words(cfg) -> str:
@@ -39,7 +30,7 @@ def data_words(cfg) -> str:
     'synthetic data made offline (640 training images)', 'Fashion-MNIST (2000 training images)'."""
     if cfg.data == "synthetic":
         return f"synthetic data made offline ({cfg.synthetic_train} training images)"
-    name = DATA_NAMES.get(cfg.data, cfg.data)
+    name = DATA_SETS[cfg.data].title if cfg.data in DATA_SETS else cfg.data
     return f"{name} ({cfg.train_subset} training images)" if cfg.train_subset else name
 
 
@@ -47,17 +38,15 @@ def num_classes(data: str) -> int:
     """How many classes the data set ``data`` (a config's ``data`` field) has: the model head's width.
 
     Raises ValueError listing the known data sets for any other name."""
-    if data not in DATA_CLASSES:
-        raise ValueError(f"data must be one of {tuple(DATA_CLASSES)}, got {data!r}")
-    return DATA_CLASSES[data]
+    return data_set(data).classes
 
 
 def load_images(data: str, root: str | os.PathLike | None, train: bool, download: bool = False,
                 progress: bool = True) -> ImageSet:
-    """The split of the named data set ('cifar100', 'fashion-mnist'; 'synthetic' via a generated root)."""
-    if data == "fashion-mnist":
-        return load_fashion_mnist(root, train, download, progress)
-    return load_cifar100(root, train, download, progress)
+    """The split of the named data set ('cifar100', 'fashion-mnist'; 'synthetic' via a generated root), through
+    its loader (:meth:`bintut.data.sets.DataSet.load`). Raises ValueError for an unknown name, and what the
+    loader raises (DataNotFoundError with advice, DataError)."""
+    return data_set(data).load(root, train, download, progress)
 
 
 def load_data(cfg: TrainConfig) -> tuple[ImageSet, ImageSet]:

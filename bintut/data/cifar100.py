@@ -16,10 +16,11 @@ from torchvision import datasets
 from torchvision.datasets.utils import check_integrity, extract_archive
 
 from bintut.data.images import DATA_ENV, IMAGE_VALUES, DataError, DataNotFoundError, ImageSet, checked_set, data_root
+from bintut.data.sets import CIFAR100
 from bintut.files.atomic import write_atomically
 from bintut.files.download import DownloadError, download
 
-FOLDER = "cifar-100-python"
+FOLDER = CIFAR100.folders[0]  # bintut.data.sets
 
 SYNTHETIC_MARKER = "SYNTHETIC"  # present only in folders this module generated, with their content hashes
 

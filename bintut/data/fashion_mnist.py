@@ -13,23 +13,21 @@ from torchvision import datasets
 from torchvision.datasets.utils import check_integrity
 
 from bintut.data.images import DataError, DataNotFoundError, ImageSet, checked_set, data_root
+from bintut.data.sets import FASHION_MNIST
 from bintut.files.atomic import replacing
 from bintut.files.download import DownloadError, download
 
-FASHION_FOLDER = "FashionMNIST"  # torchvision reads ROOT/FashionMNIST/raw/
+# The facts (classes, normalisation, folders, Debian's package) are FASHION_MNIST's in bintut.data.sets.
+FASHION_FOLDER = Path(FASHION_MNIST.folders[0]).parts[0]  # torchvision reads ROOT/FashionMNIST/raw/
 
-FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")  # Debian's package dataset-fashion-mnist
+FASHION_DEBIAN = FASHION_MNIST.system_folder  # Debian's package dataset-fashion-mnist
 
-FASHION_CLASSES = 10
-FASHION_PAD = 2  # 28x28 -> 32x32
+FASHION_CLASSES = FASHION_MNIST.classes
+FASHION_PAD = (FASHION_MNIST.image_size - 28) // 2  # 28x28 -> 32x32
 
 FASHION_BACKGROUND = 0  # the photos' background is black
 
-# Over the 60,000 padded training images (the same value in each of the three channels), computed with
-# data.channel_statistics on the files of Debian's package dataset-fashion-mnist (tests check it there).
-FASHION_MEAN = (0.2190,) * 3
-
-FASHION_STD = (0.3318,) * 3
+FASHION_MEAN, FASHION_STD = FASHION_MNIST.normalization
 
 
 def _fashion_places(root: Path) -> list[Path]:
@@ -44,7 +42,7 @@ def _fashion_files() -> list[str]:
 def _fashion_missing(root: Path, reason: str) -> str:
     places = " or ".join(str(p) for p in _fashion_places(root))
     return (f"Fashion-MNIST {reason}: looked in {places}; install it with `apt-get install "
-            f"dataset-fashion-mnist` (Debian/Ubuntu), pass --download, or point --data-root at a folder "
+            f"{FASHION_MNIST.package}` (Debian/Ubuntu), pass --download, or point --data-root at a folder "
             f"holding {FASHION_FOLDER}/raw/")
 
 

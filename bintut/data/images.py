@@ -4,21 +4,20 @@ where data lives on disk, the checks every loader applies, and the errors they r
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from bintut.data.sets import CIFAR100
+from bintut.data.sets import DATA_ENV as DATA_ENV  # defined with the data sets; imported from here too
+from bintut.data.sets import data_root as data_root
 from bintut.errors import BintutError
 
-DATA_ENV = "BINTUT_DATA"
-
 IMAGE_VALUES = 32 * 32 * 3  # one flattened CIFAR image
-NUM_CLASSES = 100  # CIFAR-100's, the default head
-# CIFAR-100's channel statistics: the normalisation of every set that names none of its own.
-CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
-CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+NUM_CLASSES = CIFAR100.classes  # the default head
+# CIFAR-100's channel statistics (bintut.data.sets): the normalisation of every set that names none of its own.
+CIFAR100_MEAN, CIFAR100_STD = CIFAR100.normalization
 
 
 class DataNotFoundError(FileNotFoundError, BintutError):
@@ -27,11 +26,6 @@ class DataNotFoundError(FileNotFoundError, BintutError):
 
 class DataError(ValueError, BintutError):
     """A data folder holds files that are not (or no longer) what they claim to be."""
-
-
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data folder: the argument, else $BINTUT_DATA, else ./data."""
-    return Path(root or os.environ.get(DATA_ENV) or "data").expanduser()
 
 
 @dataclass
