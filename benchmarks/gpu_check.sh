@@ -10,7 +10,7 @@
 # 2. torch.profiler of a training epoch (6 steps of 512) and of an evaluation: top-20 tables, a trace, and
 #    whether the compiled evaluation keeps IEEE float32 (no TF32);
 # 3. benchmarks/train_speed.py: the step-only rows and whole epochs of the seed and the fast preset;
-# 4. tests/test_cuda.py (the CUDA-only tests);
+# 4. tests/training/test_cuda.py (the CUDA-only tests);
 # 5. the lesson's recording on the whole Fashion-MNIST (60,000 / 10,000 images): baseline 5 epochs, then both
 #    (gradual), abrupt (the control) and fp-continued, 2 epochs each, seeds 0,1,2, into $OUT/recorded
 #    (python -m bintut record; it resumes, so a rerun with STAGES=5 continues it). The data must travel with the working tree in
@@ -58,7 +58,7 @@ stage 1 fast-epochs "${LIMITS[0]}" env TORCH_LOGS=recompiles "$PY" benchmarks/tr
     --paths fast --epochs 3
 stage 2 profile "${LIMITS[1]}" "$PY" benchmarks/profile_epoch.py $TINY --out "$OUT"
 stage 3 train-speed "${LIMITS[2]}" "$PY" benchmarks/train_speed.py $TINY --epochs 2
-stage 4 cuda-tests "${LIMITS[3]}" "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py
+stage 4 cuda-tests "${LIMITS[3]}" "$PY" -m pytest -q -p no:cacheprovider tests/training/test_cuda.py
 stage 5 fashion-record "${LIMITS[4]}" env BINTUT_RUNS="$OUT/runs" "$PY" -m bintut record --mode workshop \
     --data fashion-mnist --stages both,abrupt,fp-continued "${RECORD_SIZES[@]}" --set data_root="${DATA_ROOT:-data}" \
     --set batch_size=128 --set eval_batch_size=1000 --set wandb=disabled --set progress=false --out "$OUT/recorded"

@@ -19,7 +19,7 @@ from bintut.files.run_folder import CHECKPOINT, FIGURE, METRICS
 from bintut.training.loop import train
 from bintut.training.runs import load_run
 
-from .conftest import tiny
+from ..conftest import tiny
 
 
 @pytest.fixture(scope="module")

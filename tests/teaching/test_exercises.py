@@ -17,7 +17,7 @@ from bintut.integer.kernels import addsub_gemm
 from bintut.quant import sign_ste
 from bintut.teaching.exercises import cases, fake_quant_batches
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 STUB = "# Implement it"
 WITH_EXERCISES = ("03_", "04_", "05_", "07_", "09_")

@@ -22,7 +22,7 @@ from bintut.integer.kernels import im2col, pack_signs
 from bintut.integer.xnor import pm1_product, xnor_costs, xnor_gemm
 from bintut.quant import GradualQuantizer, Int8Quantizer, hard_mode, quantizers, set_controls
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("k", [1, 7, 8, 9, 63, 64, 65, 576, 4608])

@@ -12,7 +12,7 @@ from bintut.training.guard import Diverged
 from bintut.training.loop import train
 from bintut.training.recipe import build_model
 
-from .conftest import tiny
+from ..conftest import tiny
 
 TIMING = {"epoch_seconds", "train_images_per_s", "deployed_seconds"}
 

@@ -119,7 +119,7 @@ def test_timm_weights_are_downloaded_pinned_into_the_hugging_face_cache(tmp_path
     from huggingface_hub import constants, hf_hub_download
     from safetensors.torch import save_file
 
-    from .test_download import serve_once
+    from ..files.test_download import serve_once
 
     torch.manual_seed(0)
     source = timm.create_model("resnet18", pretrained=False).state_dict()

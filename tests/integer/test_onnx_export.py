@@ -21,7 +21,7 @@ onnx = pytest.importorskip("onnx", reason="the ONNX export needs the optional ex
 ort = pytest.importorskip("onnxruntime", reason="running the ONNX model needs onnxruntime: "
                           "pip install 'bintut[onnx]'")
 
-LARGER_RUN = Path(__file__).parent / "fixtures" / "synth5.npz"
+LARGER_RUN = Path(__file__).parents[1] / "fixtures" / "synth5.npz"
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from bintut.integer.torch_engine import TorchIntegerResNet, deployed_accuracy
 from bintut.model import resnet18_cifar
 from bintut.quant import Int8Quantizer, binarize_, hard_mode, set_controls
 
-from .conftest import tiny
+from ..conftest import tiny
 
 
 def calibrated(seed: int) -> torch.nn.Module:

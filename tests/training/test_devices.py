@@ -18,7 +18,7 @@ from bintut.training.loop import train
 from bintut.training.recipe import build_model, evaluate, loss_fn, steps_per_epoch
 from bintut.training.resume import check_resume
 
-from .conftest import tiny
+from ..conftest import tiny
 
 
 def test_device_data_path_trains_on_cpu_with_a_message(data_dir, tmp_path, capsys):
