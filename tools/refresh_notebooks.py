@@ -61,7 +61,9 @@ def execute(path: Path, mode: str = "smoke", cwd: Path | None = None, timeout: i
 
 
 def strip(nb) -> None:
-    """Keep the outputs of marked cells only; number the kept cells 1, 2, ... (nbval needs counts)."""
+    """Keep the outputs of marked cells only; number the kept cells 1, 2, ... (nbval needs counts). Drops the
+    widget state the kernel left (tqdm's progress bars): no kept output shows a widget."""
+    nb.metadata.pop("widgets", None)
     count = 0
     for cell in nb.cells:
         if cell.cell_type != "code":
