@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import shutil
 import signal
@@ -162,7 +163,7 @@ def test_a_run_cache_on_a_filesystem_without_locks_is_one_line(tmp_path, monkeyp
         raise OSError(errno.ENOLCK, "No locks available")
 
     monkeypatch.setenv(runs.RUNS_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(runs.fcntl, "flock", no_locks)
+    monkeypatch.setattr(fcntl, "flock", no_locks)  # the run cache locks through bintut.files.lock
     with pytest.raises(runs.RunCacheError) as caught:
         runs.load_or_train(tiny(tmp_path / "data", tmp_path / "unused", epochs=1))
     message = str(caught.value)

@@ -1,6 +1,7 @@
 """One writer per run folder: :class:`RunLock`, a ``flock`` on the folder itself, whose ``.lock``
 file names the holder; a second process on the same folder stops at once, and a record left by a
-crashed run is noticed and reported. No torch.
+crashed run is noticed and reported. :func:`waiting_lock`, the same ``flock`` on a file, waits for
+its holder instead (the run cache: parallel processes share one training). No torch.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bintut.files.atomic import leftover_temporaries, replacing, writer_alive
@@ -37,6 +39,45 @@ def _close_held_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_close_held_in_child)
+
+
+class LockUnavailable(OSError):
+    """:func:`waiting_lock` could not lock: ``reason`` is 'open' (the lock file cannot be created) or 'no-locks'
+    (the filesystem has no file locks); the OSError's errno and strerror are the system's."""
+
+    def __init__(self, reason: str, err: OSError) -> None:
+        super().__init__(err.errno, err.strerror, err.filename)
+        self.reason = reason
+
+
+@contextlib.contextmanager
+def waiting_lock(path: str | os.PathLike,
+                 error: Callable[[LockUnavailable], BaseException] | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``path`` (created, with its folders, if missing; never
+    truncated) for the ``with`` body, waiting as long as another process holds it.
+
+    When the file cannot be created or its filesystem has no file locks (NFS without a lock manager:
+    :data:`NO_LOCK_ERRNOS`), raises ``error(LockUnavailable)`` -- the caller's one-line message -- or the
+    :class:`LockUnavailable` itself; any other failure to lock is raised as the system's OSError.
+    """
+    fail = error or (lambda unavailable: unavailable)
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")  # never truncates; only the lock matters
+    except OSError as err:
+        raise fail(LockUnavailable("open", err)) from err
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as err:
+            if err.errno not in NO_LOCK_ERRNOS:
+                raise
+            raise fail(LockUnavailable("no-locks", err)) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class RunLock:

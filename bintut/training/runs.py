@@ -10,11 +10,10 @@ run is read without writing anything, so a shared, read-only cache of trained ru
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from torch import nn
 from bintut.config import SCHEDULE_FIELDS, TrainConfig
 from bintut.errors import BintutError
 from bintut.files.checkpoint import CheckpointError, finished, load_checkpoint
-from bintut.files.lock import NO_LOCK_ERRNOS
+from bintut.files.lock import LockUnavailable, waiting_lock
 from bintut.files.metrics import read_metrics
 from bintut.files.run_folder import CHECKPOINT
 from bintut.training.loop import train
@@ -79,28 +78,21 @@ class Run:
         return self.metrics[-1]
 
 
-@contextmanager
-def _locked(path: Path):
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a")  # never truncates; only the lock matters
-    except OSError as err:
-        raise RunCacheError(f"the run cache ${RUNS_ENV} = {path.parent} cannot be written ({err.strerror}), and "
-                            f"the run {path.name[1:-5]} is not finished in it: set ${RUNS_ENV} to a folder you can "
-                            "write, or ask for a cache holding this stage") from err
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError as err:
-            if err.errno not in NO_LOCK_ERRNOS:
-                raise
-            raise RunCacheError(f"the run cache ${RUNS_ENV} = {path.parent} is on a filesystem without file locks "
-                                f"({err.strerror}), so parallel processes could train the run {path.name[1:-5]} "
-                                f"twice into one folder: set ${RUNS_ENV} to a folder on a local disk") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _locked(path: Path) -> AbstractContextManager[None]:
+    """The cache's lock for one run (:func:`bintut.files.lock.waiting_lock`): waits for another process training
+    it; RunCacheError (one line) when the cache cannot be written or has no file locks."""
+    run = path.name[1:-5]
+
+    def error(unavailable: LockUnavailable) -> RunCacheError:
+        if unavailable.reason == "open":
+            return RunCacheError(f"the run cache ${RUNS_ENV} = {path.parent} cannot be written "
+                                 f"({unavailable.strerror}), and the run {run} is not finished in it: set "
+                                 f"${RUNS_ENV} to a folder you can write, or ask for a cache holding this stage")
+        return RunCacheError(f"the run cache ${RUNS_ENV} = {path.parent} is on a filesystem without file locks "
+                             f"({unavailable.strerror}), so parallel processes could train the run {run} twice into "
+                             f"one folder: set ${RUNS_ENV} to a folder on a local disk")
+
+    return waiting_lock(path, error)
 
 
 def _damaged(out: Path, err: Exception) -> RunCacheError:
