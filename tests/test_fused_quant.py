@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from bintut.fused_quant import abs_max, int8_codes
+from bintut.fused_quant import BLOCK, _at_limit, abs_max, int8_codes, memory_order
 from bintut.quant import GradualQuantizer, Int8Quantizer, QuantConfig, SignQuantizer, binarize_, set_controls
 
 CONTROLS = [(0.0, 0.0), (0.3, 0.6), (0.5, 0.2), (1.0, 0.4), (0.0, 0.7), (1.0, 1.0)]
@@ -47,6 +47,47 @@ def test_activation_quantizer_fused_equals_composed(p, r, training):
 
 
 @pytest.mark.parametrize("p, r", CONTROLS)
+@pytest.mark.parametrize("layout", ["channels_last", "strided", "clamped"])
+def test_activation_gradients_at_the_clamp_in_any_memory_layout(p, r, layout):
+    """The fused backward rescales the clamped entries by their offsets in x's memory: channels_last inputs, a
+    strided view (copied dense first) and a batch where a third of the codes sit at the clamp agree too."""
+    q = Int8Quantizer()
+    q.set_controls(p, r)
+    q.running_max.fill_(0.5 if layout == "clamped" else 2.5)
+    q.initialized.fill_(True)
+    q.momentum = 0.0  # keep the running max, so that the clamped share stays as set
+    torch.manual_seed(3)
+    base = torch.randn(4, 6, 5, 10) * 1.5
+    if layout == "channels_last":
+        x = base.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = base[:, :, :, ::2]
+    else:
+        x = base
+    x = x.detach().requires_grad_()
+    (fused, g_fused, _, _), (composed, g_composed, _, _) = _both_ways(q, x, seed=4)
+    assert torch.equal(fused, composed)
+    torch.testing.assert_close(g_fused, g_composed, rtol=0, atol=1e-6)
+    assert (g_composed == 0).any() or r < 1 or p < 1  # clamped entries exist and get no gradient at p = r = 1
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 17])
+def test_clamped_positions_found_by_blocks_equal_a_full_scan(n):
+    torch.manual_seed(n)
+    limit = torch.tensor(127.0)
+    for share in (0.0, 0.001, 0.5, 1.0):
+        flat = torch.randint(-126, 127, (n,)).float()
+        flat[torch.rand(n) < share] = 127.0
+        flat[torch.rand(n) < share / 2] = -127.0
+        assert torch.equal(_at_limit(flat, limit), (flat.abs() >= limit).nonzero().squeeze(1))
+
+
+def test_memory_order_reads_a_channels_last_tensor_as_stored():
+    x = torch.arange(24.0).view(1, 2, 3, 4).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(memory_order(x), x.permute(0, 2, 3, 1).reshape(-1))
+
+
+@pytest.mark.parametrize("p, r", CONTROLS)
 def test_weight_quantizer_fused_equals_composed(p, r):
     torch.manual_seed(0)
     w = torch.randn(6, 4, 3, 3, requires_grad=True)
@@ -61,9 +102,10 @@ def test_weight_quantizer_fused_equals_composed(p, r):
 def test_codes_at_the_clamp_get_no_gradient_as_torch_clamp_gives_none():
     step = torch.tensor(1.0)
     x = torch.tensor([126.4, 126.6, 127.0, 300.0, -126.6, -126.4, 0.2])
-    values, passes = int8_codes(x, step)
+    values, at_clamp = int8_codes(x, step)
     assert values.tolist() == [126.0, 127.0, 127.0, 127.0, -127.0, -126.0, 0.0]
-    assert passes.tolist() == [True, False, False, False, False, True, True]
+    assert at_clamp.tolist() == [1, 2, 3, 4]
+    passes = torch.ones(7, dtype=torch.bool).index_fill_(0, at_clamp, False)
     # the composed expression agrees: its gradient is 0 exactly where the code is +-127
     q = Int8Quantizer()
     q.eval()
@@ -74,7 +116,7 @@ def test_codes_at_the_clamp_get_no_gradient_as_torch_clamp_gives_none():
     assert xs.grad.tolist() == [1.0 if ok else 0.0 for ok in passes.tolist()]
 
 
-def test_abs_max_is_one_pass_of_max_abs_and_zero_when_empty():
+def test_abs_max_is_max_abs_and_zero_when_empty():
     x = torch.tensor([[-3.5, 2.0], [1.0, 0.5]])
     assert abs_max(x).item() == 3.5 and abs_max(x).dtype == torch.float32
     assert abs_max(torch.empty(0, 3)).item() == 0.0
