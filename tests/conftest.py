@@ -1,8 +1,27 @@
+"""What every layer's tests share. The tests mirror the library: tests/<layer>/test_<module>.py for
+bintut/<layer>/<module>.py (tests/ideas for the top-level idea modules bintut/{errors,config,schedule,quant,
+fused_quant,model,binact}.py, tests/entry for bintut/{__init__,__main__,cli,commands}.py); the project-wide checks
+stay at the top (test_layers, test_package, test_docstrings, test_book, test_notebooks_static) and in tests/project.
+A fault is tested beside the code that handles it. A test that needs a trained run lives in the highest layer it
+uses (tests/training, tests/teaching or tests/entry); tests/integer never trains (see tests/README.md).
+
+Here: the data root, the smoke run (trained once per session; bintut.training is imported only when a test asks
+for it), :func:`tiny` (a seconds-long config), a calibrated random model, and a stalled server. Every import of
+bintut or torch is inside a function, so that collecting a layer imports only what its tests use."""
+
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -44,50 +63,47 @@ def tiny(data_dir, out, **overrides):
     return preset("smoke", **values)
 
 
-def quantizer_outputs_exact(device: str, dtype, batch: int) -> list[bool]:
-    """Under autocast, whether each Int8Quantizer of a fully binary ResNet18 returned exactly
-    round(x / step) * step of its input in float32 -- for every call, in training and in eval mode."""
+def leftovers(folder: Path) -> list[str]:
+    """The hidden files a run folder holds besides its lock: temporary files a write left behind."""
+    from bintut.files.run_folder import LOCK
+
+    return sorted(p.name for p in folder.glob(".*") if p.name != LOCK)
+
+
+@pytest.fixture
+def stalled_server(monkeypatch):
+    """A server on 127.0.0.1 that accepts connections and never answers; downloads time out after 1 s."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held, done = [], threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not done.is_set():
+            with contextlib.suppress(OSError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    monkeypatch.setenv("BINTUT_DOWNLOAD_TIMEOUT", "1")
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    done.set()
+    thread.join(5)
+    for conn in held + [server]:
+        conn.close()
+
+
+def calibrated(seed: int) -> torch.nn.Module:
+    """A random-init, fully binary ResNet18 whose BatchNorm statistics and int8 ranges saw one batch."""
     import torch
 
     from bintut.model import resnet18_cifar
-    from bintut.quant import Int8Quantizer, binarize_, set_controls
+    from bintut.quant import binarize_, set_controls
 
-    torch.manual_seed(0)
-    model = binarize_(resnet18_cifar(pretrained=False)).to(device)
+    torch.manual_seed(seed)
+    model = binarize_(resnet18_cifar(pretrained=False))
+    with torch.no_grad():
+        model.train()(torch.randn(8, 3, 32, 32))
     set_controls(model, 1.0, 1.0)
-    seen: list[bool] = []
-
-    def check(q: Int8Quantizer, inputs: tuple, output: torch.Tensor) -> None:
-        x = inputs[0].float()
-        step = q.step_for(x)  # after the forward: the running max this forward used
-        expected = torch.clamp(torch.round(x / step), -127, 127) * step
-        seen.append(output.dtype == torch.float32 and torch.equal(output, expected))
-
-    for q in model.modules():
-        if isinstance(q, Int8Quantizer):
-            q.register_forward_hook(check)
-    x = torch.randn(batch, 3, 32, 32, device=device)
-    for training in (True, False):
-        model.train(training)
-        with torch.autocast(device, dtype=dtype):
-            model(x)
-    return seen
-
-
-def engine_and_torch_predictions(out):
-    """For a finished run folder: the numpy engine's and torch's (float32, hard mode) top-1 predictions on the
-    run's whole test set, and the labels."""
-    import torch
-
-    from bintut.data.choice import test_images
-    from bintut.integer.engine import IntegerResNet
-    from bintut.integer.fold import export_resnet
-    from bintut.quant import hard_mode
-    from bintut.training.runs import load_run
-
-    run = load_run(out)
-    images, labels, _ = test_images(run.config)
-    with torch.no_grad(), hard_mode(run.model):
-        torch_pred = run.model(images).argmax(1).numpy()
-        engine_pred = IntegerResNet(export_resnet(run.model))(images.numpy()).argmax(1)
-    return engine_pred, torch_pred, labels.numpy()
+    return model.eval()

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import bintut
@@ -18,3 +20,10 @@ def test_unknown_attribute_is_an_attribute_error():
         assert "nonexistent" in str(err)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def test_import_bintut_is_light():
+    code = "import sys, bintut; print('torch' in sys.modules, 'matplotlib' in sys.modules, bintut.show.__module__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False", "bintut.teaching.show"]
+    assert bintut.TrainConfig.__module__ == "bintut.config"  # lazy names still resolve

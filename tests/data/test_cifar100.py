@@ -1,12 +1,15 @@
+import hashlib
 import pickle
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
+from bintut.cli import main
 from bintut.data.cifar100 import load_cifar100, synthetic_images, write_synthetic_cifar100
-from bintut.data.images import DataNotFoundError
-from bintut.data.transforms import ImageDataset, train_transform
+from bintut.data.images import DataError, DataNotFoundError, checked_set
+from bintut.files import download
 
 
 def test_synthetic_set_uses_the_real_layout(tmp_path):
@@ -64,7 +67,6 @@ def test_real_data_is_still_checksummed(tmp_path):
 def test_offline_download_fails_clearly(tmp_path, monkeypatch):
     import urllib.error
 
-    from bintut.files import download
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")
@@ -75,21 +77,90 @@ def test_offline_download_fails_clearly(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("**/*.tmp*"))  # no partial file left behind
 
 
-def test_data_root_from_environment(tmp_path, monkeypatch):
-    write_synthetic_cifar100(tmp_path, 12, 10)
-    monkeypatch.setenv("BINTUT_DATA", str(tmp_path))
-    assert len(load_cifar100()) == 12
+class _Planted:
+    """Unpickling this creates a file: proof that code ran."""
+
+    def __init__(self, canary: Path) -> None:
+        self.canary = canary
+
+    def __reduce__(self):
+        return open, (str(self.canary), "w")
 
 
-def test_subset_and_transforms(tmp_path):
-    s = load_cifar100(write_synthetic_cifar100(tmp_path, 64, 10))
-    sub = s.subset(16, seed=0)
-    assert len(sub) == 16 and s.subset(None) is s
-    with pytest.raises(ValueError, match="subset size"):
-        s.subset(0)
-    for augment in ("reference", "basic", "none"):
-        ds = ImageDataset(sub, train_transform(augment))
-        x, y = ds[0]
-        assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and isinstance(y, int)
-    with pytest.raises(ValueError, match="augment must be one of"):
-        train_transform("heavy")
+def _marker(folder: Path, names=("train", "test", "meta"), signature="n_train=4 n_test=4 seed=0\n") -> None:
+    hashes = "".join(f"sha256 {n} {hashlib.sha256((folder / n).read_bytes()).hexdigest()}\n" for n in names)
+    (folder / "SYNTHETIC").write_text(signature + hashes)
+
+
+def test_cifar_download_from_a_stalled_server_times_out_clearly(stalled_server, tmp_path, monkeypatch, capsys):
+    from bintut.data import cifar100
+
+    monkeypatch.setattr(cifar100, "CIFAR100_URL", f"{stalled_server}/cifar-100-python.tar.gz")
+    started = time.monotonic()
+    with pytest.raises(DataNotFoundError, match="could not be downloaded .*did not answer within 1 s") as info:
+        load_cifar100(tmp_path, download=True, progress=False)
+    assert time.monotonic() - started < 30
+    assert "--data synthetic" in str(info.value)  # the same advice as offline
+    said = capsys.readouterr().out
+    assert f"downloading CIFAR-100 (161.2 MiB) from {stalled_server}/cifar-100-python.tar.gz into {tmp_path}" in said
+    assert list(tmp_path.iterdir()) == []  # no partial archive
+
+
+def test_a_planted_pickle_in_a_synthetic_folder_never_runs(tmp_path):
+    folder = write_synthetic_cifar100(tmp_path, 4, 4) / "cifar-100-python"
+    canary = tmp_path / "pwned"
+    (folder / "train").write_bytes(pickle.dumps({"data": _Planted(canary)}))
+    with pytest.raises(DataError, match="train does not match the content hash .* not reading it. Delete"):
+        load_cifar100(tmp_path)
+    _marker(folder)  # even a marker forged to match the planted file does not make it run
+    with pytest.raises(DataError, match="refusing to load (builtins|io).open"):
+        load_cifar100(tmp_path)
+    assert not canary.exists()
+    (folder / "SYNTHETIC").write_text("n_train=4 n_test=4 seed=0\n")  # an old marker without hashes
+    with pytest.raises(DataError, match="records no content hash"):
+        load_cifar100(tmp_path)
+    assert not canary.exists()
+
+
+def test_a_damaged_synthetic_cache_is_regenerated(tmp_path, capsys):
+    write_synthetic_cifar100(tmp_path, 4, 4)
+    good = load_cifar100(tmp_path).images
+    train_file = tmp_path / "cifar-100-python" / "train"
+    train_file.write_bytes(train_file.read_bytes()[:100])  # truncated
+    write_synthetic_cifar100(tmp_path, 4, 4)
+    said = capsys.readouterr().out
+    assert "train does not match the content hash" in said and "regenerating" in said
+    assert np.array_equal(load_cifar100(tmp_path).images, good)
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"data": np.zeros((4, 3072)), "fine_labels": [0] * 4}, "uint8 of shape \\(N, 3072\\), got float64"),
+        ({"data": np.zeros((4, 100), np.uint8), "fine_labels": [0] * 4}, "got uint8 \\(4, 100\\)"),
+        ({"data": np.zeros((4, 3072), np.uint8), "fine_labels": [0, 1, 2, 150]}, "labels must lie in \\[0, 99\\]"),
+        ({"data": np.zeros((4, 3072), np.uint8), "fine_labels": [0, 1]}, "expected 4 integer labels"),
+        ({"images": np.zeros((4, 3072), np.uint8)}, "not in the CIFAR-100 layout"),
+    ],
+)
+def test_data_arrays_are_checked(tmp_path, entry, message):
+    folder = write_synthetic_cifar100(tmp_path, 4, 4) / "cifar-100-python"
+    (folder / "train").write_bytes(pickle.dumps(entry))
+    _marker(folder)
+    with pytest.raises(DataError, match=message):
+        load_cifar100(tmp_path)
+    with pytest.raises(DataError, match="labels must lie"):  # the real-data path checks the same way
+        checked_set(np.zeros((2, 32, 32, 3), np.uint8), np.array([0, -1]), ["c"] * 100, tmp_path)
+
+
+def test_a_synthetic_folder_does_not_stand_in_for_cifar100(tmp_path, capsys):
+    """5d: a data folder carrying the synthetic marker overrode --data cifar100 (and was called CIFAR-100)."""
+    from bintut.data.cifar100 import write_synthetic_cifar100
+
+    write_synthetic_cifar100(tmp_path / "data", 16, 8, 0)
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "smoke", "--data", "cifar100", "--data-root", str(tmp_path / "data"),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "holds synthetic images generated by bintut, not CIFAR-100: pass --data synthetic" in err
+    assert not out.exists()

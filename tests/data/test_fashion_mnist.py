@@ -118,15 +118,6 @@ def test_a_damaged_file_is_a_clear_error(tmp_path, monkeypatch):
         load_fashion_mnist(tmp_path / "root")
 
 
-def test_the_model_head_follows_the_data_set():
-    from bintut.config import preset
-    from bintut.training.recipe import build_model
-
-    model = build_model(preset("smoke", data="fashion-mnist"))
-    assert model.fc.out_features == 10
-    assert build_model(preset("smoke")).fc.out_features == 100
-
-
 @NEEDS_DEBIAN
 def test_the_debian_package_is_fashion_mnist_with_the_recorded_statistics(tmp_path):
     train = load_fashion_mnist(tmp_path, train=True)

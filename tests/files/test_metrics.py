@@ -60,3 +60,30 @@ def test_a_plain_metrics_file_is_still_appended_and_repaired(tmp_path):
         log = MetricsLog(path, epochs_done=1)
     log.append({"epoch": 2})
     assert read_metrics(path) == [{"epoch": 1}, {"epoch": 2}]
+
+
+def test_torn_last_metrics_line_is_cut_off_with_a_warning(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "hard_a')  # a write cut short
+    with pytest.warns(UserWarning, match="torn last line"):
+        assert [r["epoch"] for r in read_metrics(path)] == [1, 2]
+    with pytest.warns(UserWarning, match="cutting off its torn last line"):
+        log = MetricsLog(path, epochs_done=2)
+    log.append({"epoch": 3})
+    assert path.read_text() == '{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n'
+    path.write_text('{"epoch": 1}\nnot json\n{"epoch": 3}\n')
+    with pytest.raises(MetricsError, match="metrics.jsonl, line 2: not a metrics row"):
+        read_metrics(path)
+
+
+def test_metrics_log_is_not_rewritten_and_recovers_the_row_the_checkpoint_carries(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    stamp = path.stat()
+    MetricsLog(path, epochs_done=2)  # what every resume of a finished run does
+    after = path.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (stamp.st_ino, stamp.st_mtime_ns, stamp.st_size)
+    MetricsLog(path, epochs_done=3, last_row={"epoch": 3})  # a crash came between checkpoint and row
+    assert [r["epoch"] for r in read_metrics(path)] == [1, 2, 3]
+    MetricsLog(path, epochs_done=1)  # rows of epochs to be redone go, through a new file
+    assert path.read_text() == '{"epoch": 1}\n' and path.stat().st_ino != stamp.st_ino

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -19,28 +14,8 @@ from bintut.binact import (
     sign_clipped_ste,
 )
 from bintut.integer.kernels import im2col, pack_signs
-from bintut.integer.xnor import pm1_product, xnor_costs, xnor_gemm
+from bintut.integer.xnor import xnor_costs, xnor_gemm
 from bintut.quant import GradualQuantizer, Int8Quantizer, hard_mode, quantizers, set_controls
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.mark.parametrize("k", [1, 7, 8, 9, 63, 64, 65, 576, 4608])
-def test_xnor_gemm_is_the_pm1_product_bit_for_bit(k):
-    rng = np.random.default_rng(k)
-    a = np.where(rng.random((33, k)) < 0.5, -1, 1)
-    w = np.where(rng.random((70, k)) < 0.3, -1, 1)  # 70: more than one chunk of output channels
-    acc = xnor_gemm(pack_signs(a), pack_signs(w), k)
-    assert acc.dtype == np.int32 and np.array_equal(acc, pm1_product(a, w))
-
-
-def test_xnor_gemm_extremes_and_a_bad_width():
-    k = 4608
-    ones = np.ones((1, k))
-    assert xnor_gemm(pack_signs(ones), pack_signs(ones), k)[0, 0] == k
-    assert xnor_gemm(pack_signs(ones), pack_signs(-ones), k)[0, 0] == -k
-    with pytest.raises(ValueError, match="K = 9 needs 2"):
-        xnor_gemm(pack_signs(np.ones((1, 8))), pack_signs(np.ones((1, 8))), 9)
 
 
 def test_clipped_identity_gradient():
@@ -128,41 +103,3 @@ def test_costs_keep_the_stem_and_head_in_int8():
     assert block["binary path ops"] == 16 * 512 * 2 * 72 and block["input bytes binary"] == 512 * 16 // 8
 
 
-def test_a_binary_conv_in_the_teaching_layer():
-    from bintut.teaching.binact import binary_conv_identity
-
-    result = binary_conv_identity(channels=9, size=5, out_channels=3, seed=2)  # K = 81: not a multiple of 8
-    assert result["equal"] and result["xnor"].shape == (3, 5, 5)
-
-
-def test_fine_tune_from_a_run_leaves_the_run_alone(smoke_run):
-    from bintut.teaching.binact import BINARY_RAMP, fine_tune
-
-    with pytest.raises(ValueError, match="steps must be at least 1"):
-        fine_tune(smoke_run, 0)
-    result = fine_tune(smoke_run, steps=3)
-    assert [r["step"] for r in result["history"]] == [1, 2, 3]
-    assert [r["p"] for r in result["history"]] == [BINARY_RAMP(t / 3) for t in range(3)]
-    assert all(np.isfinite(r["loss"]) for r in result["history"]) and 0 <= result["hard %"] <= 100
-    assert any(isinstance(m, BinaryActQuantizer) for m in result["model"].modules())
-    assert not any(isinstance(m, BinaryActQuantizer) for m in smoke_run.model.modules())
-
-
-@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
-def test_the_c_popcount_kernels_equal_numpy():
-    """benchmarks/xnor_layer.py compiles the C kernels and exits 1 unless each equals numpy bit for bit."""
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "xnor_layer.py"), "--layer", "layer4",
-                           "--repeats", "1"], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    rows = [line for line in done.stdout.splitlines() if line.startswith(("| int8", "| xnor"))]
-    assert len(rows) == 4 and all(r.endswith("| True |") or "unavailable" in r for r in rows)
-    assert "xnor_portable" in done.stdout and "True" in next(r for r in rows if "xnor_portable" in r)
-
-
-def test_binact_from_a_finished_run_prints_its_table(smoke_run):
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "binact_from_run.py"), str(smoke_run.out),
-                           "--steps", "1"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    assert "load average" in done.stdout and "UTC" in done.stdout and "python " in done.stdout
-    table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
-    assert len(table) == 2 + 4 and "| + binary inputs, stem and head int8 | conv1, fc | 1 |" in done.stdout

@@ -1,3 +1,4 @@
+import time
 import urllib.error
 
 import pytest
@@ -139,3 +140,47 @@ def test_timm_weights_are_downloaded_pinned_into_the_hugging_face_cache(tmp_path
     cached = model_mod.timm_cache_path(f"timm/{model_mod.TIMM_NAME}")
     assert cached.read_bytes() == body
     assert hf_hub_download(f"timm/{model_mod.TIMM_NAME}", "model.safetensors", local_files_only=True) == str(cached)
+
+
+def test_imagenet_weights_from_a_stalled_server_time_out_clearly(stalled_server, tmp_path, monkeypatch, capsys):
+    from torchvision.models import ResNet18_Weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(ResNet18_Weights.IMAGENET1K_V1.value, "url", f"{stalled_server}/resnet18-f37072fd.pth")
+    with pytest.raises(WeightsUnavailableError, match="did not answer within 1 s.*--no-pretrained"):
+        resnet18_cifar(weights="torchvision", progress=False)
+    assert "downloading torchvision's ImageNet ResNet18 weights (IMAGENET1K_V1) (44.7 MiB)" in capsys.readouterr().out
+
+
+def test_timm_weights_from_a_stalled_server_time_out_clearly(stalled_server, tmp_path, monkeypatch):
+    pytest.importorskip("timm", reason="the timm extra is not installed")
+    from huggingface_hub import constants
+
+    from bintut import model
+
+    monkeypatch.setattr(model, "_hub_endpoint", lambda: stalled_server)  # as $HF_ENDPOINT would
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # nothing cached
+    started = time.monotonic()
+    with pytest.raises(WeightsUnavailableError, match="did not answer within 1 s.*--weights torchvision"):
+        resnet18_cifar(weights="timm")
+    assert time.monotonic() - started < 30
+
+
+def test_a_corrupt_cached_imagenet_weights_file_is_named_with_delete_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"PK\x03\x04 half a download")
+    with pytest.raises(WeightsUnavailableError, match=f"{cached} cannot be read .*: delete it"):
+        resnet18_cifar(weights="torchvision", progress=False)
+
+
+def test_a_corrupt_cached_timm_weights_file_is_named_with_delete_it(tmp_path, monkeypatch):
+    pytest.importorskip("timm", reason="the timm extra is not installed")
+    from bintut import model
+
+    cached = tmp_path / "model.safetensors"
+    cached.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{trunc")
+    monkeypatch.setattr(model, "_timm_file", lambda repo, progress=True: str(cached))  # what the HF cache holds
+    with pytest.raises(WeightsUnavailableError, match=f"{cached} cannot be read .*: delete it"):
+        resnet18_cifar(weights="timm")

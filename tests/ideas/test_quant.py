@@ -1,7 +1,10 @@
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from bintut.model import resnet18_cifar
 from bintut.quant import (
     Int8Quantizer,
     QuantConfig,
@@ -13,6 +16,8 @@ from bintut.quant import (
     quantizers,
     set_controls,
 )
+
+from ..conftest import calibrated
 
 
 def conv_layer(seed=0):
@@ -195,3 +200,60 @@ def test_controls_are_buffers_updated_in_place():
     before = q.p.data_ptr()
     set_controls(model, 0.5, 0.5)
     assert q.p.data_ptr() == before and q.p.item() == 0.5
+
+
+def test_hard_mode_in_train_mode_keeps_the_running_maxes():
+    model = binarize_(resnet18_cifar(pretrained=False)).train()
+    x = torch.randn(2, 3, 32, 32)
+    model(x)
+    before = {n: b.clone() for n, b in model.named_buffers() if "running_max" in n}
+    with hard_mode(model):
+        model(3 * x)
+    after = {n: b for n, b in model.named_buffers() if "running_max" in n}
+    assert before.keys() == after.keys() and all(torch.equal(before[n], after[n]) for n in before)
+    assert all(q.training for q in model.modules() if isinstance(q, Int8Quantizer))
+
+
+def test_a_zero_range_quantizer_gives_the_integer_paths_codes_not_nan():
+    """Fault b: a running max of 0 gave [1.2e-38, nan, nan, nan] in hard mode while integer() gave +-127."""
+    q = Int8Quantizer()
+    q.set_controls(1.0, 1.0)
+    q.train()
+    q(torch.zeros(4, 8))
+    q.eval()
+    x = torch.tensor([0.01, 0.05, 0.5, -0.5, 0.0, 1e-45, -1e-40, 3e38])
+    out = q(x)
+    codes = q.integer(x)
+    step = q.step_for(x)
+    assert torch.isfinite(out).all()
+    assert torch.equal(out, codes.float() * step)
+    assert codes.tolist() == [127, 127, 127, -127, 0, 0, -1, 127]
+    from bintut.integer.engine import quantize  # what the numpy engine (and the C library) compute
+
+    assert codes.tolist() == quantize(x.numpy(), np.float32(step.item())).tolist()
+    x = torch.tensor([1.0, -2.0], requires_grad=True)  # the straight-through gradient is still defined
+    q(x).sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+def test_hard_mode_on_a_training_model_is_the_eval_mode_deployable_view():
+    """Fault c: hard_mode(model) on a training model used batch statistics (logits off by up to 1.38 and
+    dependent on the batch) and moved BatchNorm's running statistics."""
+    model = calibrated(0)
+    set_controls(model, 0.4, 0.3)
+    images = torch.randn(6, 3, 32, 32)
+    with torch.no_grad(), hard_mode(model):
+        eval_view = model(images)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = {name: m.training for name, m in model.named_modules()}
+    model.layer2[0].bn1.eval()  # a mixed model: every flag comes back as it was
+    modes["layer2.0.bn1"] = False
+    with torch.no_grad(), hard_mode(model):
+        train_view = model(images)
+        first_two = model(images[:2])
+    assert torch.equal(train_view, eval_view)
+    assert torch.allclose(first_two, eval_view[:2], atol=1e-5, rtol=0)  # no batch statistics
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    assert [q.p.item() for q in model.modules() if isinstance(q, Int8Quantizer)][0] == pytest.approx(0.4)

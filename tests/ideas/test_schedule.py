@@ -1,9 +1,9 @@
 import math
 
+import numpy as np
 import pytest
 
-from bintut.schedule import REFERENCE_BINARIZATION, REFERENCE_LR, Schedule
-from bintut.teaching.viz.quant import plot_schedules
+from bintut.schedule import REFERENCE_BINARIZATION, REFERENCE_LR, SHAPES, Schedule
 
 
 def test_reference_binarization_at_known_points():
@@ -58,8 +58,9 @@ def test_bad_phase_lists(phases, message):
         Schedule(phases, "weight_p")
 
 
-def test_plot_schedules_draws_each_schedule():
-    fig = plot_schedules({"lr": REFERENCE_LR, "bin_ratio": Schedule(REFERENCE_BINARIZATION)}, epochs=300)
-    ax = fig.axes[0]
-    assert [line.get_label() for line in ax.get_lines()] == ["lr", "bin_ratio"]
-    assert ax.get_lines()[1].get_xdata()[-1] == pytest.approx(300)
+def test_every_schedule_kind_is_monotone_so_its_ends_bound_it():
+    u = np.linspace(0, 1, 1001)
+    for kind, shape in SHAPES.items():
+        values = np.array([shape(x) for x in u])
+        assert np.all(np.diff(values) >= -1e-12), kind
+        assert values.min() >= min(shape(0.0), shape(1.0)) and values.max() <= max(shape(0.0), shape(1.0))

@@ -11,7 +11,7 @@ import stat
 import numpy as np
 import pytest
 
-from bintut.integer import c_build
+from bintut.integer import c_build, c_source
 from bintut.integer.c_library import check_c_folder, write_c_library
 
 from .test_format import tiny_export
@@ -73,3 +73,24 @@ def test_a_failed_compile_leaves_no_object(library, monkeypatch):
     with pytest.raises(RuntimeError, match="compiling failed"):
         c_build.build_host(library)
     assert objects(library) == [] and not [p for p in library.iterdir() if ".tmp" in p.name]
+
+
+def test_cexport_host_checks_its_arguments(c_export, tmp_path, monkeypatch, capsys):
+    """2e: a missing bintut.c was a traceback, --limit -5 printed 'FAIL: None', --limit 0 ran every image,
+    a $CC with flags or naming a missing compiler was silently replaced by cc."""
+    folder = tmp_path / "lib"
+    shutil.copytree(c_export[2], folder)
+    (folder / "bintut.c").unlink()
+    assert c_build.main(["host", str(folder)]) == 2
+    assert f"bintut: error: {folder} lacks bintut.c of an exported C library" in capsys.readouterr().err
+    for limit in ("-5", "0"):
+        with pytest.raises(SystemExit):
+            c_build.main(["host", str(folder), "--limit", limit])
+        assert "--limit must be at least 1" in capsys.readouterr().err
+    shutil.copyfile(c_source.c_sources() / "bintut.c", folder / "bintut.c")
+    monkeypatch.setenv("CC", "no-such-cc-1234 -O2")
+    assert c_build.main(["host", str(folder)]) == 2
+    assert "$CC names 'no-such-cc-1234', which is not installed" in capsys.readouterr().err
+    if shutil.which("cc"):
+        monkeypatch.setenv("CC", "cc -O0 -DX='a b'")
+        assert c_build.host_compiler() == [shutil.which("cc"), "-O0", "-DX=a b"]

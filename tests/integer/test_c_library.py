@@ -4,13 +4,15 @@ integer-only engine's int32 logits bit for bit."""
 import random
 import re
 
+import numpy as np
 import pytest
 
-from bintut.cli import main
-from bintut.data.choice import golden_images
 from bintut.integer import c_build, c_source
-from bintut.integer.engine import IntegerResNet
+from bintut.integer.c_library import write_c_library
+from bintut.integer.fold import export_resnet
 from bintut.integer.format import load_export
+
+from .conftest import calibrated_binary_model
 
 
 def _compiler_or_skip() -> None:
@@ -21,11 +23,14 @@ def _compiler_or_skip() -> None:
 
 
 @pytest.fixture(scope="module")
-def c_library(smoke_run, tmp_path_factory):
-    """The smoke run exported through the CLI: the .npz and the C library with 3 golden images."""
+def c_library(tmp_path_factory):
+    """A calibrated random model's export (.npz) and its C library with 3 golden images (seeded random, normalised):
+    what `export --c` writes, made without training (tests/entry/test_commands.py exports a trained run)."""
     folder = tmp_path_factory.mktemp("c")
-    assert main(["export", str(smoke_run.out), "--out", str(folder / "model.npz"), "--c", str(folder / "lib"),
-                 "--golden", "3"]) == 0
+    export = export_resnet(calibrated_binary_model())
+    export.save(folder / "model.npz")
+    images = np.random.default_rng(3).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    write_c_library(load_export(folder / "model.npz"), folder / "lib", images)
     return folder
 
 
@@ -36,29 +41,6 @@ def test_c_sources_are_integer_only_and_static():
             assert not re.search(rf"\b{word}\b", code), (name, word)
     assert "plus + plus - total" in c_build.inner_loop()  # the reference's add/sub form
     assert "__usada8" in c_build.inner_loop(kernel="fast")  # the fast kernel's |x - mask| sums
-
-
-def test_export_writes_a_self_contained_library(c_library, smoke_run):
-    lib = c_library / "lib"
-    names = {p.relative_to(lib).as_posix() for p in lib.rglob("*") if p.is_file()}
-    assert {"bintut.h", "bintut_model.h", "bintut.c", "bintut_fast.c", "bintut_amx.c", "golden.h", "golden_main.c",
-            "README.md", "mcu/mps2_platform.c", "mcu/mps2_an386.ld"} <= names
-    export = load_export(c_library / "model.npz")
-    header = (lib / "bintut.h").read_text()
-    assert "int bintut_infer(const int8_t *image, int32_t *logits);" in header
-    assert f"#define BINTUT_INPUT_STEP {export.input_step!r}" in header
-    model = (lib / "bintut_model.h").read_text()
-    assert "static const uint8_t bits_layer4_1_conv2[" in model and "#define BINTUT_BUFFER_A_BYTES 65536" in model
-    readme = (lib / "README.md").read_text()
-    assert "| sign bits | 1,401,664 |" in readme and "activation buffer A | 65,536" in readme
-    # the golden logits are the numpy integer-only engine's, for the run's first test images
-    images, origin = golden_images(smoke_run.config, 3)
-    assert "synthetic" in origin
-    engine = IntegerResNet(export, integer_only=True)
-    logits = engine.integer_logits(engine.quantize_images(images))
-    golden = (lib / "golden.h").read_text()
-    expected = golden.split("bintut_golden_logits[3][100] = {")[1].split("};")[0]
-    assert [int(v) for v in re.findall(r"-?\d+", expected)] == logits.reshape(-1).tolist()
 
 
 def test_host_c_build_is_bit_exact_and_reports_the_first_mismatch(c_library):
@@ -126,12 +108,6 @@ def test_host_golden_with_each_kernel(c_library):
         assert run.passed and len(run.images) == 3, (kernel, simd, amx, run.output)
         assert run.batch is not None and run.batch["images"] == 3, run.output  # bintut_infer_batch, bit-exact too
         assert run.warnings == "", run.warnings
-
-
-def test_export_can_default_to_the_reference_kernel(smoke_run, tmp_path):
-    assert main(["export", str(smoke_run.out), "--out", str(tmp_path / "m.npz"), "--c", str(tmp_path / "lib"),
-                 "--golden", "1", "--c-kernel", "reference"]) == 0
-    assert "#define BINTUT_FAST 0" in (tmp_path / "lib" / "bintut.h").read_text()
 
 
 def test_mcu_golden_under_qemu(c_library):

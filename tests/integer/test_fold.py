@@ -15,9 +15,12 @@ from torch import nn
 from bintut.integer.engine import clear_margin
 from bintut.integer.fold import export_resnet
 from bintut.integer.format import ExportError
-from bintut.integer.torch_engine import TorchIntegerResNet, deployed_accuracy
+from bintut.integer.torch_engine import TorchIntegerResNet
 from bintut.model import resnet18_cifar
 from bintut.quant import binarize_, hard_mode, set_controls
+
+from ..conftest import calibrated
+from .conftest import calibrated_binary_model
 
 
 def converted(edit=None, seed: int = 0) -> nn.Module:
@@ -188,13 +191,34 @@ def test_string_padding_with_one_symmetric_meaning_is_computed():
         assert torch.equal(model(images), reference_model(images))  # the float model agrees that they are one
 
 
-def test_the_torch_integer_engine_takes_an_empty_batch():
-    """0 images crashed (torch.cat of no chunks); now 0 rows of logits, and deployed_accuracy counts 0."""
-    model = converted()
-    engine = TorchIntegerResNet(export_resnet(model))
-    logits = engine(torch.zeros(0, 3, 32, 32))
-    assert logits.shape == (0, 100) and logits.dtype == torch.float32
-    codes = engine.integer_logits(torch.zeros(0, 3, 32, 32, dtype=torch.int8))
-    assert codes.shape == (0, 100) and codes.dtype == torch.int32
-    result = deployed_accuracy(model, [(torch.zeros(0, 3, 32, 32), torch.zeros(0, dtype=torch.int64))])
-    assert result["count"] == 0 and result["acc"] == 0.0
+def test_export_refuses_models_that_are_not_fully_binary():
+    model = calibrated_binary_model()
+    set_controls(model, 0.9, 1.0)
+    with pytest.raises(ExportError, match="not fully binarized"):
+        export_resnet(model)
+    from bintut.quant import QuantConfig
+
+    weights_only = binarize_(resnet18_cifar(pretrained=False), QuantConfig(activations=False))
+    set_controls(weights_only, 1, 1)
+    with pytest.raises(ExportError, match="lacks a activation quantizer|lacks a weight quantizer|activation"):
+        export_resnet(weights_only)
+    with pytest.raises(ExportError, match="torchvision ResNet"):
+        export_resnet(torch.nn.Linear(3, 3))
+
+
+def test_export_names_the_layer_whose_int8_range_is_zero():
+    model = calibrated(0)
+    model.layer3[1].conv1.input_quant.running_max.zero_()
+    with pytest.raises(ExportError, match=r"layer layer3\.1\.conv1: the int8 input range is zero"):
+        export_resnet(model)
+
+
+def test_the_exporter_refuses_a_model_with_nan_weights_made_in_memory():
+    from bintut.integer.fold import ExportError, export_resnet
+
+    model = copy.deepcopy(calibrated_binary_model())
+    with torch.no_grad():
+        model.layer3[1].conv2.parametrizations.weight.original[0, 1, 2, 2] = float("inf")
+    with pytest.raises(ExportError, match=r"layer3\.1\.conv2\.parametrizations\.weight\.original holds NaN or "
+                                          "infinite values"):
+        export_resnet(model)

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from bintut.integer import c_source
+from bintut.integer.engine import IntegerResNet
+from bintut.integer.fold import fp32_state_dict_bytes
 from bintut.integer.format import (
     ExportError,
     LayerExport,
@@ -174,3 +176,139 @@ def test_an_unedited_rewrite_still_loads(good, tmp_path):
     """The rewriting itself changes nothing the checks see."""
     export = load_export(rewritten(good, tmp_path / "same.npz", lambda h, f: None))
     assert export.num_classes == 10 and list(export.layers) == ["conv1", "layer1.0.conv1", "layer1.0.conv2", "fc"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h, f: h["layers"][1].update(stride=0), r"layer1\.0\.conv1\.stride is 0"),
+    (lambda h, f: h["blocks"][0].update(identity_shift=200), "block 0: identity multiplier .* or shift 200"),
+    (lambda h, f: h.update(num_classes="100"), "num_classes is '100'"),
+    (lambda h, f: h["layers"][0].pop("kernel"), "the header is malformed"),
+    (lambda h, f: h.update(blocks={}), "blocks are not a list"),
+    (lambda h, f: f.update({"conv1.shift": np.full(f["conv1.shift"].shape, 200, np.uint8)}),
+     r"conv1\.shift lies in \[200, 200\], outside \[1, 62\]"),
+    (lambda h, f: f.update({"fc.m": f["fc.m"].astype(np.float64)}), r"fc\.m has dtype float64"),
+])
+def test_an_export_with_recomputed_checksums_is_checked_for_structure_and_ranges(saved_export, tmp_path, edit,
+                                                                                  message):
+    """5e: a malformed export whose checksums were recomputed gave KeyError/TypeError/ZeroDivisionError, or
+    ran with a shift of 200 (undefined behaviour in the generated C)."""
+    import hashlib as hl
+    import json
+
+    from bintut.integer.format import ExportError, load_export
+
+    with np.load(saved_export) as npz:
+        files = {k: npz[k] for k in npz.files}
+    header = json.loads(str(files["header"]))
+    edit(header, files)
+    header["sha256"] = {k: hl.sha256(np.ascontiguousarray(v).tobytes()).hexdigest() for k, v in files.items()
+                        if k not in ("header", "header_sha256")}
+    text = json.dumps(header)
+    files["header"], files["header_sha256"] = np.array(text), np.array(hl.sha256(text.encode()).hexdigest())
+    np.savez(tmp_path / "bad.npz", **files)
+    with pytest.raises(ExportError, match=message):
+        load_export(tmp_path / "bad.npz")
+
+
+def _rewrite_header(path, out, edit):
+    """A copy of an export whose JSON header was edited (the arrays and the header checksum kept)."""
+    with np.load(path) as npz:
+        files = {k: npz[k] for k in npz.files}
+    header = json.loads(str(files["header"]))
+    edit(header)
+    files["header"] = np.array(json.dumps(header))
+    np.savez(out, **files)
+    return out
+
+
+def test_export_header_is_covered_by_a_checksum(saved_export, tmp_path):
+    """Item 8: editing the header (act_step, the block list) is refused, not run silently."""
+    load_export(saved_export)
+
+    def step(header):
+        header["layers"][0]["act_step"] *= 2
+
+    def blocks(header):
+        header["blocks"][0], header["blocks"][1] = header["blocks"][1], header["blocks"][0]
+
+    for edit in (step, blocks):
+        edited = _rewrite_header(saved_export, tmp_path / f"{edit.__name__}.npz", edit)
+        with pytest.raises(ExportError, match="the header does not match its checksum"):
+            load_export(edited)
+
+
+def test_old_export_versions_are_refused_clearly(saved_export, tmp_path):
+    def version_1(header):
+        header["version"] = 1
+
+    old = _rewrite_header(saved_export, tmp_path / "v1.npz", version_1)
+    with pytest.raises(ExportError, match=r"version 1 export; this bintut reads version 2 .*re-export the run"):
+        load_export(old)
+
+
+def test_export_roundtrip_size_and_corruption(exported, tmp_path):
+    model, export = exported
+    path = export.save(tmp_path / "model.npz")
+    size = path.stat().st_size
+    fp32 = fp32_state_dict_bytes(model)
+    assert 1.3e6 < size < 1.7e6 and 44e6 < fp32 < 46e6, (size, fp32)
+    loaded = load_export(path)
+    x = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    assert np.array_equal(IntegerResNet(loaded)(x), IntegerResNet(export)(x))
+
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (tmp_path / "flipped.npz").write_bytes(bytes(raw))
+    with pytest.raises(ExportError, match="checksum|not a readable"):
+        load_export(tmp_path / "flipped.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ExportError, match="not a readable .npz"):
+        load_export(tmp_path / "junk.npz")
+    np.savez(tmp_path / "other.npz", weights=np.zeros(3))
+    with pytest.raises(ExportError, match="no bintut header"):
+        load_export(tmp_path / "other.npz")
+
+
+def test_mismatched_export_is_refused(exported, tmp_path):
+    _, export = exported
+    layer = export.layers["layer1.0.conv1"]
+    original = layer.bits
+    layer.bits = original[:, :-1]  # wrong width for K = 576
+    try:
+        path = export.save(tmp_path / "bad.npz")
+    finally:
+        layer.bits = original
+    with pytest.raises(ExportError, match=r"layer1\.0\.conv1\.bits has shape \(64, 71\), expected \(64, 72\)"):
+        load_export(path)
+
+
+def test_export_errors_name_the_layer(exported):
+    from bintut.integer.format import add_integer_constants
+
+    _, export = exported
+    layer = export.layers["layer3.0.conv2"]
+    saved = layer.a.copy()
+    layer.a[5] = 1e9  # a multiplier no 31-bit fixed-point number with a shift >= 1 can hold
+    try:
+        with pytest.raises(ExportError,
+                           match=r"layer layer3\.0\.conv2: channel 5: multiplier .* too large for the fixed-point"):
+            add_integer_constants(export)
+    finally:
+        layer.a[:] = saved
+    fc = export.layers["fc"]
+    saved = fc.a.copy()
+    fc.a[:] = 1e6  # |logit| could reach 127 * 512 * 1e6: beyond int32 even in whole units
+    try:
+        with pytest.raises(ExportError, match="layer fc: its logits could overflow int32"):
+            add_integer_constants(export)
+    finally:
+        fc.a[:] = saved
+    shortcut = export.layers["layer2.0.downsample.0"]
+    saved = shortcut.act_step
+    shortcut.act_step = np.float32(saved * 2)
+    try:
+        with pytest.raises(ExportError, match=r"layer layer2\.0\.downsample\.0: its int8 step"):
+            add_integer_constants(export)
+    finally:
+        shortcut.act_step = saved
+    add_integer_constants(export)  # restored: fine again

@@ -150,13 +150,6 @@ def test_a_missing_recording_says_how_to_make_one(tmp_path):
         load_recording("fashion-mnist", tmp_path)
 
 
-def test_the_command_line_rejects_a_malformed_override(capsys):
-    from bintut.cli import main
-
-    assert main(["record", "--mode", "smoke", "--data", "synthetic", "--set", "epochs"]) == 2
-    assert "bintut: error: --set wants FIELD=VALUE" in capsys.readouterr().err
-
-
 def test_the_committed_recording_is_fashion_mnist_with_its_provenance():
     """The lesson's recording (issue 23): >= 2,000 test images, gradual and abrupt with >= 2 seeds each on the same
     test set, fp-continued, deployed accuracy in the last row of every binarizing run, provenance with wall times."""

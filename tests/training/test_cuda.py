@@ -9,7 +9,8 @@ import json
 import pytest
 import torch
 
-from ..conftest import engine_and_torch_predictions, quantizer_outputs_exact, tiny
+from ..conftest import tiny
+from .conftest import engine_and_torch_predictions, quantizer_outputs_exact
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none is visible)")
 

@@ -1,18 +1,22 @@
 import json
 import signal
+import sys
 
 import pytest
 import torch
 
-from bintut.config import preset
+from bintut.cli import main
 from bintut.files.checkpoint import load_checkpoint
+from bintut.files.metrics import read_metrics
 from bintut.quant import is_fully_binary
+from bintut.training import loop as train_mod
 from bintut.training import recipe
 from bintut.training.guard import Diverged
 from bintut.training.loop import train
 from bintut.training.recipe import build_model
 
 from ..conftest import tiny
+from .conftest import small
 
 TIMING = {"epoch_seconds", "train_images_per_s", "deployed_seconds"}
 
@@ -108,7 +112,6 @@ def test_checkpoint_is_weights_only_loadable(data_dir, tmp_path):
 
 
 def test_wandb_failure_never_stops_training(data_dir, tmp_path, monkeypatch):
-    import sys
     import types
 
     broken = types.ModuleType("wandb")
@@ -123,28 +126,6 @@ def test_wandb_failure_never_stops_training(data_dir, tmp_path, monkeypatch):
     assert summary["epochs"] == 1
 
 
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        (dict(data="imagenet"), "data must be one of"),
-        (dict(epochs=0), "epochs must be at least 1"),
-        (dict(mix_prob=2.0), "mix_prob must be in"),
-        (dict(quant_weights=False, quant_activations=False), "nothing to binarize"),
-        (dict(weight_p=[[0.5, "linear", 0, 1]]), "weight_p: the last phase"),
-        (dict(wandb="cloud"), "wandb must be one of"),
-        (dict(colour="red"), "unknown config field"),
-    ],
-)
-def test_bad_config(overrides, message):
-    with pytest.raises(ValueError, match=message):
-        preset("smoke", **overrides)
-
-
-def test_unknown_preset():
-    with pytest.raises(ValueError, match="unknown preset 'fast-ish'"):
-        preset("fast-ish")
-
-
 def test_resuming_a_finished_run_changes_nothing(data_dir, tmp_path):
     cfg = tiny(data_dir, tmp_path / "run", epochs=1, resume=True)
     first = train(cfg)
@@ -152,3 +133,85 @@ def test_resuming_a_finished_run_changes_nothing(data_dir, tmp_path):
     again = train(cfg)  # what `make smoke` / `make reproduce` do when run twice
     assert again["hard_acc"] == first["hard_acc"]
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == before
+
+
+def test_stop_after_nan_without_per_step_sync_keeps_the_good_checkpoint(data_dir, tmp_path, monkeypatch):
+    """The GPU loop reads no loss per step; a stop signal after a NaN used to save the NaN model."""
+    monkeypatch.setattr(train_mod, "syncs_every_step", lambda device: False)  # the GPU path, on the CPU
+    calls = {"n": 0}
+    real_loss = recipe.loss_fn
+
+    def nan_then_signal(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)
+        if calls["n"] == 3:  # epoch 2, first batch: the loss turns NaN and Ctrl-C arrives in the same step
+            signal.raise_signal(signal.SIGINT)
+            return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(recipe, "loss_fn", nan_then_signal)
+    with pytest.raises(Diverged, match="loss became nan by epoch 2, batch 1; the last good checkpoint"):
+        train(small(data_dir, tmp_path / "run"))
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert (state["epoch"], state["batch"]) == (1, 0)  # not overwritten by the stop
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert [r["epoch"] for r in read_metrics(tmp_path / "run")] == [1]
+
+
+def test_skipped_optimizer_steps_are_counted_in_the_metrics(data_dir, tmp_path, monkeypatch):
+    """5i: with fp16 + GradScaler, steps skipped for inf/NaN gradients were reported nowhere."""
+    import torch
+
+    from bintut.files.metrics import read_metrics
+    from bintut.training import loop as train_mod
+    from bintut.training import recipe
+
+    from ..conftest import tiny
+
+    real_scaler, real_loss = torch.amp.GradScaler, recipe.loss_fn
+    monkeypatch.setattr(train_mod.torch.amp, "GradScaler", lambda device, enabled: real_scaler(device, enabled=True))
+    calls = {"n": 0}
+
+    class InfGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad * float("inf")
+
+    def loss_with_one_inf_gradient(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)
+        return InfGradient.apply(loss) if calls["n"] == 2 else loss  # the loss stays finite, the step is skipped
+
+    monkeypatch.setattr(recipe, "loss_fn", loss_with_one_inf_gradient)
+    cfg = tiny(data_dir, tmp_path / "run", synthetic_train=16, synthetic_test=8, batch_size=8, eval_batch_size=8,
+               mix_prob=0.0, epochs=2)
+    train_mod.train(cfg)
+    assert [row["skipped_steps"] for row in read_metrics(tmp_path / "run")] == [1, 0]
+
+
+def _tiny_cli(data_dir, out) -> list[str]:
+    """A seconds-long smoke run through the command line: one epoch on 32 synthetic images."""
+    return ["train", "--preset", "smoke", "--data-root", str(data_dir), "--out", str(out), "--synthetic-train", "32",
+            "--synthetic-test", "16", "--batch-size", "16", "--eval-batch-size", "16", "--epochs", "1",
+            "--wandb", "disabled", "--no-progress", "--resume"]
+
+
+def test_results_figure_names_the_data_set(data_dir, tmp_path, monkeypatch):
+    from bintut.training import loop as train_mod
+
+    titles = []
+
+    def plot_run(rows, path, data=None):
+        fig = real(rows, path, data=data)
+        titles.append(fig._suptitle.get_text() if fig._suptitle else "")
+        return fig
+
+    real = train_mod.plot_run
+    monkeypatch.setattr(train_mod, "plot_run", plot_run)
+    assert main(_tiny_cli(data_dir, tmp_path / "run")) == 0
+    assert titles == ["data: synthetic data made offline (32 training images)"]
+    assert (tmp_path / "run" / "results.png").is_file()

@@ -21,7 +21,7 @@ from bintut.schedule import REFERENCE_BINARIZATION, REFERENCE_LR
 from bintut.training.devices import use_device_data
 from bintut.training.recipe import autocast_dtype, loss_fn, mixer
 
-from ..conftest import quantizer_outputs_exact
+from .conftest import quantizer_outputs_exact
 
 CUDA = torch.device("cuda")  # only its type is read: no GPU needed
 

@@ -13,13 +13,17 @@ import pytest
 import torch
 
 from bintut.cli import main
-from bintut.files.checkpoint import CheckpointError, load_checkpoint
+from bintut.config import preset
+from bintut.files.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from bintut.files.lock import RunLock
 from bintut.files.run_folder import CHECKPOINT, FIGURE, METRICS
+from bintut.training import recipe
 from bintut.training.loop import train
+from bintut.training.resume import check_resume
 from bintut.training.runs import load_run
 
 from ..conftest import tiny
+from .conftest import small
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +125,74 @@ def test_starting_a_run_leaves_a_concurrent_exports_temporary_file_alone(tmp_pat
         writer.wait()
     assert sorted(p.name for p in out.iterdir()) == [live.name]
     assert os.path.getsize(live) == len(b"half an export")
+
+
+def test_refuses_an_out_that_holds_results_or_foreign_files(data_dir, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "metrics.jsonl").write_text('{"epoch": 1, "hard_acc": 0.5}\n')
+    (results / "results.png").write_bytes(b"png")
+    for resume in (False, True):
+        with pytest.raises(FileExistsError, match="holds results \\(metrics.jsonl, results.png\\) but no checkpoint"):
+            train(small(data_dir, results, resume=resume))
+    assert sorted(p.name for p in results.iterdir()) == ["metrics.jsonl", "results.png"]  # untouched, unlocked
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"jpg")
+    with pytest.raises(FileExistsError, match="not empty and holds no bintut run \\(it holds cat.jpg\\)"):
+        train(small(data_dir, other))
+    assert [p.name for p in other.iterdir()] == ["cat.jpg"]
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "config.json").write_text(json.dumps(small(data_dir, started, epochs=7).to_dict()))
+    with pytest.raises(ValueError, match="epochs: run has 7, now 2"):
+        train(small(data_dir, started))
+    with pytest.raises(ValueError, match="out must name a folder"):
+        preset("smoke", out="")
+    with pytest.raises(SystemExit):
+        main(["train", "--preset", "smoke", "--out", ""])
+
+
+def test_truncated_or_foreign_checkpoints_are_one_line_errors(data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = small(data_dir, run, epochs=1, resume=True)
+    (run / "config.json").write_text(cfg.to_json())
+    save_checkpoint(run / "checkpoint.pt", {"model": {"w": torch.ones(1000)}, "config": cfg.to_dict()})
+    good = (run / "checkpoint.pt").read_bytes()
+    (run / "checkpoint.pt").write_bytes(good[: len(good) // 2])
+    argv = ["train", "--preset", "smoke", "--data-root", str(data_dir), "--out", str(run), "--resume", "--epochs", "1",
+            "--synthetic-train", "16", "--synthetic-test", "8", "--batch-size", "8", "--eval-batch-size", "8",
+            "--no-progress", "--mix-prob", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a readable checkpoint (truncated, corrupt" in err and "delete it" in err
+    (run / "checkpoint.pt").write_bytes(good)  # loads, but it is not a bintut training checkpoint
+    assert main(argv) == 2
+    assert "is not a bintut checkpoint (no optimizer, scaler" in capsys.readouterr().err
+    (run / "checkpoint.pt").write_bytes(good[:100])
+    with pytest.raises(CheckpointError, match="init_from: .*not a readable checkpoint"):
+        recipe.build_model(small(data_dir, tmp_path / "other", init_from=str(run)))
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_with_a_note(capsys):
+    """5c: a checkpoint written before a config field existed blamed a setting the user did not change."""
+    from bintut.config import preset
+    from bintut.training.resume import check_resume
+
+    cfg = preset("smoke")
+    saved = cfg.to_dict()
+    del saved["mix_draw"]  # a run saved before the field was added
+    check_resume(cfg, saved)
+    assert "predates the setting(s) mix_draw (now 'reference'); continuing" in capsys.readouterr().out
+    saved["epochs"] = 99
+    with pytest.raises(ValueError, match=r"differs from the saved run \(epochs: run has 99, now 3\)$"):
+        check_resume(cfg, saved)
+
+
+def test_a_run_saved_before_drop_last_existed_still_resumes():
+    cfg = preset("smoke")
+    saved = {k: v for k, v in cfg.to_dict().items() if k != "drop_last"}
+    check_resume(cfg, saved)  # no "configuration differs": the missing field had its default
+    with pytest.raises(ValueError, match="drop_last"):
+        check_resume(cfg.replace(drop_last=True), saved)
