@@ -107,3 +107,8 @@ def calibrated(seed: int) -> torch.nn.Module:
         model.train()(torch.randn(8, 3, 32, 32))
     set_controls(model, 1.0, 1.0)
     return model.eval()
+
+
+def one_line(err: str, start: str = "bintut: error: ") -> str:
+    assert err.startswith(start) and err.count("\n") == 1 and "Traceback" not in err, err
+    return err

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import gzip
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from bintut.cli import main
 from bintut.data import fashion_mnist
 from bintut.data.choice import num_classes
 from bintut.data.fashion_mnist import FASHION_DEBIAN, FASHION_MEAN, FASHION_STD, load_fashion_mnist
 from bintut.data.images import DataError, DataNotFoundError, channel_statistics
 from bintut.data.transforms import ImageDataset
+
+from ..conftest import one_line
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DEBIAN_HERE = all((FASHION_DEBIAN / f"{name}.gz").is_file() for name in FILES)
@@ -127,3 +131,27 @@ def test_the_debian_package_is_fashion_mnist_with_the_recorded_statistics(tmp_pa
     assert train.classes[0] == "T-shirt/top" and train.classes[9] == "Ankle boot"
     mean, std = channel_statistics(train.images)
     assert np.allclose(mean, FASHION_MEAN, atol=5e-5) and np.allclose(std, FASHION_STD, atol=5e-5)
+
+
+def test_a_fashion_mnist_file_with_another_type_byte_is_one_line(tmp_path, capsys):
+    """An IDX file of int8 (type 0x09) instead of uint8 (0x08) was a TypeError traceback from torchvision."""
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"
+    fashion_files(raw, bad="train-images-idx3-ubyte")
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "smoke", "--data", "fashion-mnist", "--data-root", str(tmp_path / "data"),
+                 "--out", str(out)]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert f"{raw / 'train-images-idx3-ubyte'}: an IDX file of type 0x09" in err and "delete it" in err
+    assert not out.exists()
+
+
+def fashion_files(raw: Path, bad: str | None = None, n: int = 8) -> None:
+    """Fashion-MNIST's four decompressed IDX files with ``n`` random images each; ``bad`` gets type byte 0x09."""
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in FILES:
+        array = rng.integers(0, 256, (n, 28, 28)) if "images" in name else np.arange(n) % 10
+        data = bytearray(idx_bytes(np.asarray(array, dtype=np.uint8)))
+        if name == bad:
+            data[2] = 0x09  # int8 instead of uint8
+        (raw / name).write_bytes(bytes(data))

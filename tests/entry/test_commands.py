@@ -26,13 +26,14 @@ import torch
 
 from bintut.cli import build_parser, main
 from bintut.config import TrainConfig, preset
+from bintut.data import cifar100
 from bintut.data.choice import golden_images
 from bintut.data.cifar100 import write_synthetic_cifar100
 from bintut.data.images import DataNotFoundError
 from bintut.files import lock
 from bintut.files.checkpoint import load_checkpoint, save_checkpoint
 from bintut.files.metrics import read_metrics
-from bintut.files.run_folder import CHECKPOINT, LOCK
+from bintut.files.run_folder import CHECKPOINT, LOCK, PATH_MAX
 from bintut.integer import c_build
 from bintut.integer import c_library as c_library_module
 from bintut.integer.c_library import write_c_library
@@ -41,8 +42,10 @@ from bintut.integer.format import load_export
 from bintut.integer.onnx_compare import onnx_session
 from bintut.integer.onnx_export import INSTALL, OnnxUnavailableError, check
 from bintut.training import loop as train_mod
+from bintut.training.loop import train
 
-from ..conftest import leftovers
+from ..conftest import leftovers, one_line, tiny
+from ..data.test_fashion_mnist import fashion_files
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -149,7 +152,6 @@ def test_full_disk_loses_nothing_and_says_so(data_dir, tmp_path):
 def test_reproduce_with_a_stalled_server_fails_clearly_and_writes_nothing(stalled_server, tmp_path, monkeypatch,
                                                                           capsys):
     from bintut import commands
-    from bintut.data import cifar100
 
     monkeypatch.setattr(cifar100, "CIFAR100_URL", f"{stalled_server}/cifar-100-python.tar.gz")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -571,3 +573,76 @@ def test_reproduce_takes_cifar100_else_fashion_mnist_and_says_which(monkeypatch,
         assert cfg.out == "results/workshop-fashion-mnist"
     else:
         assert "data: CIFAR-100" in out and cfg.download
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished one-epoch run on 16 synthetic images (seconds)."""
+    root = tmp_path_factory.mktemp("finished")
+    cfg = tiny(root / "data", root / "run", epochs=1, synthetic_train=16, synthetic_test=8)
+    train(cfg)
+    return root / "run"
+
+
+def test_c_at_a_symbolic_link_loop_is_one_line(finished, tmp_path, capsys):
+    """`export --c LOOP` (a link to itself) was a RuntimeError traceback."""
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    for target in (loop, loop / "c"):
+        assert main(["export", str(finished), "--out", str(tmp_path / "m.npz"), "--c", str(target)]) == 2
+        assert "a symbolic link on that path leads back to itself" in one_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loop"]
+
+
+def test_golden_images_that_cannot_be_read_fall_back_to_seeded_ones(tmp_path, capsys):
+    """An export --c whose run's test images were damaged since: a DataError traceback after the .npz was
+    written. The golden test needs no real images: seeded ones, and the reason, instead."""
+    run, raw = tmp_path / "run", tmp_path / "data" / "FashionMNIST" / "raw"
+    fashion_files(raw)
+    train(tiny(tmp_path / "data", run, epochs=1, data="fashion-mnist", synthetic_train=8))
+    fashion_files(raw, bad="t10k-images-idx3-ubyte")
+    capsys.readouterr()
+    assert main(["export", str(run), "--c", str(tmp_path / "c"), "--golden", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "golden test (2 images: seeded random images (the run's data cannot be read (" in out
+    assert "t10k-images-idx3-ubyte: an IDX file of type 0x09" in out
+    assert (tmp_path / "c" / "golden.h").is_file()
+
+
+def test_an_out_at_the_path_length_limit_is_one_line(finished, tmp_path, capsys):
+    """A path just under PATH_MAX: the temporary names inside it passed the limit (ENAMETOOLONG traceback)."""
+    deep = tmp_path
+    while len(os.fsencode(str(deep))) < PATH_MAX - 220:
+        deep = deep / ("d" * 200)
+    long_file = deep / ("m" * (PATH_MAX - 30 - len(os.fsencode(str(deep)))) + ".npz")
+    assert len(os.fsencode(str(long_file))) < PATH_MAX
+    assert main(["export", str(finished), "--out", str(long_file)]) == 2
+    assert "bytes long (absolute); with the files bintut writes there it would pass the system's limit of 4096" \
+        in one_line(capsys.readouterr().err)
+    long_run = deep / ("r" * (PATH_MAX - 20 - len(os.fsencode(str(deep)))))
+    assert main(["train", "--preset", "smoke", "--out", str(long_run), "--data-root", str(tmp_path / "data")]) == 2
+    assert "--out: the path is" in one_line(capsys.readouterr().err)
+    assert not (tmp_path / ("d" * 200)).exists() and not (tmp_path / "data").exists()
+
+
+def test_bintuts_own_build_products_do_not_stop_a_second_export(finished, tmp_path, monkeypatch, capsys):
+    """After `python -m bintut.integer.c_build host DIR --kernel reference`, `export --c DIR` said DIR held files
+    that are not bintut's (bintut_fast0.o, golden_host_fast0)."""
+    from bintut.integer import c_build
+
+    monkeypatch.delenv("CC", raising=False)
+    try:
+        c_build.host_compiler()
+    except c_build.CompilerNotFound as err:
+        pytest.skip(f"{err}: the golden build needs one")
+    folder = tmp_path / "c"
+    command = ["export", str(finished), "--out", str(tmp_path / "m.npz"), "--c", str(folder), "--golden", "1",
+               "--c-kernel", "reference"]
+    assert main(command) == 0
+    assert c_build.main(["host", str(folder), "--kernel", "reference"]) == 0
+    built = {p.name for p in folder.iterdir()}
+    assert any(n.startswith("golden_host") for n in built) and any(n.endswith(".o") for n in built)
+    capsys.readouterr()
+    assert main(command) == 0, capsys.readouterr().err
+    assert not {n for n in os.listdir(folder) if n.endswith(".o") or n.startswith("golden_host")}  # replaced whole
+    shutil.rmtree(folder)

@@ -19,6 +19,7 @@ import pytest
 from bintut.cli import main
 from bintut.files import download
 
+from ..conftest import one_line
 from .conftest import python
 
 HEADERS = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n" + b"X-Pad: " + b"p" * 200 + b"\r\n\r\n"
@@ -321,3 +322,15 @@ def test_a_bad_download_timeout_is_one_line_naming_the_variable(value, tmp_path,
     err = capsys.readouterr().err
     assert err.startswith("bintut: error: $BINTUT_DOWNLOAD_TIMEOUT must be") and err.count("\n") == 1
     assert "\x1b" not in err and not out.exists()
+
+
+def test_a_download_timeout_of_1e300_is_blamed_on_itself(tmp_path, monkeypatch, capsys):
+    """$BINTUT_DOWNLOAD_TIMEOUT=1e300 overflowed the socket's timeout, reported as unavailable data or weights."""
+    monkeypatch.setenv("BINTUT_DOWNLOAD_TIMEOUT", "1e300")
+    assert main(["train", "--preset", "smoke", "--data", "cifar100", "--download", "--data-root",
+                 str(tmp_path / "data"), "--out", str(tmp_path / "run")]) == 2
+    err = one_line(capsys.readouterr().err)
+    assert "$BINTUT_DOWNLOAD_TIMEOUT must be at most 1e+09 seconds (or inf for no limit), got '1e300'" in err
+    monkeypatch.setenv("BINTUT_DOWNLOAD_TIMEOUT", "inf")  # no limit stays allowed
+    from bintut.files.download import timeout
+    assert timeout() == float("inf")

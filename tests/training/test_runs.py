@@ -3,7 +3,14 @@ a damaged cached stage."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+
 import pytest
+
+from bintut.training import runs
+
+from ..conftest import tiny
 
 
 def test_a_finished_stage_is_read_from_a_read_only_cache(cached, monkeypatch):
@@ -48,3 +55,18 @@ def test_a_damaged_cached_stage_gets_advice_for_a_notebook(cached):
     with pytest.raises(RunCacheError, match=advice) as info:
         load_or_train(cfg)
     assert "--out" not in str(info.value) and (folder / "metrics.jsonl").is_file()  # nothing deleted for the user
+
+
+def test_a_run_cache_on_a_filesystem_without_locks_is_one_line(tmp_path, monkeypatch):
+    """flock's ENOLCK (NFS without a lock manager) in $BINTUT_RUNS was a traceback."""
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setenv(runs.RUNS_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(fcntl, "flock", no_locks)  # the run cache locks through bintut.files.lock
+    with pytest.raises(runs.RunCacheError) as caught:
+        runs.load_or_train(tiny(tmp_path / "data", tmp_path / "unused", epochs=1))
+    message = str(caught.value)
+    assert "\n" not in message and "is on a filesystem without file locks (No locks available)" in message
+    assert f"set ${runs.RUNS_ENV} to a folder on a local disk" in message
+    assert not any((tmp_path / "cache").glob("*/*"))  # nothing trained

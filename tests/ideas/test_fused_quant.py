@@ -161,7 +161,7 @@ def test_the_cpu_step_benchmark_runs_and_prints_its_table():
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "cpu_step.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "cpu_step.py"
     out = subprocess.run([sys.executable, str(script), "--batch", "2", "--rounds", "1", "--controls", "0.5",
                           "--composed"], capture_output=True, text=True, timeout=300, check=True).stdout
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
