@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,9 @@ class Session:
         save_checkpoint(self.ckpt_path, self.snapshot())
 
 
-def open_session(cfg: TrainConfig) -> tuple[Session | None, dict[str, Any] | None]:
+def open_session(
+    cfg: TrainConfig, load: Callable[[TrainConfig], tuple[ImageSet, ImageSet]] = load_data,
+) -> tuple[Session | None, dict[str, Any] | None]:
     """Set-up: lock the folder, check it against the config, load data, build the model and optimizer.
 
     Returns the session (counters restored from the checkpoint when resuming) and that checkpoint;
@@ -118,6 +120,8 @@ def open_session(cfg: TrainConfig) -> tuple[Session | None, dict[str, Any] | Non
     metrics row and results.png repaired if a crash at its end left them missing or torn).
     Nothing is written before every check and every load has passed: on a failure the lock is
     released and a folder this call created is removed again.
+
+    ``load`` reads the data (:func:`bintut.data.choice.load_data`; a test passes a substitute).
 
     Raises ValueError when ``cfg.batch_size`` does not split across the processes (naming both); the
     folder, resume, data and model checks raise theirs (RunFolderError, FileExistsError, DataNotFoundError ...).
@@ -136,7 +140,7 @@ def open_session(cfg: TrainConfig) -> tuple[Session | None, dict[str, Any] | Non
                 repair_finished(cfg, Path(cfg.out), state)
                 lock.release()
             return None, state
-        return _set_up(cfg, rank, world, device, lock, state)
+        return _set_up(cfg, rank, world, device, lock, state, load)
     except BaseException:
         if lock is not None:
             lock.release(remove_created=True)
@@ -145,12 +149,12 @@ def open_session(cfg: TrainConfig) -> tuple[Session | None, dict[str, Any] | Non
 
 def _set_up(
     cfg: TrainConfig, rank: int, world: int, device: torch.device, lock: RunLock | None,
-    state: dict[str, Any] | None,
+    state: dict[str, Any] | None, load: Callable[[TrainConfig], tuple[ImageSet, ImageSet]] = load_data,
 ) -> tuple[Session, dict[str, Any] | None]:
     out = Path(cfg.out)
     if rank != 0:
         dist.barrier()  # rank 0 first: it generates or downloads the data once
-    train_set, test_set = load_data(cfg)  # fails fast: before the model download
+    train_set, test_set = load(cfg)  # fails fast: before the model download
     if rank == 0 and world > 1:
         dist.barrier()
     seed_everything(cfg.seed)
@@ -222,8 +226,15 @@ def _epoch_batches(s: Session) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     ))
 
 
-def train_epoch(s: Session, stop: StopRequest, resumed: dict[str, Any] | None = None) -> float:
-    """One epoch of optimisation steps (the rest of it, after a mid-epoch resume); returns its seconds."""
+def train_epoch(
+    s: Session, stop: StopRequest, resumed: dict[str, Any] | None = None,
+    step: Callable[..., torch.Tensor] = train_step, synced: Callable[[torch.device], bool] = syncs_every_step,
+) -> float:
+    """One epoch of optimisation steps (the rest of it, after a mid-epoch resume); returns its seconds.
+
+    ``step`` is :func:`bintut.training.recipe.train_step` and ``synced`` :func:`bintut.training.guard.syncs_every_step`
+    unless a test passes substitutes (a step that corrupts the weights; the GPU's no-sync path on a CPU).
+    """
     cfg = s.cfg
     s.loss_sum = torch.zeros((), device=s.device, dtype=torch.float64)
     s.seen = 0
@@ -243,14 +254,14 @@ def train_epoch(s: Session, stop: StopRequest, resumed: dict[str, Any] | None = 
         Recipe.apply(s.recipe.at(s.global_step / s.total_steps), s.net, s.optimizer)
         x, y = to_device(x, y, s.device, cfg.channels_last)
         scale = loss_scale(s.scaler, s.device)
-        loss = train_step(s.model, s.optimizer, s.scaler, x, y, cfg, s.dtype, s.mix)
+        loss = step(s.model, s.optimizer, s.scaler, x, y, cfg, s.dtype, s.mix)
         if scale is not None:  # the GradScaler lowers its scale exactly when it skips a step (inf/NaN grads)
             s.skipped += (loss_scale(s.scaler, s.device) < scale).to(torch.int64)
         s.loss_sum += loss * y.shape[0]
         s.seen += y.shape[0]
         s.global_step += 1
         s.batch_done += 1
-        if syncs_every_step(s.device):  # on a GPU: no host sync in the loop; checked at epoch end and on save
+        if synced(s.device):  # on a GPU: no host sync in the loop; checked at epoch end and on save
             s.check_health(weights=False)
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if s.world == 1:  # under DDP all ranks must stop together: at the epoch's end
@@ -310,14 +321,14 @@ def _percent(value: float | None) -> str:
 FINAL_KEYS = ("hard_acc", "soft_acc", "deployed_acc")  # what a run's summary reports of its last epoch
 
 
-def _summary(s: Session) -> dict[str, Any]:
+def _summary(s: Session, plot: Callable[..., Any] = plot_run) -> dict[str, Any]:
     summary: dict[str, Any] = {"epochs": s.epoch, "out": str(s.out)}
     if s.rank == 0:
         rows = read_metrics(s.out / METRICS)
         if rows:
             summary |= {k: rows[-1].get(k) for k in FINAL_KEYS}
             with replacing(s.out / FIGURE) as tmp:
-                plot_run(rows, tmp, data=data_words(s.cfg))
+                plot(rows, tmp, data=data_words(s.cfg))
     return summary
 
 
@@ -335,7 +346,11 @@ def _finished_summary(cfg: TrainConfig, state: dict[str, Any]) -> dict[str, Any]
     return summary
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
+def train(
+    cfg: TrainConfig, *, load: Callable[[TrainConfig], tuple[ImageSet, ImageSet]] = load_data,
+    step: Callable[..., torch.Tensor] = train_step, synced: Callable[[torch.device], bool] = syncs_every_step,
+    plot: Callable[..., Any] = plot_run,
+) -> dict[str, Any]:
     """Run (or resume) a training run; returns a summary with the final hard/soft accuracy.
 
     The steps, in order: :func:`open_session` (set-up), then per epoch :func:`train_epoch`,
@@ -343,20 +358,23 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     Ctrl-C/SIGTERM stops at a step boundary and writes a checkpoint that ``--resume`` continues
     exactly -- unless the run has diverged meanwhile, then it raises :class:`Diverged` and keeps
     the last good checkpoint.
+
+    ``load``, ``step``, ``synced`` and ``plot`` are seams for tests (the data loader, the optimisation step, whether
+    the loss is read every step, the results figure); the defaults are the library's own functions.
     """
-    s, resumed = open_session(cfg)
+    s, resumed = open_session(cfg, load)
     if s is None:  # finished before: rerunning (make smoke twice) trains nothing
         return _finished_summary(cfg, resumed)
     stop = StopRequest()
     try:
         stop.install()
         while s.epoch < cfg.epochs:
-            seconds = train_epoch(s, stop, resumed)
+            seconds = train_epoch(s, stop, resumed, step, synced)
             resumed = None
             finish_epoch(s, evaluate_epoch(s, seconds) | {"skipped_steps": int(s.skipped.item())})
             # Only after finish_epoch is the epoch done: an interrupt before it redoes its evaluation.
             stop.check(s.device)
-        return _summary(s)
+        return _summary(s, plot)
     except KeyboardInterrupt:
         if s.rank == 0 and stop.at_boundary:
             s.save()

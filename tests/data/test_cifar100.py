@@ -67,7 +67,6 @@ def test_real_data_is_still_checksummed(tmp_path):
 def test_offline_download_fails_clearly(tmp_path, monkeypatch):
     import urllib.error
 
-
     def offline(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")
 

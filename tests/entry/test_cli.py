@@ -6,6 +6,8 @@ import pytest
 
 from bintut.cli import build_parser, main
 
+from .conftest import tiny_cli
+
 
 def test_help_explains_presets(capsys):
     with pytest.raises(SystemExit) as info:
@@ -47,15 +49,8 @@ def test_missing_cifar_fails_fast_naming_the_synthetic_option(tmp_path):
     assert not (tmp_path / "run").exists()  # failed before writing anything
 
 
-def _tiny_cli(data_dir, out) -> list[str]:
-    """A seconds-long smoke run through the command line: one epoch on 32 synthetic images."""
-    return ["train", "--preset", "smoke", "--data-root", str(data_dir), "--out", str(out), "--synthetic-train", "32",
-            "--synthetic-test", "16", "--batch-size", "16", "--eval-batch-size", "16", "--epochs", "1",
-            "--wandb", "disabled", "--no-progress", "--resume"]
-
-
 def test_no_progress_hides_the_bars_but_keeps_the_epoch_line(data_dir, tmp_path, capsys):
-    assert main(_tiny_cli(data_dir, tmp_path / "run")) == 0
+    assert main(tiny_cli(data_dir, tmp_path / "run")) == 0
     out, err = capsys.readouterr()
     assert "epoch 1/1: loss" in out and "hard" in out
     assert "it/s" not in err and "%|" not in err  # no tqdm bar

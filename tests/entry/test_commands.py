@@ -46,6 +46,7 @@ from bintut.training.loop import train
 
 from ..conftest import leftovers, one_line, tiny
 from ..data.test_fashion_mnist import fashion_files
+from .conftest import tiny_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -491,13 +492,6 @@ def test_export_refuses_a_bit_flipped_or_nan_checkpoint_in_one_line(smoke_run, t
     assert not (tmp_path / "m.npz").exists()
 
 
-def _tiny_cli(data_dir, out) -> list[str]:
-    """A seconds-long smoke run through the command line: one epoch on 32 synthetic images."""
-    return ["train", "--preset", "smoke", "--data-root", str(data_dir), "--out", str(out), "--synthetic-train", "32",
-            "--synthetic-test", "16", "--batch-size", "16", "--eval-batch-size", "16", "--epochs", "1",
-            "--wandb", "disabled", "--no-progress", "--resume"]
-
-
 @pytest.mark.slow
 def test_export_command_reports_sizes(smoke_run, tmp_path, capsys):
     assert main(["export", str(smoke_run.out), "--out", str(tmp_path / "m.npz")]) == 0
@@ -507,18 +501,23 @@ def test_export_command_reports_sizes(smoke_run, tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
-def test_rerunning_a_finished_run_says_so_and_trains_nothing(data_dir, tmp_path, capsys, monkeypatch):
-    from bintut.training import loop
+def test_rerunning_a_finished_run_says_so_and_trains_nothing(data_dir, tmp_path, capsys):
+    from bintut.config import preset
+    from bintut.training.loop import train
 
-    assert main(_tiny_cli(data_dir, tmp_path / "run")) == 0
+    assert main(tiny_cli(data_dir, tmp_path / "run")) == 0
     capsys.readouterr()
     checkpoint = (tmp_path / "run" / "checkpoint.pt").stat().st_mtime_ns
 
     def no_loading(cfg):
         raise AssertionError("a finished run loaded its data again")
 
-    monkeypatch.setattr(loop, "load_data", no_loading)
-    assert main(_tiny_cli(data_dir, tmp_path / "run")) == 0  # `make smoke` twice
+    args = vars(build_parser().parse_args(tiny_cli(data_dir, tmp_path / "run")))
+    del args["command"]
+    summary = train(preset(args.pop("preset"), **args), load=no_loading)  # the command's config, loading refused
+    assert summary["already_finished"] and summary["epochs"] == 1
+    capsys.readouterr()
+    assert main(tiny_cli(data_dir, tmp_path / "run")) == 0  # `make smoke` twice
     out = capsys.readouterr().out
     assert "has already finished its 1 epochs; nothing to train" in out and "resuming" not in out
     assert "bintut: nothing to do. final hard accuracy" in out

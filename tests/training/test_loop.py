@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from bintut.cli import main
+from bintut.config import preset
 from bintut.files.checkpoint import load_checkpoint
 from bintut.files.metrics import read_metrics
 from bintut.quant import is_fully_binary
@@ -137,7 +137,6 @@ def test_resuming_a_finished_run_changes_nothing(data_dir, tmp_path):
 
 def test_stop_after_nan_without_per_step_sync_keeps_the_good_checkpoint(data_dir, tmp_path, monkeypatch):
     """The GPU loop reads no loss per step; a stop signal after a NaN used to save the NaN model."""
-    monkeypatch.setattr(train_mod, "syncs_every_step", lambda device: False)  # the GPU path, on the CPU
     calls = {"n": 0}
     real_loss = recipe.loss_fn
 
@@ -151,7 +150,7 @@ def test_stop_after_nan_without_per_step_sync_keeps_the_good_checkpoint(data_dir
 
     monkeypatch.setattr(recipe, "loss_fn", nan_then_signal)
     with pytest.raises(Diverged, match="loss became nan by epoch 2, batch 1; the last good checkpoint"):
-        train(small(data_dir, tmp_path / "run"))
+        train(small(data_dir, tmp_path / "run"), synced=lambda device: False)  # the GPU path, on the CPU
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert (state["epoch"], state["batch"]) == (1, 0)  # not overwritten by the stop
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -163,7 +162,6 @@ def test_skipped_optimizer_steps_are_counted_in_the_metrics(data_dir, tmp_path, 
     import torch
 
     from bintut.files.metrics import read_metrics
-    from bintut.training import loop as train_mod
     from bintut.training import recipe
 
     from ..conftest import tiny
@@ -193,15 +191,8 @@ def test_skipped_optimizer_steps_are_counted_in_the_metrics(data_dir, tmp_path, 
     assert [row["skipped_steps"] for row in read_metrics(tmp_path / "run")] == [1, 0]
 
 
-def _tiny_cli(data_dir, out) -> list[str]:
-    """A seconds-long smoke run through the command line: one epoch on 32 synthetic images."""
-    return ["train", "--preset", "smoke", "--data-root", str(data_dir), "--out", str(out), "--synthetic-train", "32",
-            "--synthetic-test", "16", "--batch-size", "16", "--eval-batch-size", "16", "--epochs", "1",
-            "--wandb", "disabled", "--no-progress", "--resume"]
-
-
-def test_results_figure_names_the_data_set(data_dir, tmp_path, monkeypatch):
-    from bintut.training import loop as train_mod
+def test_results_figure_names_the_data_set(data_dir, tmp_path):
+    from bintut.training.plots import plot_run as real
 
     titles = []
 
@@ -210,8 +201,8 @@ def test_results_figure_names_the_data_set(data_dir, tmp_path, monkeypatch):
         titles.append(fig._suptitle.get_text() if fig._suptitle else "")
         return fig
 
-    real = train_mod.plot_run
-    monkeypatch.setattr(train_mod, "plot_run", plot_run)
-    assert main(_tiny_cli(data_dir, tmp_path / "run")) == 0
+    cfg = preset("smoke", data_root=str(data_dir), out=str(tmp_path / "run"), synthetic_train=32, synthetic_test=16,
+                 batch_size=16, eval_batch_size=16, epochs=1, wandb="disabled", progress=False, resume=True)
+    train(cfg, plot=plot_run)
     assert titles == ["data: synthetic data made offline (32 training images)"]
     assert (tmp_path / "run" / "results.png").is_file()
