@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from bintut.config import INT8_MAX, QuantConfig, parse_scale_init
-from bintut.fused_quant import GradualInt8, GradualSign, KeptWeight, abs_max
+from bintut.fused_quant import GradualInt8, GradualSign, KeptWeight, abs_max, uniform_like
 
 Target = Literal["all", "weights", "activations"]
 QUANTIZED_LAYERS = (nn.Conv2d, nn.Linear)
@@ -102,7 +102,7 @@ class GradualQuantizer(nn.Module):
         """Which entries are binarized at the current p: a bool tensor of ``x``'s shape."""
         if self.nested:
             return self.threshold < self.p
-        return torch.rand_like(x, dtype=torch.float32) < self.p
+        return uniform_like(x) < self.p
 
     def sprinkle(self, x: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
         """Entries replaced by their quantized value with probability p (a fresh mask, or the nested one).
@@ -125,7 +125,7 @@ class GradualQuantizer(nn.Module):
     def eager_mask(self, x: torch.Tensor) -> torch.Tensor | bool:
         """The fused path's mask: False at p = 0, True at p = 1, else :meth:`mask`'s draw (0/1 floats unless nested)."""
         return self._p_host == 1.0 if self._p_host in (0.0, 1.0) else (
-            self.mask(x) if self.nested else torch.rand_like(x, dtype=torch.float32).lt_(self.p))
+            self.mask(x) if self.nested else uniform_like(x).lt_(self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p.item():.4g}, bin_ratio={self.bin_ratio.item():.4g}, nested={self.nested}"

@@ -179,3 +179,11 @@ def test_at_zero_controls_the_weight_is_kept_and_its_scale_still_gets_a_zero_gra
     assert torch.equal(out, w)
     out.backward(torch.ones_like(out))
     assert torch.equal(w.grad, torch.ones_like(w)) and torch.equal(q.scale.grad, torch.zeros_like(q.scale))
+
+
+def test_binary_weights_take_plus_one_at_zero_and_minus_zero_as_w_ge_0_does():
+    w = torch.tensor([[-0.0, 0.0, -1e-30, 1e-30, -2.0, 3.0]], requires_grad=True)
+    q = SignQuantizer(w.detach())
+    q.set_controls(1.0, 1.0)
+    signs = (q(w) / q.scale).detach()
+    assert signs.tolist() == [[1.0, 1.0, -1.0, 1.0, -1.0, 1.0]]
