@@ -71,7 +71,7 @@ class QuantConfig:
 
 @dataclass
 class TrainConfig:
-    """Everything a run needs. Defaults are the reference recipe (README, "`seed` and the reference, side by side"), the
+    """Everything a run needs. Defaults are the reference recipe (docs/recipe.md, "`seed` and the reference, side by side"), the
     `seed` preset.
 
     Where bintut offers more than the reference, the reference's choice is the default and
@@ -248,7 +248,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         weight_p=FAST_BINARIZATION, weight_ratio=FAST_BINARIZATION,
         act_p=FAST_BINARIZATION, act_ratio=FAST_BINARIZATION,
     ),
-    # About two minutes on two quiet CPU cores (README, "Measured here"), offline: synthetic data, random init,
+    # About two minutes on two quiet CPU cores (docs/benchmarks.md, "Measured here"), offline: synthetic data, random init,
     # no mixing.
     "smoke": dict(
         data="synthetic", synthetic_train=640, synthetic_test=100, pretrained=False, epochs=3,

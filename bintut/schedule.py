@@ -1,7 +1,7 @@
 """Schedules: plain functions of training progress t in [0, 1], built from phase lists.
 
 A phase is ``[end_t, kind, start_value, end_value]``; phase i covers (end of phase i-1, end_t]
-with local progress u in [0, 1]. Kinds (the reference's, README "`seed` and the reference"): ``stay``
+with local progress u in [0, 1]. Kinds (the reference's, docs/recipe.md): ``stay``
 (start value), ``linear``, ``cosine`` ((1 - cos(pi u)) / 2) and ``circle`` (1 - (1 - sqrt(u))^2). A bare number is a
 constant schedule. Every kind is monotone in u, so a phase's values lie between its values at
 u = 0 and u = 1: checking those bounds a schedule over the whole run (:meth:`Schedule.check_range`).

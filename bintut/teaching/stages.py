@@ -220,7 +220,7 @@ def comparable(stage: str, run: Run) -> str:
         return "no: synthetic data" if cfg.data == "synthetic" else f"no: {data_words(cfg)}, not CIFAR-100"
     if cfg.train_subset or cfg.epochs != PUBLISHED["binary"][1]:
         return f"no: {cfg.preset} preset ({cfg.train_subset or 'all'} images, {cfg.epochs} epochs)"
-    return "yes: the reference recipe (README lists the remaining differences)"
+    return "yes: the reference recipe (docs/recipe.md lists the remaining differences)"
 
 
 def _points(value: float | None) -> float | str:
