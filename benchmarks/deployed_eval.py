@@ -22,12 +22,11 @@ from torch.utils.data import DataLoader
 from bintut.data.choice import load_data
 from bintut.data.transforms import ImageDataset
 from bintut.integer.engine import clear_margin
-from bintut.integer.fold import export_resnet
 from bintut.integer.torch_engine import TorchIntegerResNet, deployed_accuracy
 from bintut.quant import hard_mode
 from bintut.teaching.stages import format_table
+from bintut.training.export_run import export_run
 from bintut.training.recipe import evaluate
-from bintut.training.runs import load_run
 
 
 def best_of(fn, repeats: int) -> tuple[float, dict]:
@@ -40,7 +39,8 @@ def best_of(fn, repeats: int) -> tuple[float, dict]:
 
 
 def measure(folder: str, repeats: int, device: torch.device) -> dict:
-    run = load_run(folder)
+    exported = export_run(folder)  # refuses a run that never reached p = bin_ratio = 1; normalisation recorded
+    run = exported.run
     model = run.model.to(device)
     _, test_set = load_data(run.config)
     loader = DataLoader(ImageDataset(test_set), batch_size=run.config.eval_batch_size)
@@ -49,7 +49,7 @@ def measure(folder: str, repeats: int, device: torch.device) -> dict:
     images = torch.cat([x for x, _ in loader]).to(device)
     with torch.no_grad(), hard_mode(model):
         ref = model(images)
-        net = TorchIntegerResNet(export_resnet(model), device)
+    net = TorchIntegerResNet(exported.export, device)
     logits, ref = net(images).cpu().numpy(), ref.cpu().numpy()
     largest, clear = clear_margin(ref, logits)
     return {

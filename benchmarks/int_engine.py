@@ -251,11 +251,10 @@ def speed(args: argparse.Namespace) -> None:
 def agreement(args: argparse.Namespace) -> None:
     from bintut.data.choice import golden_images
     from bintut.quant import hard_mode
-    from bintut.training.runs import load_run
+    from bintut.training.export_run import export_run
 
-    run = load_run(args.run)
-    with hard_mode(run.model):
-        export = export_resnet(run.model)
+    exported = export_run(args.run, metrics=True)  # the run's export, as `python -m bintut export` makes it
+    run, export = exported.run, exported.export
     if args.synthetic_images:
         from bintut.data.cifar100 import load_cifar100, write_synthetic_cifar100
         from bintut.data.transforms import ImageDataset

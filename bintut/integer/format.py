@@ -94,9 +94,21 @@ class ResNetExport:
     image_size: int = 32  # the integer-only network is laid out for square images of this size
     fraction_bits: int = fixedpoint.FRACTION_BITS  # of the shared scale of residual sums and the pool
     logit_bits: int = LOGIT_BITS  # logits are int32 in units of 2^-logit_bits
-    # the input normalisation (pixel / 255 - mean[c]) / std[c] the model was trained with; None: not recorded
+    # the input normalisation (pixel / 255 - mean[c]) / std[c] the model was trained with, and the data set it was
+    # trained on (a name of bintut.data.sets, e.g. 'fashion-mnist'); None: not recorded (files written before
+    # bintut recorded them, or an export of a model from elsewhere)
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    data: str | None = None
+
+    @property
+    def normalization_words(self) -> str:
+        """The recorded input normalisation in words, or that it is not recorded (for READMEs and reports)."""
+        if self.mean is None:
+            return "the mean and std the model was trained with (not recorded in this export)"
+        trained = f" (the data set it was trained on: {self.data})" if self.data else ""
+        return (f"mean = ({', '.join(f'{v}' for v in self.mean)}) and std = ({', '.join(f'{v}' for v in self.std)})"
+                f"{trained}")
 
     @property
     def input_step(self) -> float:
@@ -120,6 +132,7 @@ class ResNetExport:
             "image_size": self.image_size, "fraction_bits": self.fraction_bits, "logit_bits": self.logit_bits,
             "layers": [layer.header() for layer in self.layers.values()],
             **({"mean": list(self.mean), "std": list(self.std)} if self.mean is not None else {}),
+            **({"data": self.data} if self.data is not None else {}),
             "sha256": {k: _digest(v) for k, v in arrays.items()},
         })
         header_digest = hashlib.sha256(header.encode()).hexdigest()
@@ -195,10 +208,11 @@ def _from_files(path: Path, header: dict, files: dict[str, np.ndarray]) -> ResNe
                     f"{layer.kind} {layer.in_channels}->{layer.out_channels} kernel {layer.kernel}"
                 )
         layers[name] = layer
-    mean, std = header.get("mean"), header.get("std")  # absent in files written before bintut recorded them
+    # absent in files written before bintut recorded them (mean and std, then the data set's name): not recorded
+    mean, std, data = header.get("mean"), header.get("std"), header.get("data")
     return ResNetExport(layers, header["blocks"], header["num_classes"], header["image_size"],
                         header["fraction_bits"], header["logit_bits"], tuple(mean) if mean else None,
-                        tuple(std) if std else None)
+                        tuple(std) if std else None, data)
 
 
 def _checked(export: ResNetExport, path: Path) -> ResNetExport:

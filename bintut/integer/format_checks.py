@@ -30,6 +30,8 @@ INT32_MAX = 2**31 - 1
 
 # what reaches generated C: letters, digits, '_' and '.' (torch's module paths), not starting with a digit or '.'
 LAYER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,127}")
+# the recorded data set's name (bintut.data.sets), e.g. fashion-mnist; it reaches generated C comments
+DATA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 IMAGE_CHANNELS = 3  # the engine and bintut.h read RGB images
 
@@ -83,6 +85,8 @@ def check_values(export, bad: Bad) -> None:
                 and (field == "mean" or v > 0) for v in values)):
             raise bad(f"{field} is {list(values)!r:.100}, expected {IMAGE_CHANNELS} finite numbers"
                       + (" above 0" if field == "std" else ""))
+    if export.data is not None and not (isinstance(export.data, str) and DATA_NAME.fullmatch(export.data)):
+        raise bad(f"data is {export.data!r:.60}, expected a data set's name (letters, digits, '-', '_', '.')")
     if not 2 <= len(export.layers) <= MAX_LAYERS:
         raise bad(f"it has {len(export.layers)} layers, expected 2 to {MAX_LAYERS}")
     for layer in export.layers.values():

@@ -192,7 +192,7 @@ def to_onnx(export: ResNetExport, run: str = "", classes: list[str] | None = Non
     meta = {"run": run, "bintut_version": _version(), "weights": weights, "residual": residual,
             "final_size": str(final_size(export)),
             "normalization": json.dumps({"mean": list(export.mean or ()), "std": list(export.std or ()),
-                                         "formula": "(pixel / 255 - mean[c]) / std[c]"}),
+                                         "data": export.data or "", "formula": "(pixel / 255 - mean[c]) / std[c]"}),
             "classes": json.dumps(list(classes) if classes is not None else
                                   [str(c) for c in range(export.num_classes)])}
     onnx.helper.set_model_props(model, meta)
