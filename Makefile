@@ -33,7 +33,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check bintut tests tools benchmarks
 
-## An end-to-end run on synthetic data: about 2 min on 2 quiet CPU cores (README, "Measured here").
+## An end-to-end run on synthetic data: about 2 min on 2 quiet CPU cores (docs/benchmarks.md, "Measured here").
 smoke: $(STAMP)
 	$(PY) -m bintut train --preset smoke --out runs/smoke --resume
 
@@ -41,9 +41,9 @@ smoke: $(STAMP)
 ## with provenance.json; the notebooks show the recording. The default is the real thing (CIFAR-100, full mode on a
 ## GPU; RECORD_ARGS as for python -m bintut record); `make record-fashion-mnist` re-records the Fashion-MNIST recording
 ## that ships: the baseline, then gradual (both) against abrupt and fp-continued with two seeds, then the one-control
-## and one-quantizer stages with one (README, "Recorded results", for its wall time and machine). It resumes.
+## and one-quantizer stages with one (docs/results.md, for its wall time and machine). It resumes.
 RECORD_ARGS ?= --data cifar100 --set download=true
-FASHION_RECORD = --mode workshop --data fashion-mnist --baseline-epochs 5 --set epochs=2 --set train_subset=6000 \
+FASHION_RECORD = --mode workshop --data fashion-mnist --baseline-epochs 8 --set epochs=2 --set train_subset=12000 \
   --set test_subset=2000 --set batch_size=64 --set eval_batch_size=500 --set wandb=disabled --set progress=false
 record: $(STAMP)
 	$(PY) -m bintut record $(RECORD_ARGS)
@@ -78,5 +78,9 @@ MODE ?= smoke
 book: $(STAMP)
 	$(PY) tools/build_book.py --mode $(MODE)
 
+## Free the run cache (./runs, notebooks/runs, $BINTUT_RUNS: python -m bintut clean, which says how much), results/
+## and the build.
 clean:
-	rm -rf runs results build .pytest_cache
+	@if [ -x $(PY) ]; then $(PY) -m bintut clean; \
+	else echo "no $(VENV): removing runs/ and notebooks/runs/"; rm -rf runs notebooks/runs; fi
+	rm -rf results build .pytest_cache

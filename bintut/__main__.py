@@ -4,7 +4,7 @@ SIGTERM while torch is still importing included -- ends in one line and exit 128
 import signal
 import sys
 
-from bintut.errors import Terminated
+from bintut.errors import Terminated, run_command
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -12,17 +12,17 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def run() -> int:
-    """:func:`bintut.cli.main` (which handles SIGTERM itself once it runs), with a stop during the imports before
-    it, or one that escapes it, reported as ``bintut: stopped by signal N`` and exit 128 + N."""
+    """:func:`bintut.cli.main` (which handles SIGTERM itself once it runs) under the command line's error policy
+    (:func:`bintut.errors.run_command`): a stop during the imports before it, or one that escapes it, is reported
+    as ``bintut: stopped by signal N`` and exit 128 + N."""
     signal.signal(signal.SIGTERM, _terminate)
-    try:
+
+    def body() -> int:
         from bintut.cli import main
 
         return main()
-    except KeyboardInterrupt as err:
-        signum = getattr(err, "signum", signal.SIGINT)
-        print(f"bintut: stopped by signal {signum}", file=sys.stderr)
-        return 128 + signum
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

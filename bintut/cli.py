@@ -1,4 +1,7 @@
-"""``python -m bintut``: train a preset, with any config field overridden from the command line."""
+"""``python -m bintut``: the commands' parsers (torch-free, so ``--help`` answers at once) and their dispatch:
+``train`` a preset with any config field overridden, ``export`` a run, ``reproduce``, ``record`` and ``clean``.
+Every command runs under one error policy (:func:`bintut.errors.run_command`); a flag error prints the usage of
+the command it belongs to."""
 
 from __future__ import annotations
 
@@ -7,11 +10,12 @@ import dataclasses
 import importlib
 import json
 import signal
+import sys
 import threading
 from types import ModuleType
 
 from bintut.config import DATA_NAMES, PRESETS, SCHEDULE_FIELDS, TrainConfig, preset
-from bintut.errors import Terminated
+from bintut.errors import EXIT_ERROR, Terminated, run_command
 from bintut.integer.c_library import MAX_GOLDEN
 
 DESCRIPTION = """\
@@ -28,6 +32,9 @@ the preset can be overridden, e.g.:
   python -m bintut train --preset seed --out runs/seed --resume     # continue after a stop
   torchrun --nproc_per_node=4 -m bintut train --preset fast --out runs/fast   # several GPUs
 
+train needs --preset: with no arguments it prints its usage and the presets, rather than starting the
+300-epoch GPU recipe in ./results (python -m bintut reproduce picks the main job for this machine).
+
 A run folder holds config.json, metrics.jsonl (one row per epoch), checkpoint.pt (every
 epoch, and on Ctrl-C) and results.png. No CIFAR-100 at hand? Add --data fashion-mnist (real photos;
 Debian: apt-get install dataset-fashion-mnist) or --data synthetic (made offline).
@@ -42,6 +49,10 @@ or run on synthetic data made offline: make smoke. For CIFAR-100 without a downl
 --no-pretrained to a train command (random initial weights), or copy ~/.cache/huggingface/hub/
 models--timm--resnet18.a1_in1k/ from a machine that has it to the same place here ($HF_HOME/hub/ if HF_HOME is set).\
 """
+
+
+TRAIN_USAGE = ("python -m bintut train [-h] --preset {fast,seed,smoke,workshop} [--out DIR] [--resume] "
+               "[--FIELD VALUE ...]  (every field: --help)")
 
 
 def _base_type(annotation: str) -> type:
@@ -65,9 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bintut", description=DESCRIPTION, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train (or resume) a run", description=DESCRIPTION,
+    train = commands.add_parser("train", help="train (or resume) a run", description=DESCRIPTION, usage=TRAIN_USAGE,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    train.add_argument("--preset", choices=sorted(PRESETS), default="seed", help="starting values (default: seed)")
+    train.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                       help="starting values (required): seed, fast, workshop or smoke")
     export = commands.add_parser(
         "export", help="export a finished run's fully binary model to a bit-packed .npz (and C99 with --c)",
         description="Fold a run's model (at p = bin_ratio = 1) into packed sign bits, per-channel scales, "
@@ -102,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         "downloading it if needed, into results/<preset>; rerunning continues a stopped run.", allow_abbrev=False,
     )
     add_record_parser(commands)
+    clean = commands.add_parser(
+        "clean", allow_abbrev=False, help="free the run cache (trained runs the notebooks and record reuse)",
+        description="Delete the run folders of the run cache: ./runs, notebooks/runs and $BINTUT_RUNS when it is "
+        "set (the notebooks and record train into it and reuse what is there; anything is trained again on "
+        "demand). Only run folders (config.json or checkpoint.pt inside) and their lock files are deleted; other "
+        "files, a run that is training now, results/ and docs/recorded are left alone. Says how much it freed.")
+    clean.add_argument("--dry-run", action="store_true", help="list what would be deleted and how much it holds")
     for f in dataclasses.fields(TrainConfig):
         if f.name == "preset":
             continue
@@ -164,34 +183,61 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+TRAIN_HINT = ("bintut: train needs --preset: smoke (about two minutes on a CPU, synthetic data), workshop (a "
+              "ten-minute run on a CPU), fast (100 epochs, one GPU) or seed (the published 300-epoch recipe, a GPU), "
+              "e.g. python -m bintut train --preset smoke --out runs/smoke; python -m bintut reproduce runs the main "
+              "job")
+
+
+def command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The subparser of ``command`` (its usage line is what an error in its flags prints)."""
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return actions[0].choices[command]
+
+
 def _main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = vars(parser.parse_args(argv))
+    namespace, extra = parser.parse_known_args(argv)
+    args = vars(namespace)
     command = args.pop("command")
+    own = command_parser(parser, command)
+    if extra:  # argparse would print the top-level usage for a flag the command does not know
+        own.error(f"unrecognized arguments: {' '.join(extra)}")
     if command == "export":
         if not 1 <= args["golden"] <= MAX_GOLDEN:
-            parser.error(f"--golden must be between 1 and {MAX_GOLDEN}, got {args['golden']}")
+            own.error(f"--golden must be between 1 and {MAX_GOLDEN}, got {args['golden']}")
         for flag, key in (("--out", "out"), ("--c", "c_dir"), ("--onnx", "onnx")):
             if args[key] is not None and not args[key].strip():
-                parser.error(f"{flag} is empty: name a {'folder' if key == 'c_dir' else 'file'}, or leave {flag} out")
+                own.error(f"{flag} is empty: name a {'folder' if key == 'c_dir' else 'file'}, or leave {flag} out")
         return commands().run_export(args["run"], args["out"], args["c_dir"], args["golden"], args["force"],
                                      args["c_kernel"], args["onnx"], args["onnx_weights"],
                                      args["onnx_residual"])
     if command == "record":
         return record_command().main(args)
+    if command == "clean":
+        return run_command(lambda: clean_command().clean(dry_run=args["dry_run"]))
     hint = None
     if command == "reproduce":
         args, hint = commands().reproduce_settings(), REPRODUCE_OFFLINE
+    elif args["preset"] is None:
+        own.print_usage(sys.stderr)
+        print(TRAIN_HINT, file=sys.stderr)
+        return EXIT_ERROR
     try:
         cfg = preset(args.pop("preset"), **args)
     except ValueError as err:
-        parser.error(str(err))
+        own.error(str(err))
     return commands().run_training(cfg, hint)
 
 
 def commands() -> ModuleType:
     """The commands themselves (:mod:`bintut.commands`), imported when one runs: ``--help`` needs no torch."""
     return importlib.import_module("bintut.commands")
+
+
+def clean_command() -> ModuleType:
+    """``python -m bintut clean`` (:mod:`bintut.files.run_cache`: standard library only)."""
+    return importlib.import_module("bintut.files.run_cache")
 
 
 def record_command() -> ModuleType:

@@ -12,25 +12,23 @@ from pathlib import Path
 import torch
 
 from bintut.config import TrainConfig
-from bintut.data.choice import DATA_NORMALIZATION, golden_images, test_images
+from bintut.data.choice import golden_images, test_images
 from bintut.data.cifar100 import cifar100_found
 from bintut.data.fashion_mnist import fashion_mnist_found
 from bintut.data.images import DataNotFoundError, data_root
-from bintut.errors import BintutError, Terminated
-from bintut.files.atomic import StorageFullError, full_message, storage_error
+from bintut.errors import BintutError, run_command
+from bintut.files.atomic import StorageFullError
 from bintut.files.run_folder import EXPORT, check_name_lengths
 from bintut.integer.c_library import check_c_folder, write_c_library
-from bintut.integer.fold import export_resnet, fp32_state_dict_bytes
 from bintut.integer.format import ExportError, ResNetExport
 from bintut.integer.onnx_compare import onnx_agreement, onnx_session
 from bintut.integer.onnx_export import OPSET, OnnxExportError, require, save_onnx
 from bintut.integer.opcount import layer_costs, summary_table
 from bintut.model import WeightsUnavailableError
-from bintut.quant import get_controls, hard_mode
 from bintut.teaching.stages import FASHION_WORKSHOP
 from bintut.training.devices import process_group
+from bintut.training.export_run import export_run
 from bintut.training.loop import train
-from bintut.training.runs import load_run
 
 
 def reproduce_settings() -> dict:
@@ -50,116 +48,99 @@ def reproduce_settings() -> dict:
 
 
 def run_training(cfg: TrainConfig, hint: str | None = None) -> int:
-    """Train with the CLI's manners: known failures as one clear line, exit codes for scripts.
+    """Train under the command line's error policy (:func:`bintut.errors.run_command`): known failures as one
+    clear line, exit codes for scripts.
 
     0 done (also for a run that had finished before: nothing is trained then); 2 a clear error (bad input,
     data or weights unavailable, divergence, a busy or unusable run folder, a full disk); 128 + N stopped by
     signal N (130 Ctrl-C, 143 SIGTERM). ``hint`` follows a missing-data or missing-weights error (reproduce's
     way forward offline).
     """
-    try:
+    def body() -> int:
         with process_group():
             summary = train(cfg)
-    except (BintutError, FileExistsError, FileNotFoundError, ValueError) as err:  # every bintut error: one line
-        print(f"bintut: error: {err}", file=sys.stderr)
-        if hint and isinstance(err, (DataNotFoundError, WeightsUnavailableError)):
-            print(hint, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as err:
-        signum = getattr(err, "signum", signal.SIGINT)
-        if isinstance(err, Terminated):  # before or after the training loop, which says what it kept
-            print(f"bintut: stopped by signal {signum}", file=sys.stderr)
-        return 128 + signum
-    except Exception as err:
-        full = storage_error(err)
-        if full is None:
-            raise
-        text = str(full) if isinstance(full, StorageFullError) else full_message(full.filename or cfg.out, full)
-        print(f"bintut: error: {text}", file=sys.stderr)
-        return 2
-    if "hard_acc" in summary:
-        deployed = summary.get("deployed_acc")
-        what = "nothing to do" if summary.get("already_finished") else "done"
-        print(f"bintut: {what}. final hard accuracy {100 * summary['hard_acc']:.2f}%, soft "
-              f"{100 * summary['soft_acc']:.2f}%, deployed (integer-only) "
-              f"{'n/a' if deployed is None else f'{100 * deployed:.2f}%'}; results in {summary['out']}")
-    return 0
+        if "hard_acc" in summary:
+            deployed = summary.get("deployed_acc")
+            what = "nothing to do" if summary.get("already_finished") else "done"
+            print(f"bintut: {what}. final hard accuracy {100 * summary['hard_acc']:.2f}%, soft "
+                  f"{100 * summary['soft_acc']:.2f}%, deployed (integer-only) "
+                  f"{'n/a' if deployed is None else f'{100 * deployed:.2f}%'}; results in {summary['out']}")
+        return 0
+
+    def offline(err: BaseException) -> str | None:
+        return hint if hint and isinstance(err, (DataNotFoundError, WeightsUnavailableError)) else None
+
+    def stopped(signum: int) -> str | None:  # the training loop says what it kept after a Ctrl-C
+        return f"bintut: stopped by signal {signum}" if signum != signal.SIGINT else None
+
+    return run_command(body, stopped=stopped, hint=offline, writing=cfg.out)
 
 
 def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int = 8, force: bool = False,
                c_kernel: str = "fast", onnx: str | None = None, onnx_weights: str = "int8",
                onnx_residual: str = "float") -> int:
-    """Export a run: the .npz (always), with ``c_dir`` the C library, with ``onnx`` an ONNX model checked in
-    onnxruntime (:func:`export_onnx`); one-line errors, exit 2.
+    """Export a run (:func:`bintut.training.export_run.export_run`): the .npz (always), with ``c_dir`` the C
+    library, with ``onnx`` an ONNX model checked in onnxruntime (:func:`export_onnx`); one-line errors, exit 2
+    (:func:`bintut.errors.run_command`).
 
     Ctrl-C or SIGTERM stops it quietly (exit 130 or 143): each file and the C folder is replaced whole
     or not at all, so what was there before stays.
     """
-    try:
-        return _export(run, out, c_dir, golden, force, c_kernel, onnx, onnx_weights, onnx_residual)
-    except KeyboardInterrupt as err:
-        signum = getattr(err, "signum", signal.SIGINT)
-        print(f"\nbintut: export stopped (signal {signum}); files not yet replaced are as they were", file=sys.stderr)
-        return 128 + signum
+    return run_command(
+        lambda: _export(run, out, c_dir, golden, force, c_kernel, onnx, onnx_weights, onnx_residual),
+        stopped=lambda signum: f"\nbintut: export stopped (signal {signum}); files not yet replaced are as they were",
+        writing=out or str(Path(run) / EXPORT))
+
+
+class CommandError(BintutError):
+    """A command cannot do what was asked; the message says why and what to do instead (one line, exit 2)."""
 
 
 def _export(run: str, out: str | None, c_dir: str | None, golden: int, force: bool, c_kernel: str,
             onnx: str | None = None, onnx_weights: str = "int8", onnx_residual: str = "float") -> int:
-    def fail(message: str) -> int:
-        print(f"bintut: error: {message}", file=sys.stderr)
-        return 2
-
     path = Path(out) if out else Path(run) / EXPORT
-    try:
-        check_name_lengths(path, "--out")
-        if path.is_dir():
-            return fail(f"--out {path} is a folder: name the .npz file to write")
-        if c_dir is not None:
-            check_c_folder(c_dir)  # CFolderError, a BintutError: one line below
-        if onnx is not None:
-            check_onnx_path(onnx)  # before the work: a missing extra or a bad path is one line below
-        loaded = load_run(run, metrics=False)
-        controls = get_controls(loaded.model)
-        if not controls or any(value != 1.0 for value in controls.values()):
-            last = ", ".join(f"{k} = {v:.4g}" for k, v in controls.items()) or "no quantizers"
-            if not force:
-                return fail(f"run {run} never reached p = bin_ratio = 1 (its last controls: {last}), so its "
-                            "fully binary view is not the network it trained; train it to the end, or pass "
-                            "--force to export that view anyway")
-            print(f"bintut: warning: run {run} never reached p = bin_ratio = 1 (its last controls: {last}); "
-                  "exporting its fully binary view because of --force", file=sys.stderr)
-        with hard_mode(loaded.model):
-            export = export_resnet(loaded.model, normalization=DATA_NORMALIZATION[loaded.config.data])
-            fp32 = fp32_state_dict_bytes(loaded.model)
-    except (FileNotFoundError, BintutError, ValueError) as err:
-        return fail(str(err))
+    check_name_lengths(path, "--out")
+    if path.is_dir():
+        raise CommandError(f"--out {path} is a folder: name the .npz file to write")
+    if c_dir is not None:
+        check_c_folder(c_dir)  # CFolderError, a BintutError: one line
+    if onnx is not None:
+        check_onnx_path(onnx)  # before the work: a missing extra or a bad path is one line
+    exported = export_run(run, force=force)
+    if exported.warning:
+        print(f"bintut: warning: {exported.warning}", file=sys.stderr)
+    export, config = exported.export, exported.run.config
+    fp32 = exported.fp32_bytes()
     try:
         export.save(path)
     except OSError as err:  # a full disk comes as StorageFullError, whose cause says which limit
         cause = err.__cause__ if isinstance(err, StorageFullError) and isinstance(err.__cause__, OSError) else err
-        return fail(f"could not write {path} ({cause.strerror or cause}); nothing was changed there")
+        raise CommandError(f"could not write {path} ({cause.strerror or cause}); nothing was changed there") from err
     print(summary_table(layer_costs(export)))
     size = path.stat().st_size
-    print(f"\n{path}: {size:,} bytes on disk; the fp32 state_dict: {fp32:,} bytes ({fp32 / size:.1f}x larger)")
+    print(f"\n{path}: {size:,} bytes on disk; the fp32 state_dict: {fp32:,} bytes ({fp32 / size:.1f}x larger); "
+          f"input normalisation recorded: {export.normalization_words}")
     if c_dir:
-        images, origin = golden_images(loaded.config, golden)
+        images, origin = golden_images(config, golden)
         try:
             library = write_c_library(export, c_dir, images, source=f"run {Path(run).name}", kernel=c_kernel)
-        except ExportError as err:
-            return fail(str(err))
+        except ExportError:
+            raise
         except (OSError, ValueError) as err:
             reason = err.strerror if isinstance(err, OSError) and err.strerror else err
-            return fail(f"could not write the C library to {c_dir} ({reason}); the folder is as it was")
+            raise CommandError(f"could not write the C library to {c_dir} ({reason}); the folder is as it was") \
+                from err
         flash, ram = sum(library.flash.values()), sum(library.ram.values())
         print(f"{c_dir}: C99 library and golden test ({library.golden} images: {origin}); constant data "
               f"{flash:,} bytes (flash), static buffers {ram:,} bytes (RAM); build and run: {c_dir}/README.md")
     if onnx:
         try:
-            print(export_onnx(export, onnx, loaded.config, Path(run).name, onnx_weights, onnx_residual))
-        except (BintutError, ValueError) as err:
-            return fail(str(err))
+            print(export_onnx(export, onnx, config, Path(run).name, onnx_weights, onnx_residual))
+        except (BintutError, ValueError):
+            raise
         except OSError as err:
-            return fail(f"could not write {onnx} ({getattr(err, 'strerror', None) or err}); nothing was changed there")
+            raise CommandError(f"could not write {onnx} ({getattr(err, 'strerror', None) or err}); nothing was "
+                               "changed there") from err
     return 0
 
 

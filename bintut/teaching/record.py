@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from typing import Any
 import torch
 
 from bintut.config import DATA_NAMES, TrainConfig
-from bintut.errors import BintutError
+from bintut.errors import BintutError, run_command
 from bintut.files.atomic import replacing
 from bintut.files.checkpoint import is_finished
 from bintut.files.metrics import read_metrics
@@ -213,25 +212,24 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def main(args: dict[str, Any]) -> int:
-    """``python -m bintut record``: one-line errors (exit 2) as ``train``; a stop by signal N is one line and exit
-    128 + N."""
-    try:
+    """``python -m bintut record`` under the command line's error policy (:func:`bintut.errors.run_command`):
+    one-line errors (exit 2) as ``train``; a stop by signal N is one line and exit 128 + N."""
+    def body() -> int:
         stages = tuple(args["stages"].split(",")) if args.get("stages") else RECORD_STAGES
-        configs = record_configs(args["mode"], args["data"], args["ramp"], args["baseline_epochs"], stages,
-                                 **_overrides(args["overrides"]))
+        try:
+            configs = record_configs(args["mode"], args["data"], args["ramp"], args["baseline_epochs"], stages,
+                                     **_overrides(args["overrides"]))
+        except TypeError as err:  # a --set value of the wrong type, e.g. epochs="x": bad input, one line
+            raise ValueError(f"a --set value has the wrong type for its field ({err})") from None
         seeds = parse_seeds(args["seeds"]) if args.get("seeds") else None
         command = "python -m bintut " + shlex.join(sys.argv[1:])
         folder = record(configs, args["out"] or recorded_dir(), command, seeds)
-    except (BintutError, ValueError, TypeError) as err:  # every bintut error, and bad --set values: one line
-        print(f"bintut: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: every finished run is recorded, the stage checkpointed
-        signum = getattr(err, "signum", signal.SIGINT)
-        print(f"bintut: recording stopped by signal {signum}; what finished is recorded, and the same command "
-              "continues where it stopped", file=sys.stderr)
-        return 128 + signum
-    print(f"bintut: recorded {', '.join(configs)} in {folder}")
-    return 0
+        print(f"bintut: recorded {', '.join(configs)} in {folder}")
+        return 0
+
+    # Ctrl-C or SIGTERM: every finished run is recorded, the stage checkpointed
+    return run_command(body, stopped=lambda signum: f"bintut: recording stopped by signal {signum}; what finished "
+                       "is recorded, and the same command continues where it stopped")
 
 
 @dataclass

@@ -25,21 +25,15 @@ from bintut.errors import BintutError
 from bintut.files.checkpoint import CheckpointError, finished, load_checkpoint
 from bintut.files.lock import LockUnavailable, waiting_lock
 from bintut.files.metrics import read_metrics
+from bintut.files.run_cache import RUNS_ENV, runs_dir  # where the cache is, and `python -m bintut clean`
 from bintut.files.run_folder import CHECKPOINT
 from bintut.training.loop import train
 from bintut.training.recipe import Recipe, build_model
 from bintut.training.resume import MACHINERY, check_state
 
-RUNS_ENV = "BINTUT_RUNS"
-
 
 class RunCacheError(RuntimeError, BintutError):
     """The run cache (``$BINTUT_RUNS``) cannot be used, or a run cached in it is damaged; the message says why."""
-
-
-def runs_dir() -> Path:
-    """The run cache: ``$BINTUT_RUNS``, default ``./runs``."""
-    return Path(os.environ.get(RUNS_ENV) or "runs")
 
 
 def _check_runs_dir(folder: Path) -> None:
