@@ -1,6 +1,7 @@
 """Figures and tables for the notebooks: the quantizers, the model and the integer network made visible.
 
-One module per subject; this package hands their names on, so a notebook writes ``viz.plot_blend(w)``.
+One module per subject; this package hands their names on, so a notebook writes ``bintut.viz.plot_blend(w)``
+(``bintut.viz`` is this package, ``bintut.teaching.viz``). Importing it loads matplotlib, not onnx.
 """
 
 from bintut.teaching.viz.base import DPI, table
@@ -15,6 +16,7 @@ from bintut.teaching.viz.integer import (
     plot_speed,
 )
 from bintut.teaching.viz.model import plot_feature_maps, plot_mixed_batch, plot_stems
+from bintut.teaching.viz.onnx_graph import plot_onnx_block
 from bintut.teaching.viz.quant import (
     clipped_batches,
     fp_share,
@@ -53,6 +55,7 @@ __all__ = [
     "plot_layer_costs",
     "plot_memory",
     "plot_mixed_batch",
+    "plot_onnx_block",
     "plot_pipeline",
     "plot_prediction",
     "plot_recorded_baseline",
