@@ -95,13 +95,16 @@ def test_missing_everywhere_is_one_line_naming_every_place(tmp_path, monkeypatch
 
 
 def test_offline_download_fails_with_the_same_places(tmp_path, monkeypatch):
+    import socket
+
+    from torchvision import datasets
+
     monkeypatch.setattr(fashion_mnist, "FASHION_DEBIAN", tmp_path / "no-package")
-
-    def offline(url, dest, *args, **kwargs):
-        raise fashion_mnist.DownloadError(f"no network for {url}")
-
-    monkeypatch.setattr(fashion_mnist, "download", offline)
-    with pytest.raises(DataNotFoundError, match="could not be downloaded.*no network"):
+    with socket.socket() as closed:  # a port nothing listens on: refused at once, as offline
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setattr(datasets.FashionMNIST, "mirrors", [f"http://127.0.0.1:{port}/"])  # where the files come from
+    with pytest.raises(DataNotFoundError, match="could not be downloaded.*Connection refused"):
         load_fashion_mnist(tmp_path / "root", download=True)
 
 

@@ -29,7 +29,6 @@ from bintut.config import TrainConfig, preset
 from bintut.data import cifar100
 from bintut.data.choice import golden_images
 from bintut.data.cifar100 import write_synthetic_cifar100
-from bintut.data.images import DataNotFoundError
 from bintut.files import lock
 from bintut.files.checkpoint import load_checkpoint, save_checkpoint
 from bintut.files.metrics import read_metrics
@@ -152,11 +151,11 @@ def test_full_disk_loses_nothing_and_says_so(data_dir, tmp_path):
 
 def test_reproduce_with_a_stalled_server_fails_clearly_and_writes_nothing(stalled_server, tmp_path, monkeypatch,
                                                                           capsys):
-    from bintut import commands
+    from bintut.data import fashion_mnist
 
     monkeypatch.setattr(cifar100, "CIFAR100_URL", f"{stalled_server}/cifar-100-python.tar.gz")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(commands, "fashion_mnist_found", lambda root=None: False)  # else reproduce takes it
+    monkeypatch.setattr(fashion_mnist, "FASHION_DEBIAN", tmp_path / "no-package")  # else reproduce takes it
     monkeypatch.setenv("BINTUT_DATA", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)
     assert main(["reproduce"]) == 2
@@ -528,22 +527,23 @@ def test_reproduce_offline_points_to_commands_that_work(tmp_path, monkeypatch, c
     """Offline, reproduce ends with advice it does not itself reject: Debian's Fashion-MNIST, make smoke, and the
     ImageNet weights (every `python -m bintut` command in it parses and makes a valid config)."""
     import shlex
-    from pathlib import Path
+    import socket
 
     import torch
 
-    from bintut import commands
-    from bintut.data.cifar100 import _missing_message
+    from bintut.data import fashion_mnist
 
-    def offline(cfg):
-        raise DataNotFoundError(_missing_message(Path("data"), "could not be downloaded (no network)", True))
-
+    with socket.socket() as closed:  # a port nothing listens on: the download is refused at once, as offline
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(commands, "fashion_mnist_found", lambda root=None: False)  # nothing here at all
-    monkeypatch.setattr(commands, "train", offline)
+    monkeypatch.setenv("BINTUT_DATA", str(tmp_path / "data"))  # nothing here at all
+    monkeypatch.setattr(fashion_mnist, "FASHION_DEBIAN", tmp_path / "no-package")
+    monkeypatch.setattr(cifar100, "CIFAR100_URL", f"http://127.0.0.1:{port}/cifar-100-python.tar.gz")
     assert main(["reproduce"]) == 2
     err = capsys.readouterr().err
+    assert err.startswith("bintut: error: CIFAR-100 could not be downloaded"), err
     assert "make smoke" in err and "--no-pretrained" in err and "resnet18.a1_in1k" in err
     assert "apt-get install dataset-fashion-mnist" in err
     commands = [line.split("python -m bintut ", 1)[1] for line in err.splitlines() if "python -m bintut " in line]
@@ -555,14 +555,23 @@ def test_reproduce_offline_points_to_commands_that_work(tmp_path, monkeypatch, c
 
 @pytest.mark.parametrize("cifar, fashion, data", [(True, True, "cifar100"), (False, True, "fashion-mnist"),
                                                   (False, False, "cifar100")])
-def test_reproduce_takes_cifar100_else_fashion_mnist_and_says_which(monkeypatch, capsys, cifar, fashion, data):
+def test_reproduce_takes_cifar100_else_fashion_mnist_and_says_which(tmp_path, monkeypatch, capsys, cifar, fashion,
+                                                                     data):
     import torch
 
     from bintut import commands
+    from bintut.data import fashion_mnist
+
+    from ..data.test_fashion_mnist import write_idx_gz
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(commands, "cifar100_found", lambda root=None: cifar)
-    monkeypatch.setattr(commands, "fashion_mnist_found", lambda root=None: fashion)
+    monkeypatch.setenv("BINTUT_DATA", str(tmp_path / "data"))
+    if cifar:  # what cifar100_found looks for (it reads nothing)
+        (tmp_path / "data" / "cifar-100-python").mkdir(parents=True)
+        (tmp_path / "data" / "cifar-100-python" / "train").write_bytes(b"")
+    if fashion:  # Debian's package
+        write_idx_gz(tmp_path / "debian")
+    monkeypatch.setattr(fashion_mnist, "FASHION_DEBIAN", tmp_path / "debian")
     settings = commands.reproduce_settings()
     cfg = preset(settings.pop("preset"), **settings)
     out = capsys.readouterr().out
