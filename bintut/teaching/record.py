@@ -27,6 +27,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from bintut.files.checkpoint import is_finished
 from bintut.files.metrics import read_metrics
 from bintut.files.run_folder import CONFIG, METRICS
 from bintut.teaching.stages import PUBLISHED, STAGE_TITLES, stage_config, stage_schedules
-from bintut.training.runs import load_or_train, run_name, runs_dir
+from bintut.training.runs import Run, load_or_train, run_name, runs_dir
 
 RECORD_STAGES = ("baseline", "fp-continued", "weights", "activations", "both", "abrupt", "p-only", "ratio-only")
 
@@ -139,14 +140,15 @@ def _earlier_provenance(folder: Path, data: str) -> dict[str, Any]:
 
 
 def record(configs: dict[str, TrainConfig], out: str | os.PathLike, command: str,
-           seeds: tuple[int, ...] | None = None) -> Path:
+           seeds: tuple[int, ...] | None = None, *, train: Callable[..., Run] = load_or_train) -> Path:
     """Train (or load) each stage for each seed and copy its metrics and config into
     ``out/<data>/<stage>/seed-<k>/``; the baseline once, with its own seed. Returns the recording folder.
 
     Order: the baseline, then seed by seed every other stage in the order given, so that an interrupted
     recording holds whole comparisons. ``provenance.json`` is rewritten (atomically) after every run, so what
     is there is always described; runs that an earlier call recorded stay. A run that was already trained
-    reports no wall time of its own. ``seeds`` None: the configs' own seed.
+    reports no wall time of its own. ``seeds`` None: the configs' own seed. ``train`` trains or loads one stage
+    (:func:`bintut.training.runs.load_or_train`; a test passes a substitute that writes a run folder).
     """
     data = configs["baseline"].data
     folder = Path(out) / data
@@ -168,7 +170,7 @@ def record(configs: dict[str, TrainConfig], out: str | os.PathLike, command: str
               f"{run_folder}", flush=True)
         begun = time.perf_counter()
         finished = is_finished(run_folder, cfg.epochs)
-        run = load_or_train(cfg, label=stage)
+        run = train(cfg, label=stage)
         rows, last = read_metrics(run_folder / METRICS), getattr(run, "last_row", None)
         if last and (not rows or rows[-1].get("epoch", 0) < last.get("epoch", 0)):
             rows.append(last)  # the checkpoint's row: metrics.jsonl lags it after a crash between the two writes

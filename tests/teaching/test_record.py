@@ -78,9 +78,9 @@ def _fake_training(cfg, label):
 
 def test_a_recording_holds_metrics_configs_and_provenance_not_checkpoints(tmp_path, monkeypatch):
     monkeypatch.setenv("BINTUT_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setattr(record, "load_or_train", _fake_training)
     configs = record_configs("smoke", "synthetic", stages=("weights", "both", "abrupt"), train_subset=20)
-    folder = record.record(configs, tmp_path / "recorded", "python -m bintut record --mode smoke", seeds=(0, 3))
+    folder = record.record(configs, tmp_path / "recorded", "python -m bintut record --mode smoke", seeds=(0, 3),
+                           train=_fake_training)
     assert folder == tmp_path / "recorded" / "synthetic"
     assert sorted(p.name for p in (folder / "baseline").iterdir()) == ["seed-0"]  # the baseline once
     for stage in ("weights", "both", "abrupt"):
@@ -104,7 +104,8 @@ def test_a_recording_holds_metrics_configs_and_provenance_not_checkpoints(tmp_pa
     assert all(r["comparable to published"].startswith("no: other data") for r in rows[:4])
     # a later call with another stage adds to the recording, its runs and commands kept
     more = record_configs("smoke", "synthetic", stages=("fp-continued",), train_subset=20)
-    record.record(more, tmp_path / "recorded", "python -m bintut record --stages fp-continued", seeds=(0,))
+    record.record(more, tmp_path / "recorded", "python -m bintut record --stages fp-continued", seeds=(0,),
+                  train=_fake_training)
     provenance = json.loads((folder / "provenance.json").read_text())
     assert len(provenance["commands"]) == 2 and "fp-continued/seed-0" in provenance["runs"]
     assert "abrupt/seed-3" in provenance["runs"]
@@ -114,13 +115,12 @@ def test_a_recording_holds_metrics_configs_and_provenance_not_checkpoints(tmp_pa
 
 def test_record_writes_whole_files_and_never_through_a_link(tmp_path, monkeypatch):
     monkeypatch.setenv("BINTUT_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setattr(record, "load_or_train", _fake_training)
     outside = tmp_path / "outside.txt"
     outside.write_text("keep me")
     target = tmp_path / "recorded" / "synthetic" / "baseline" / "seed-0"
     target.mkdir(parents=True)
     (target / "metrics.jsonl").symlink_to(outside)
-    record.record(record_configs("smoke", "synthetic", stages=()), tmp_path / "recorded", "cmd")
+    record.record(record_configs("smoke", "synthetic", stages=()), tmp_path / "recorded", "cmd", train=_fake_training)
     assert outside.read_text() == "keep me"  # the link was replaced, not written through
     assert not (target / "metrics.jsonl").is_symlink()
     assert not [p for p in target.parent.rglob("*") if ".tmp" in p.name]
@@ -129,8 +129,8 @@ def test_record_writes_whole_files_and_never_through_a_link(tmp_path, monkeypatc
 @pytest.mark.parametrize("damage", ["torn", "not-json", "no-accuracy", "provenance"])
 def test_a_damaged_recording_is_one_line_not_a_traceback(tmp_path, monkeypatch, damage):
     monkeypatch.setenv("BINTUT_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setattr(record, "load_or_train", _fake_training)
-    folder = record.record(record_configs("smoke", "synthetic", stages=()), tmp_path / "recorded", "cmd")
+    folder = record.record(record_configs("smoke", "synthetic", stages=()), tmp_path / "recorded", "cmd",
+                           train=_fake_training)
     metrics = folder / "baseline" / "seed-0" / "metrics.jsonl"
     if damage == "torn":
         metrics.write_text('{"epoch": 1, "hard_a')
@@ -209,7 +209,6 @@ def test_a_run_whose_metrics_lag_its_checkpoint_is_recorded_whole(tmp_path, monk
         _fake_training(cfg, label)
         return SimpleNamespace(last_row={"epoch": 3, "hard_acc": 0.3, "soft_acc": 0.6, "train_loss": 1.0})
 
-    monkeypatch.setattr(record, "load_or_train", lagging)
-    folder = record.record(record_configs("smoke", "synthetic", stages=()), tmp_path / "recorded", "cmd")
+    folder = record.record(record_configs("smoke", "synthetic", stages=()), tmp_path / "recorded", "cmd", train=lagging)
     rows = load_recording("synthetic", tmp_path / "recorded").metrics["baseline"]
     assert [r["epoch"] for r in rows] == [1, 2, 3] and folder.name == "synthetic"
