@@ -25,13 +25,13 @@ reproduce: $(STAMP)
 
 ## Every test: lint, the library tests and all notebooks in smoke mode.
 test: $(STAMP)
-	$(PY) -m ruff check bintut tests tools benchmarks
+	$(PY) -m ruff check bintut tests tools benchmarks notebooks
 	# One intra-op thread per xdist worker (and per notebook kernel, which inherits it): two workers
 	# with two threads each on a 2-core machine spin-wait each other into a crawl.
 	OMP_NUM_THREADS=1 BINTUT_MODE=smoke $(PY) -m pytest -n 2 --dist loadscope tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 lint: $(STAMP)
-	$(PY) -m ruff check bintut tests tools benchmarks
+	$(PY) -m ruff check bintut tests tools benchmarks notebooks
 
 ## An end-to-end run on synthetic data: about 2 min on 2 quiet CPU cores (docs/benchmarks.md, "Measured here").
 smoke: $(STAMP)

@@ -1,6 +1,6 @@
 """The images (the ``data`` layer): CIFAR-100, Fashion-MNIST and the synthetic stand-in as numpy arrays,
 their augmentation, and the GPU-resident data path. Imports the ideas and ``files``; never ``integer``,
-``training`` or ``teaching``.
+``training``, ``teaching`` or the entry points.
 
 This package is the layer's face: ``bintut.data.test_images(cfg, 16)``, ``bintut.data.synthetic_images(4)``
 ... Each name is imported on first use, so ``import bintut.data`` loads no torch.

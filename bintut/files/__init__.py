@@ -1,3 +1,4 @@
-"""Files that survive faults: atomic writes, the run folder's layout and lock, checkpoints, metrics
-and downloads. Standard library only, except checkpoints (torch.save) -- imported by every layer.
+"""Files that survive faults: atomic writes, the run folder's layout and lock, checkpoints, metrics, downloads
+and the run cache's clean-up. Imports the ideas; never ``data``, ``integer``, ``training``, ``teaching`` or the
+entry points. Standard library otherwise, except checkpoints (torch.save) and downloads (tqdm).
 """

@@ -5,8 +5,8 @@ numpy only at import: :mod:`~bintut.integer.kernels`, :mod:`~bintut.integer.fixe
 :mod:`~bintut.integer.xnor`, the ONNX export and the C export (:mod:`~bintut.integer.c_source`,
 :mod:`~bintut.integer.c_library`, :mod:`~bintut.integer.c_build`, sources in ``c/``). With torch:
 :mod:`~bintut.integer.fold` (a trained model to the format), :mod:`~bintut.integer.torch_engine` (the same
-integers in torch) and :mod:`~bintut.integer.compare` (integer against float). Imports the ideas and ``files``
-only: never ``data``, ``training`` or ``teaching``.
+integers in torch) and :mod:`~bintut.integer.compare` (integer against float). Imports the ideas and ``files``;
+never ``data``, ``training``, ``teaching`` or the entry points.
 
 This package is the layer's face: ``bintut.integer.export_resnet(model)``, ``bintut.integer.IntegerResNet(export)``
 ... Each name is imported on first use, so ``import bintut.integer`` loads neither torch nor its modules.

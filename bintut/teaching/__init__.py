@@ -1,7 +1,7 @@
 """What the notebooks call (the ``teaching`` layer): the stages in three modes, figures
 (:mod:`~bintut.teaching.viz`), a look inside the model, recorded runs, the lesson's costs, source listings and
-the try-it checks. May import every layer below it (the ideas, ``files``, ``data``, ``integer``, ``training``);
-only the entry points (``bintut``, the CLI) import it, and the notebooks and tools use it.
+the try-it checks. Imports the ideas, ``files``, ``data``, ``integer`` and ``training``; never the entry points,
+which alone import it (the notebooks and tools use it too).
 
 This package is the layer's face: ``bintut.teaching.run_stage("both", mode)``, ``bintut.teaching.viz.table(rows)``,
 ``bintut.teaching.lesson.cost_line(...)`` ... Each name is imported on first use.

@@ -1,7 +1,7 @@
 """Training a run (the ``training`` layer): the recipe notebook 02 teaches (:mod:`~bintut.training.recipe`),
 the loop that runs it in a folder (:mod:`~bintut.training.loop`), resuming, stopping, devices, tracking, plots
 and the run cache (:mod:`~bintut.training.runs`). Imports the ideas, ``files``, ``data`` and ``integer``; never
-``teaching``.
+``teaching`` or the entry points.
 
 This package is the layer's face: ``bintut.training.train(cfg, out)``, ``bintut.training.load_run(folder)``
 ... Each name is imported on first use, so ``import bintut.training`` stays light until one is used.
@@ -20,7 +20,7 @@ _LAZY = {
     "train": "loop", "open_session": "loop", "train_epoch": "loop", "evaluate_epoch": "loop",
     "finish_epoch": "loop", "StopRequest": "guard", "Diverged": "guard",
     # runs: the cache, a finished run, its plot
-    "Run": "runs", "load_run": "runs", "load_or_train": "runs", "runs_dir": "runs", "RunCacheError": "runs",
+    "Run": "runs", "load_run": "runs", "load_or_train": "runs", "RunCacheError": "runs",
     "plot_run": "plots",
     # devices
     "resolve_device": "devices", "compile_model": "devices", "process_group": "devices",
