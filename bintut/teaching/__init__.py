@@ -19,7 +19,7 @@ _LAZY = {
     "RAMP": "stages", "SMOKE_RAMP": "stages", "FASHION_WORKSHOP": "stages",
     # inside the model
     "imagenet_resnet18": "anatomy", "with_cifar_stem": "anatomy", "stem_comparison": "anatomy",
-    "feature_maps": "anatomy", "fold_check": "anatomy",
+    "feature_maps": "anatomy", "fold_check": "anatomy", "layer_macs": "anatomy",
     # binary activations
     "binary_conv_identity": "binact", "compare_int8_layers": "binact",
     # the recording
