@@ -25,7 +25,7 @@ from bintut.integer.engine import clear_margin
 from bintut.integer.torch_engine import TorchIntegerResNet, deployed_accuracy
 from bintut.quant import hard_mode
 from bintut.teaching.stages import format_table
-from bintut.training.export_run import export_run
+from bintut.training.export import export_run
 from bintut.training.recipe import evaluate
 
 

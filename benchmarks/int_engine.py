@@ -251,7 +251,7 @@ def speed(args: argparse.Namespace) -> None:
 def agreement(args: argparse.Namespace) -> None:
     from bintut.data.choice import golden_images
     from bintut.quant import hard_mode
-    from bintut.training.export_run import export_run
+    from bintut.training.export import export_run
 
     exported = export_run(args.run, metrics=True)  # the run's export, as `python -m bintut export` makes it
     run, export = exported.run, exported.export

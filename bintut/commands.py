@@ -27,7 +27,7 @@ from bintut.integer.opcount import layer_costs, summary_table
 from bintut.model import WeightsUnavailableError
 from bintut.teaching.stages import FASHION_WORKSHOP
 from bintut.training.devices import process_group
-from bintut.training.export_run import export_run
+from bintut.training.export import export_run
 from bintut.training.loop import train
 
 
@@ -79,7 +79,7 @@ def run_training(cfg: TrainConfig, hint: str | None = None) -> int:
 def run_export(run: str, out: str | None, c_dir: str | None = None, golden: int = 8, force: bool = False,
                c_kernel: str = "fast", onnx: str | None = None, onnx_weights: str = "int8",
                onnx_residual: str = "float") -> int:
-    """Export a run (:func:`bintut.training.export_run.export_run`): the .npz (always), with ``c_dir`` the C
+    """Export a run (:func:`bintut.training.export.export_run`): the .npz (always), with ``c_dir`` the C
     library, with ``onnx`` an ONNX model checked in onnxruntime (:func:`export_onnx`); one-line errors, exit 2
     (:func:`bintut.errors.run_command`).
 

@@ -22,13 +22,15 @@ _LAZY = {
     # runs: the cache, a finished run, its plot
     "Run": "runs", "load_run": "runs", "load_or_train": "runs", "RunCacheError": "runs",
     "plot_run": "plots",
+    # a run folder (or a loaded Run) to its export, the data set's normalisation recorded
+    "export_run": "export", "ExportedRun": "export",
     # devices
     "resolve_device": "devices", "compile_model": "devices", "process_group": "devices",
 }
 
 __all__ = list(_LAZY)
 
-_SUBMODULES = {"devices", "guard", "loop", "plots", "recipe", "resume", "runs", "tracking"}
+_SUBMODULES = {"devices", "export", "guard", "loop", "plots", "recipe", "resume", "runs", "tracking"}
 
 
 def __getattr__(name: str):

@@ -1,4 +1,4 @@
-"""bintut.training.export_run: a run folder (or a loaded Run) to its export, with the normalisation recorded."""
+"""bintut.training.export: a run folder (or a loaded Run) to its export, with the normalisation recorded."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from bintut.data.sets import SYNTHETIC
 from bintut.integer.format import ExportError, load_export
 from bintut.quant import get_controls, set_controls
-from bintut.training.export_run import ExportedRun, export_run
+from bintut.training.export import ExportedRun, export_run
 from bintut.training.runs import Run
 
 
