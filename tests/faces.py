@@ -5,6 +5,7 @@ the test names."""
 from __future__ import annotations
 
 import importlib
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,10 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def face_problems(face: ModuleType) -> list[str]:
+def face_problems(face: ModuleType, every_module: bool = True) -> list[str]:
     """Names of ``face.__all__`` that do not resolve, that resolve outside the face's package, or that are also a
-    submodule's name (importing that submodule would rebind the package attribute to the module)."""
+    submodule's name (importing that submodule would rebind the package attribute to the module); a ``_SUBMODULES``
+    that is not the package's modules (unless ``every_module`` is False)."""
     problems = []
     package = face.__name__
     for name in face.__all__:
@@ -31,6 +33,9 @@ def face_problems(face: ModuleType) -> list[str]:
             problems.append(f"{package}.{name} is both a public name and a submodule")
     missing = sorted(set(face.__all__) - set(dir(face)))
     problems += [f"{package}.{name} missing from dir()" for name in missing]
+    modules = {m.name for m in pkgutil.iter_modules(face.__path__)}
+    if every_module and getattr(face, "_SUBMODULES", modules) != modules:
+        problems.append(f"{package}._SUBMODULES is not its modules: {sorted(face._SUBMODULES ^ modules)}")
     return problems
 
 

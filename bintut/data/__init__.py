@@ -15,7 +15,8 @@ _LAZY = {
     # a run's images, by its config
     "load_data": "choice", "test_images": "choice", "golden_images": "choice", "DATA_NORMALIZATION": "choice",
     # the data sets and where they are looked for
-    "data_root": "sets", "DataNotFoundError": "images", "ImageSet": "images",
+    "DataSet": "sets", "DATA_SETS": "sets", "data_set": "sets", "data_root": "sets",
+    "DataNotFoundError": "images", "ImageSet": "images",
     "load_cifar100": "cifar100", "cifar100_found": "cifar100", "synthetic_images": "cifar100",
     "write_synthetic_cifar100": "cifar100", "load_fashion_mnist": "fashion_mnist",
     "fashion_mnist_found": "fashion_mnist",
