@@ -71,8 +71,8 @@ class QuantConfig:
 
 @dataclass
 class TrainConfig:
-    """Everything a run needs. Defaults are the reference recipe (docs/recipe.md, "`seed` and the reference, side by side"), the
-    `seed` preset.
+    """Everything a run needs. Defaults are the reference recipe (docs/recipe.md, "`seed` and the reference, side by
+    side"), the `seed` preset.
 
     Where bintut offers more than the reference, the reference's choice is the default and
     bintut's is an option: ``weights``, ``scale_init``, ``mix_draw``, ``amp``, ``data_path``.
@@ -248,8 +248,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         weight_p=FAST_BINARIZATION, weight_ratio=FAST_BINARIZATION,
         act_p=FAST_BINARIZATION, act_ratio=FAST_BINARIZATION,
     ),
-    # About two minutes on two quiet CPU cores (docs/benchmarks.md, "Measured here"), offline: synthetic data, random init,
-    # no mixing.
+    # About two minutes on two quiet CPU cores (docs/benchmarks.md, "Measured here"), offline: synthetic data,
+    # random init, no mixing.
     "smoke": dict(
         data="synthetic", synthetic_train=640, synthetic_test=100, pretrained=False, epochs=3,
         batch_size=32, eval_batch_size=100, augment="basic", mix_prob=0.0, num_workers=0,
