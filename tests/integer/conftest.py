@@ -58,3 +58,19 @@ def both_engines(export, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     expected = numpy_engine.integer_logits(numpy_engine.quantize_images(images.numpy()))
     torch_engine = TorchIntegerResNet(export, chunk=3)  # chunks that do not divide the batch
     return expected, torch_engine.integer_logits(torch_engine.quantize_images(images)).numpy()
+
+
+def converted(edit=None, seed: int = 0) -> torch.nn.Module:
+    """A random-init ResNet18-CIFAR, edited by ``edit(model)`` before binarize_, calibrated on two batches and
+    set fully binary (eval mode)."""
+    torch.manual_seed(seed)
+    model = resnet18_cifar(pretrained=False)
+    if edit is not None:
+        edit(model)
+    binarize_(model)
+    with torch.no_grad():
+        model.train()
+        for _ in range(2):
+            model(torch.randn(8, 3, 32, 32))
+    set_controls(model, 1.0, 1.0)
+    return model.eval()

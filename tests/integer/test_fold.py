@@ -20,24 +20,7 @@ from bintut.model import resnet18_cifar
 from bintut.quant import binarize_, hard_mode, set_controls
 
 from ..conftest import calibrated
-from .conftest import calibrated_binary_model
-
-
-def converted(edit=None, seed: int = 0) -> nn.Module:
-    """A random-init ResNet18-CIFAR, edited by ``edit(model)`` before binarize_, calibrated on two batches and
-    set fully binary (eval mode)."""
-    torch.manual_seed(seed)
-    model = resnet18_cifar(pretrained=False)
-    if edit is not None:
-        edit(model)
-    binarize_(model)
-    with torch.no_grad():
-        model.train()
-        for _ in range(2):
-            model(torch.randn(8, 3, 32, 32))
-    set_controls(model, 1.0, 1.0)
-    return model.eval()
-
+from .conftest import calibrated_binary_model, converted
 
 BIASED = ("conv1", "bn1"), ("layer1.0.conv2", "layer1.0.bn2"), ("layer3.0.downsample.0", "layer3.0.downsample.1")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from bintut.integer.engine import IntegerResNet
 from bintut.integer.fold import export_resnet
@@ -15,7 +14,7 @@ from bintut.model import resnet18_cifar
 from bintut.quant import binarize_, set_controls
 
 from ..conftest import calibrated
-from .conftest import both_engines
+from .conftest import both_engines, converted
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -67,22 +66,6 @@ def test_a_near_dead_batchnorm_channel_exports_as_a_constant(tmp_path):
     # beta / sigma rounded once: a channel whose float output is 2.3 steps gives code 2, not 3
     expected_code = np.clip(np.floor(layer.b[5] / export.layers["layer1.0.conv2"].act_step + 0.5), 0, 127)
     assert constant.flat[0] == expected_code
-
-
-def converted(edit=None, seed: int = 0) -> nn.Module:
-    """A random-init ResNet18-CIFAR, edited by ``edit(model)`` before binarize_, calibrated on two batches and
-    set fully binary (eval mode)."""
-    torch.manual_seed(seed)
-    model = resnet18_cifar(pretrained=False)
-    if edit is not None:
-        edit(model)
-    binarize_(model)
-    with torch.no_grad():
-        model.train()
-        for _ in range(2):
-            model(torch.randn(8, 3, 32, 32))
-    set_controls(model, 1.0, 1.0)
-    return model.eval()
 
 
 def test_the_torch_integer_engine_takes_an_empty_batch():

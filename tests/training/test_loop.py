@@ -203,6 +203,6 @@ def test_results_figure_names_the_data_set(data_dir, tmp_path):
 
     cfg = preset("smoke", data_root=str(data_dir), out=str(tmp_path / "run"), synthetic_train=32, synthetic_test=16,
                  batch_size=16, eval_batch_size=16, epochs=1, wandb="disabled", progress=False, resume=True)
-    train(cfg, plot=plot_run)
+    assert train(cfg, plot=plot_run)["epochs"] == 1
     assert titles == ["data: synthetic data made offline (32 training images)"]
     assert (tmp_path / "run" / "results.png").is_file()
