@@ -26,7 +26,7 @@ where a code sits at the clamp, for weights from the saved signs and mask):
   (the identity straight-through estimator of sign, times the scale).
 
 Forward values equal the composed expression's; gradients equal it up to float rounding (the composed
-chain multiplies by ``step`` and divides by it again). ``tests/test_quant.py`` holds both against the
+chain multiplies by ``step`` and divides by it again). ``tests/ideas/test_fused_quant.py`` holds both against the
 composed expression. Under ``torch.compile`` the quantizers keep the composed expression, which the
 compiler fuses itself. Taught (as the composed expression) in notebooks/03_sprinkled_binarization.ipynb and
 notebooks/04_int8_activations.ipynb.

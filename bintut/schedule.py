@@ -28,7 +28,7 @@ def constant(value: float) -> list[list]:
     return [[1.0, "stay", value, value]]
 
 
-# The reference recipe (tests/test_reference_fidelity.py pins it against SebastianFia/binary_resnet18).
+# The reference recipe (tests/training/test_reference_fidelity.py pins it against SebastianFia/binary_resnet18).
 REFERENCE_LR: list[list] = [[0.05, "linear", 1e-5, 1e-3], [1.0, "cosine", 1e-3, 1e-5]]
 
 REFERENCE_BINARIZATION: list[list] = [

@@ -23,10 +23,10 @@ def train_transform(augment: str = "reference", mean: tuple[float, ...] = CIFAR1
                     std: tuple[float, ...] = CIFAR100_STD) -> v2.Compose:
     """Per-image training transform on uint8 CHW tensors.
 
-    ``reference`` is the published recipe (tests/test_reference_fidelity.py); ``basic`` is crop + flip; ``none`` only
-    normalises. Input (3, 32, 32) uint8 pixels in [0, 255]; output (3, 32, 32) float32, normalised with ``mean``
-    and ``std`` (per channel, in units of pixels / 255). Raises ValueError listing the choices for another
-    ``augment``.
+    ``reference`` is the published recipe (tests/training/test_reference_fidelity.py); ``basic`` is crop + flip;
+    ``none`` only normalises. Input (3, 32, 32) uint8 pixels in [0, 255]; output (3, 32, 32) float32, normalised
+    with ``mean`` and ``std`` (per channel, in units of pixels / 255). Raises ValueError listing the choices for
+    another ``augment``.
     """
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
