@@ -9,7 +9,6 @@ import pytest
 from bintut.cli import main
 from bintut.data.cifar100 import load_cifar100, synthetic_images, write_synthetic_cifar100
 from bintut.data.images import DataError, DataNotFoundError, checked_set
-from bintut.files import download
 
 
 def test_synthetic_set_uses_the_real_layout(tmp_path):
@@ -65,13 +64,17 @@ def test_real_data_is_still_checksummed(tmp_path):
 
 
 def test_offline_download_fails_clearly(tmp_path, monkeypatch):
-    import urllib.error
+    """The real download code against a port nothing listens on (refused at once, as offline): one clear error
+    naming the reason, no partial file. (Patching urlopen would not reach the download's own opener.)"""
+    import socket
 
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("Name or service not known")
+    from bintut.data import cifar100
 
-    monkeypatch.setattr(download.urllib.request, "urlopen", offline)
-    with pytest.raises(DataNotFoundError, match="could not be downloaded.*Name or service not known"):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setattr(cifar100, "CIFAR100_URL", f"http://127.0.0.1:{port}/cifar-100-python.tar.gz")
+    with pytest.raises(DataNotFoundError, match="could not be downloaded.*(refused|Errno 111)"):
         load_cifar100(tmp_path, download=True)
     assert not list(tmp_path.glob("**/*.tmp*"))  # no partial file left behind
 
