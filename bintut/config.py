@@ -158,7 +158,7 @@ class TrainConfig:
         range at some t of the run, or ``out`` is empty.
         """
         choices = {
-            "data": ("cifar100", "fashion-mnist", "synthetic"),
+            "data": tuple(sorted(DATA_NAMES)),  # ("cifar100", "fashion-mnist", "synthetic")
             "augment": ("reference", "basic", "none"),
             "scale": ("learned", "analytic"),
             "device": ("auto", "cuda", "cpu"),
