@@ -153,7 +153,7 @@ def record(configs: dict[str, TrainConfig], out: str | os.PathLike, command: str
     data = configs["baseline"].data
     folder = Path(out) / data
     folder.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = _utc_now()
     earlier = _earlier_provenance(folder, data)
     provenance: dict[str, Any] = {
         "data": DATA_NAMES[data], "commands": [*earlier.get("commands", []), command], "machine": machine(),
@@ -180,13 +180,20 @@ def record(configs: dict[str, TrainConfig], out: str | os.PathLike, command: str
         saved = portable_config(json.loads((run_folder / CONFIG).read_text()), runs_dir())
         _write(target / CONFIG, json.dumps(saved, indent=2) + "\n")
         key, before = f"{stage}/seed-{cfg.seed}", provenance["runs"].get(f"{stage}/seed-{cfg.seed}")
+        provenance["last_date"] = _utc_now()  # when this run was recorded
         if not (finished and before and before.get("run") == run_folder.name):  # keep who trained it, and when
             provenance["runs"][key] = {"run": run_folder.name, "trained_here": not finished,
-                                       "wall_seconds": round(time.perf_counter() - begun), "recorded": now}
+                                       "wall_seconds": round(time.perf_counter() - begun),
+                                       "recorded": provenance["last_date"]}
         provenance["wall_seconds_this_call"] = round(time.perf_counter() - started)
         provenance["wall_seconds"] = sum(r["wall_seconds"] for r in provenance["runs"].values() if r["trained_here"])
         _write(folder / PROVENANCE, json.dumps(provenance, indent=2) + "\n")
     return folder
+
+
+def _utc_now() -> str:
+    """The time now, to the minute, in UTC ("2026-12-05 10:04 UTC")."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def portable_config(config: dict[str, Any], runs: Path) -> dict[str, Any]:
